@@ -1,0 +1,1 @@
+//! canopy-issuer library.

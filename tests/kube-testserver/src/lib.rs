@@ -1,0 +1,1 @@
+//! Test-only in-process Kubernetes API server.
