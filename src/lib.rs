@@ -1,1 +1,30 @@
-//! canopy core.
+//! canopy core: the PKI vocabulary shared by `pkictl` (offline root) and `canopy-issuer`.
+//!
+//! Keys, certificate profiles, CSR checks, SPIFFE IDs, chains and bundles, the Istio
+//! `cacerts` layout, CRLs and the hash-chained ledger. This crate does no network I/O
+//! and never reads the clock: every function that needs "now" takes it.
+
+pub mod bundle;
+pub mod ca;
+pub mod cacerts;
+pub mod cert;
+pub mod chain;
+pub mod crl;
+pub mod csr;
+pub mod key;
+pub mod ledger;
+pub mod pem;
+pub mod profile;
+pub mod renewal;
+pub mod serial;
+pub mod spiffe;
+pub mod ttl;
+
+pub use ca::{CertificateAuthority, IssuedCertificate, Signer};
+pub use cert::Certificate;
+pub use csr::Csr;
+pub use key::{KeyPair, KeyType, Passphrase};
+pub use profile::{CertRequest, Profile};
+pub use serial::Serial;
+pub use spiffe::{SpiffeId, TrustDomain};
+pub use ttl::Ttl;

@@ -1,0 +1,283 @@
+//! Certificate authorities: a CA certificate plus the [`Signer`] that holds its key.
+//!
+//! Every certificate canopy makes goes through [`CertificateAuthority::issue`] (or
+//! [`CertificateAuthority::new_root`]), which plans it with its profile, signs it, parses it
+//! back and checks it against the profile before anyone sees it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rcgen::{Issuer, KeyIdMethod, SignatureAlgorithm};
+use rustls_pki_types::CertificateDer;
+use time::OffsetDateTime;
+use x509_parser::prelude::FromDer;
+
+use crate::cert::{CertError, Certificate};
+use crate::crl::{Crl, CrlError, RevokedEntry};
+use crate::csr::Csr;
+use crate::key::{KeyError, KeyPair, KeyType};
+use crate::profile::{CertRequest, Profile, ProfileError};
+
+/// The only way a CA key signs: file-backed ([`KeyPair`]) today, PKCS#11/KMS later.
+pub trait Signer: Send + Sync {
+    /// The key's type.
+    fn key_type(&self) -> KeyType;
+    /// The DER SubjectPublicKeyInfo of the key.
+    fn public_key_spki(&self) -> Vec<u8>;
+    /// Signs `msg` with the key type's signature algorithm.
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError>;
+}
+
+impl Signer for KeyPair {
+    fn key_type(&self) -> KeyType {
+        KeyPair::key_type(self)
+    }
+    fn public_key_spki(&self) -> Vec<u8> {
+        KeyPair::public_key_spki(self)
+    }
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
+        KeyPair::sign(self, msg)
+    }
+}
+
+/// Adapts a [`Signer`] to rcgen's signing traits.
+#[derive(Clone)]
+struct SignerHandle {
+    signer: Arc<dyn Signer>,
+    raw_public_key: Vec<u8>,
+    alg: &'static SignatureAlgorithm,
+}
+
+impl SignerHandle {
+    fn new(signer: Arc<dyn Signer>) -> Result<Self, CaError> {
+        let spki = signer.public_key_spki();
+        let (_, parsed) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&spki)
+            .map_err(|_| CaError::Key(KeyError::Malformed))?;
+        Ok(Self {
+            raw_public_key: parsed.subject_public_key.data.to_vec(),
+            alg: signer.key_type().signature_algorithm(),
+            signer,
+        })
+    }
+}
+
+impl rcgen::PublicKeyData for SignerHandle {
+    fn der_bytes(&self) -> &[u8] {
+        &self.raw_public_key
+    }
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        self.alg
+    }
+}
+
+impl rcgen::SigningKey for SignerHandle {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.signer
+            .sign(msg)
+            .map_err(|_| rcgen::Error::RingUnspecified)
+    }
+}
+
+/// Why a CA could not be set up or could not sign.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("the private key does not match the CA certificate's public key")]
+    KeyMismatch,
+    #[error("the certificate is not a CA (basicConstraints CA:TRUE with keyCertSign)")]
+    NotCa,
+    #[error("a workload may not ask for a CA certificate")]
+    CaRequested,
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    #[error(transparent)]
+    Crl(#[from] CrlError),
+    #[error("signing failed: {0}")]
+    Signing(String),
+}
+
+/// A certificate just issued, with the chain to hand out (leaf first, no root).
+#[derive(Clone, Debug)]
+pub struct IssuedCertificate {
+    pub certificate: Certificate,
+    /// Leaf first, then every CA above it except the root.
+    pub chain: Vec<Certificate>,
+    pub profile: Profile,
+    /// notAfter was cut to the issuer's.
+    pub clamped: bool,
+}
+
+impl IssuedCertificate {
+    /// The chain as PEM (leaf first, no root).
+    pub fn chain_pem(&self) -> String {
+        Certificate::pem_of(&self.chain)
+    }
+}
+
+/// A CA: its certificate, the certificates above it up to (not including) the root, and its signer.
+pub struct CertificateAuthority {
+    cert: Certificate,
+    chain_above: Vec<Certificate>,
+    signer: SignerHandle,
+    issuer: Issuer<'static, SignerHandle>,
+}
+
+impl fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateAuthority")
+            .field("subject", &self.cert.subject())
+            .field("serial", self.cert.serial())
+            .field("not_after", &self.cert.not_after())
+            .finish()
+    }
+}
+
+impl CertificateAuthority {
+    /// A CA from its certificate, the certificates above it (excluding the root) and its key.
+    pub fn new(
+        cert: Certificate,
+        chain_above: Vec<Certificate>,
+        signer: Arc<dyn Signer>,
+    ) -> Result<Self, CaError> {
+        if !cert.is_ca() || cert.key_usage().is_some_and(|ku| !ku.key_cert_sign) {
+            return Err(CaError::NotCa);
+        }
+        if cert.public_key_spki() != signer.public_key_spki().as_slice() {
+            return Err(CaError::KeyMismatch);
+        }
+        let handle = SignerHandle::new(signer)?;
+        let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(cert.der()), handle.clone())
+            .map_err(|e| CaError::Signing(e.to_string()))?;
+        Ok(Self {
+            cert,
+            chain_above,
+            signer: handle,
+            issuer,
+        })
+    }
+
+    /// Makes a self-signed root with the Root profile.
+    pub fn new_root(
+        signer: Arc<dyn Signer>,
+        req: &CertRequest,
+        now: OffsetDateTime,
+    ) -> Result<Self, CaError> {
+        let handle = SignerHandle::new(signer.clone())?;
+        let planned = Profile::Root.plan(req, signer.key_type(), None, now)?;
+        let signed = planned
+            .params
+            .self_signed(&handle)
+            .map_err(|e| CaError::Signing(e.to_string()))?;
+        let cert = Certificate::from_der(signed.der().to_vec())?;
+        Profile::Root.check_issued(&cert, &planned, &handle.signer.public_key_spki(), None)?;
+        Self::new(cert, vec![], signer)
+    }
+
+    /// Issues a certificate of `profile` for a public key (DER SubjectPublicKeyInfo).
+    pub fn issue(
+        &self,
+        profile: Profile,
+        req: &CertRequest,
+        subject_spki: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<IssuedCertificate, CaError> {
+        let key_type = KeyType::from_spki(subject_spki)?;
+        let planned = profile.plan(req, key_type, Some(&self.cert), now)?;
+        let public_key = rcgen::SubjectPublicKeyInfo::from_der(subject_spki)
+            .map_err(|e| CaError::Key(KeyError::Unsupported(e.to_string())))?;
+        let signed = planned
+            .params
+            .signed_by(&public_key, &self.issuer)
+            .map_err(|e| CaError::Signing(e.to_string()))?;
+        let cert = Certificate::from_der(signed.der().to_vec())?;
+        profile.check_issued(&cert, &planned, subject_spki, Some(&self.cert))?;
+        let mut chain = Vec::with_capacity(self.chain_above.len() + 2);
+        chain.push(cert.clone());
+        chain.push(self.cert.clone());
+        chain.extend(self.chain_above.iter().cloned());
+        Ok(IssuedCertificate {
+            certificate: cert,
+            chain,
+            profile,
+            clamped: planned.clamped,
+        })
+    }
+
+    /// Issues for a verified CSR. Only the CSR's key is used: names come from `req`
+    /// (the caller decides which requested names policy allows), extensions are ignored.
+    /// A CSR asking for a CA is refused for leaf profiles.
+    pub fn issue_for_csr(
+        &self,
+        profile: Profile,
+        csr: &Csr,
+        req: &CertRequest,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCertificate, CaError> {
+        if !profile.is_ca() && csr.requests_ca() {
+            return Err(CaError::CaRequested);
+        }
+        self.issue(profile, req, csr.public_key_spki(), now)
+    }
+
+    /// Generates a key and issues a certificate for it (intermediates, mesh CAs, dev setups).
+    pub fn issue_with_new_key(
+        &self,
+        profile: Profile,
+        req: &CertRequest,
+        key_type: KeyType,
+        now: OffsetDateTime,
+    ) -> Result<(IssuedCertificate, KeyPair), CaError> {
+        let key = KeyPair::generate(key_type)?;
+        let issued = self.issue(profile, req, &key.public_key_spki(), now)?;
+        Ok((issued, key))
+    }
+
+    /// Signs a CRL listing `revoked`.
+    pub fn sign_crl(
+        &self,
+        revoked: &[RevokedEntry],
+        crl_number: u64,
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> Result<Crl, CaError> {
+        let ski = self
+            .cert
+            .subject_key_id()
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| {
+                CaError::Signing("the CA certificate has no Subject Key Identifier".into())
+            })?;
+        let params = rcgen::CertificateRevocationListParams {
+            this_update,
+            next_update,
+            crl_number: rcgen::SerialNumber::from(crl_number),
+            issuing_distribution_point: None,
+            revoked_certs: revoked.iter().map(RevokedEntry::to_rcgen).collect(),
+            key_identifier_method: KeyIdMethod::PreSpecified(ski),
+        };
+        let crl = params
+            .signed_by(&self.issuer)
+            .map_err(|e| CaError::Signing(e.to_string()))?;
+        Ok(Crl::from_der(crl.der().to_vec())?)
+    }
+
+    /// The CA's certificate.
+    pub fn certificate(&self) -> &Certificate {
+        &self.cert
+    }
+
+    /// The CA's certificate followed by those above it, excluding the root.
+    pub fn chain(&self) -> Vec<Certificate> {
+        let mut v = vec![self.cert.clone()];
+        v.extend(self.chain_above.iter().cloned());
+        v
+    }
+
+    /// The CA's key type.
+    pub fn key_type(&self) -> KeyType {
+        self.signer.signer.key_type()
+    }
+}

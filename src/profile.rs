@@ -1,0 +1,660 @@
+//! Certificate profiles (shared/contracts/profiles.md): one enum, one function that turns a
+//! request into certificate parameters, and one check that a signed certificate obeys it.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyUsagePurpose, SanType,
+};
+use time::{Duration, OffsetDateTime};
+
+use crate::cert::Certificate;
+use crate::key::KeyType;
+use crate::serial::Serial;
+use crate::spiffe::{SpiffeId, TrustDomain};
+use crate::ttl::Ttl;
+
+/// How far notBefore is backdated, for clock skew between issuer and relying parties.
+pub const BACKDATE: Duration = Duration::seconds(90);
+/// The shortest lifetime canopy issues.
+pub const MIN_TTL: Ttl = Ttl::minutes(10);
+/// The most DNS names or IPs one certificate may carry.
+pub const MAX_SANS: usize = 100;
+
+/// The kinds of certificate canopy makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// Self-signed offline root.
+    Root,
+    /// Per-cloud intermediate, signed by the root.
+    Intermediate,
+    /// istiod's sub-CA in a cluster's `cacerts`, signed by an intermediate.
+    MeshCa,
+    /// A workload identity: one SPIFFE ID, serverAuth + clientAuth.
+    Workload,
+    /// A TLS server (DNS/IP SANs), serverAuth.
+    Server,
+    /// A TLS client, clientAuth.
+    Client,
+}
+
+impl Profile {
+    /// Every profile, for listings and tests.
+    pub const ALL: [Profile; 6] = [
+        Profile::Root,
+        Profile::Intermediate,
+        Profile::MeshCa,
+        Profile::Workload,
+        Profile::Server,
+        Profile::Client,
+    ];
+
+    /// Whether certificates of this profile are CAs.
+    pub fn is_ca(self) -> bool {
+        matches!(
+            self,
+            Profile::Root | Profile::Intermediate | Profile::MeshCa
+        )
+    }
+
+    /// The lifetime used when a request names none.
+    pub fn default_ttl(self) -> Ttl {
+        match self {
+            Profile::Root => Ttl::years(10),
+            Profile::Intermediate => Ttl::years(5),
+            Profile::MeshCa => Ttl::days(90),
+            Profile::Workload | Profile::Server | Profile::Client => Ttl::hours(24),
+        }
+    }
+
+    fn default_path_len(self) -> Option<u8> {
+        match self {
+            Profile::Root => None,
+            Profile::Intermediate => Some(1),
+            Profile::MeshCa => Some(0),
+            _ => None,
+        }
+    }
+
+    /// Turns a request into the parameters of a certificate to sign.
+    ///
+    /// `subject_key` is the type of the key being certified; `issuer` is the signing CA's
+    /// certificate (None for a root). The lifetime never passes the issuer's notAfter: it
+    /// is clamped (and [`Planned::clamped`] says so) when `req.clamp_to_issuer`, else refused.
+    pub fn plan(
+        self,
+        req: &CertRequest,
+        subject_key: KeyType,
+        issuer: Option<&Certificate>,
+        now: OffsetDateTime,
+    ) -> Result<Planned, ProfileError> {
+        if !subject_key.is_strong_enough() {
+            return Err(ProfileError::KeyNotAllowed(format!(
+                "{subject_key} is too weak"
+            )));
+        }
+        if self == Profile::MeshCa && !subject_key.accepted_by_istiod() {
+            return Err(ProfileError::KeyNotAllowed(format!(
+                "{subject_key}: istiod accepts only ECDSA P-256/P-384 or RSA >= 2048 for its CA"
+            )));
+        }
+        if self != Profile::Root && issuer.is_none() {
+            return Err(ProfileError::NeedsIssuer);
+        }
+        if let Some(iss) = issuer {
+            if !iss.is_ca() {
+                return Err(ProfileError::IssuerNotCa);
+            }
+            if now > iss.not_after() {
+                return Err(ProfileError::IssuerExpired {
+                    not_after: iss.not_after(),
+                });
+            }
+        }
+        let ttl = req.ttl.unwrap_or(self.default_ttl());
+        if !self.is_ca() && ttl < MIN_TTL {
+            return Err(ProfileError::TtlTooShort { min: MIN_TTL });
+        }
+
+        let mut p = CertificateParams::default();
+        p.distinguished_name = DistinguishedName::new();
+        if let Some(cn) = &req.subject.common_name {
+            check_dn_value("common name", cn)?;
+            p.distinguished_name.push(DnType::CommonName, cn.as_str());
+        }
+        if let Some(o) = &req.subject.organization {
+            check_dn_value("organization", o)?;
+            p.distinguished_name
+                .push(DnType::OrganizationName, o.as_str());
+        }
+        let serial = Serial::random();
+        p.serial_number = Some(serial.to_rcgen());
+        p.not_before = now - BACKDATE;
+        if let Some(iss) = issuer {
+            if p.not_before < iss.not_before() {
+                p.not_before = iss.not_before();
+            }
+        }
+        let mut not_after = now + ttl.as_duration();
+        let mut clamped = false;
+        if let Some(iss) = issuer {
+            if not_after > iss.not_after() {
+                if !req.clamp_to_issuer {
+                    return Err(ProfileError::PastIssuerExpiry {
+                        requested: not_after,
+                        issuer_not_after: iss.not_after(),
+                    });
+                }
+                not_after = iss.not_after();
+                clamped = true;
+            }
+        }
+        p.not_after = not_after;
+        p.use_authority_key_identifier_extension = self != Profile::Root;
+
+        match self {
+            Profile::Root | Profile::Intermediate | Profile::MeshCa => {
+                if req.subject.common_name.is_none() {
+                    return Err(ProfileError::MissingCommonName);
+                }
+                let path_len = req.path_len.or(self.default_path_len());
+                if self == Profile::MeshCa && path_len != Some(0) {
+                    return Err(ProfileError::Invalid("a mesh CA has pathlen 0".into()));
+                }
+                if let (Some(iss), Some(want)) = (issuer, path_len) {
+                    if let Some(limit) = iss.path_len() {
+                        if u32::from(want) >= limit {
+                            return Err(ProfileError::Invalid(format!(
+                                "pathlen {want} is not allowed under an issuer with pathlen {limit}"
+                            )));
+                        }
+                    }
+                }
+                if let Some(iss) = issuer {
+                    if iss.path_len() == Some(0) {
+                        return Err(ProfileError::Invalid(
+                            "the issuer has pathlen 0 and may not sign a CA".into(),
+                        ));
+                    }
+                }
+                p.is_ca = IsCa::Ca(match path_len {
+                    Some(n) => BasicConstraints::Constrained(n),
+                    None => BasicConstraints::Unconstrained,
+                });
+                p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+                if self != Profile::Root {
+                    let td = req
+                        .trust_domain
+                        .as_ref()
+                        .ok_or(ProfileError::MissingTrustDomain)?;
+                    p.subject_alt_names = vec![uri_san(&td.id_string())?];
+                } else if let Some(td) = &req.trust_domain {
+                    p.subject_alt_names = vec![uri_san(&td.id_string())?];
+                }
+                if !req.dns_names.is_empty()
+                    || !req.ip_addresses.is_empty()
+                    || req.spiffe_id.is_some()
+                {
+                    return Err(ProfileError::Invalid(
+                        "CA certificates carry only the trust domain URI SAN".into(),
+                    ));
+                }
+            }
+            Profile::Workload | Profile::Server | Profile::Client => {
+                p.is_ca = IsCa::ExplicitNoCa;
+                p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+                if matches!(subject_key, KeyType::Rsa { .. }) {
+                    p.key_usages.push(KeyUsagePurpose::KeyEncipherment);
+                }
+                p.extended_key_usages = match self {
+                    Profile::Workload => vec![
+                        ExtendedKeyUsagePurpose::ServerAuth,
+                        ExtendedKeyUsagePurpose::ClientAuth,
+                    ],
+                    Profile::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+                    _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
+                };
+                if req.dns_names.len() + req.ip_addresses.len() > MAX_SANS {
+                    return Err(ProfileError::Invalid(format!("more than {MAX_SANS} SANs")));
+                }
+                let mut sans = Vec::new();
+                match (&req.spiffe_id, self) {
+                    (None, Profile::Workload) => return Err(ProfileError::MissingSpiffeId),
+                    (Some(id), _) => {
+                        if let Some(td) = &req.trust_domain {
+                            if id.trust_domain() != td {
+                                return Err(ProfileError::TrustDomainMismatch {
+                                    expected: td.clone(),
+                                    got: id.clone(),
+                                });
+                            }
+                        }
+                        sans.push(uri_san(&id.to_string())?);
+                    }
+                    (None, _) => {}
+                }
+                for d in &req.dns_names {
+                    check_dns_name(d, req.allow_wildcard_dns)?;
+                    sans.push(SanType::DnsName(
+                        d.to_ascii_lowercase()
+                            .try_into()
+                            .map_err(|_| bad_dns(d, "not an IA5 string"))?,
+                    ));
+                }
+                for ip in &req.ip_addresses {
+                    sans.push(SanType::IpAddress(*ip));
+                }
+                if self == Profile::Server
+                    && req.dns_names.is_empty()
+                    && req.ip_addresses.is_empty()
+                {
+                    return Err(ProfileError::Invalid(
+                        "a server certificate needs a DNS name or IP address".into(),
+                    ));
+                }
+                if sans.is_empty() && req.subject.common_name.is_none() {
+                    return Err(ProfileError::Invalid(
+                        "the certificate would name nobody: give a SPIFFE ID, SAN or CN".into(),
+                    ));
+                }
+                p.subject_alt_names = sans;
+            }
+        }
+        Ok(Planned {
+            profile: self,
+            params: p,
+            serial,
+            clamped,
+        })
+    }
+
+    /// Every way `cert` departs from this profile's fixed shape (no request needed).
+    pub fn lint(self, cert: &Certificate) -> Vec<String> {
+        let mut v = Vec::new();
+        let s = cert.serial().as_bytes();
+        if s.is_empty() || s.len() > 20 {
+            v.push(format!("serial is {} bytes (must be 1-20)", s.len()));
+        }
+        if cert.has_sha1_signature() {
+            v.push("signed with SHA-1".into());
+        }
+        if cert.subject_key_id().is_none() {
+            v.push("no Subject Key Identifier".into());
+        }
+        if self != Profile::Root && cert.authority_key_id().is_none() {
+            v.push("no Authority Key Identifier".into());
+        }
+        if !cert.has_basic_constraints() || !cert.basic_constraints_critical() {
+            v.push("basicConstraints missing or not critical".into());
+        }
+        let ku = cert.key_usage().unwrap_or_default();
+        if cert.key_usage().is_none() || !ku.critical {
+            v.push("keyUsage missing or not critical".into());
+        }
+        if self.is_ca() {
+            if !cert.is_ca() {
+                v.push("not a CA (basicConstraints CA:FALSE)".into());
+            }
+            if !ku.key_cert_sign
+                || !ku.crl_sign
+                || ku.digital_signature
+                || ku.key_encipherment
+                || ku.other
+            {
+                v.push("a CA's keyUsage must be exactly keyCertSign + cRLSign".into());
+            }
+            if cert.ext_key_usage().is_some() {
+                v.push("a CA must carry no extendedKeyUsage (Go's verifier, used by istiod, treats it as a limit)".into());
+            }
+            if self == Profile::MeshCa && cert.path_len() != Some(0) {
+                v.push("a mesh CA must have pathlen 0".into());
+            }
+            if self == Profile::MeshCa && !cert.key_type().is_some_and(KeyType::accepted_by_istiod)
+            {
+                v.push(
+                    "istiod accepts only ECDSA P-256/P-384 or RSA >= 2048 keys for its CA".into(),
+                );
+            }
+            if self != Profile::Root
+                && !cert.uris().iter().any(|u| {
+                    u.starts_with("spiffe://") && u["spiffe://".len()..].find('/').is_none()
+                })
+            {
+                v.push("no trust domain URI SAN (spiffe://TRUST_DOMAIN)".into());
+            }
+            if self == Profile::Root && !cert.is_self_issued() {
+                v.push("a root is self-issued".into());
+            }
+        } else {
+            if cert.is_ca() {
+                v.push("a leaf must be CA:FALSE".into());
+            }
+            if !ku.digital_signature || ku.key_cert_sign || ku.crl_sign || ku.other {
+                v.push("a leaf's keyUsage must be digitalSignature (+ keyEncipherment for RSA), never keyCertSign/cRLSign".into());
+            }
+            let eku = cert.ext_key_usage().unwrap_or_default();
+            let want = match self {
+                Profile::Workload => (true, true),
+                Profile::Server => (true, false),
+                _ => (false, true),
+            };
+            if cert.ext_key_usage().is_none()
+                || (eku.server_auth, eku.client_auth) != want
+                || eku.any
+                || eku.other
+            {
+                v.push(format!(
+                    "extendedKeyUsage must be {}",
+                    match want {
+                        (true, true) => "serverAuth + clientAuth",
+                        (true, false) => "serverAuth",
+                        _ => "clientAuth",
+                    }
+                ));
+            }
+            if self == Profile::Workload {
+                let spiffe: Vec<_> = cert
+                    .uris()
+                    .iter()
+                    .filter(|u| u.starts_with("spiffe://"))
+                    .collect();
+                if spiffe.len() != 1 || cert.uris().len() != 1 {
+                    v.push(format!(
+                        "a workload has exactly one URI SAN, a SPIFFE ID (found {})",
+                        cert.uris().len()
+                    ));
+                } else if cert.spiffe_id().is_none() {
+                    v.push("the URI SAN is not a valid SPIFFE ID".into());
+                }
+            }
+            if cert.subject().is_empty() && !cert.san_critical() {
+                v.push("the subject is empty but the SAN extension is not critical".into());
+            }
+        }
+        v
+    }
+
+    /// Checks a just-signed certificate against the plan it was made from and its issuer.
+    /// A failure here is an internal error: the certificate must not be returned.
+    pub fn check_issued(
+        self,
+        cert: &Certificate,
+        planned: &Planned,
+        subject_spki: &[u8],
+        issuer: Option<&Certificate>,
+    ) -> Result<(), ProfileError> {
+        let mut v = self.lint(cert);
+        let p = &planned.params;
+        if cert.serial() != &planned.serial {
+            v.push("serial differs from the one planned".into());
+        }
+        if cert.public_key_spki() != subject_spki {
+            v.push("public key is not the requester's".into());
+        }
+        if cert.not_before() != p.not_before || cert.not_after() != p.not_after {
+            v.push("validity differs from the one planned".into());
+        }
+        let want_uris: Vec<String> = p
+            .subject_alt_names
+            .iter()
+            .filter_map(|s| match s {
+                SanType::URI(u) => Some(u.as_str().to_owned()),
+                _ => None,
+            })
+            .collect();
+        if cert.uris() != want_uris.as_slice() {
+            v.push("URI SANs differ from the request".into());
+        }
+        let want_dns: Vec<String> = p
+            .subject_alt_names
+            .iter()
+            .filter_map(|s| match s {
+                SanType::DnsName(d) => Some(d.as_str().to_owned()),
+                _ => None,
+            })
+            .collect();
+        if cert.dns_names() != want_dns.as_slice() {
+            v.push("DNS SANs differ from the request".into());
+        }
+        match issuer {
+            Some(iss) => {
+                if cert.issuer_raw() != iss.subject_raw() {
+                    v.push("issuer name is not the CA's subject".into());
+                }
+                if cert.not_after() > iss.not_after() {
+                    v.push("outlives its issuer".into());
+                }
+                if cert.authority_key_id().is_some()
+                    && cert.authority_key_id() != iss.subject_key_id()
+                {
+                    v.push(
+                        "Authority Key Identifier is not the issuer's Subject Key Identifier"
+                            .into(),
+                    );
+                }
+                if cert.verify_signed_by(iss).is_err() {
+                    v.push("signature does not verify with the issuer's key".into());
+                }
+            }
+            None => {
+                if cert.verify_signed_by_spki(cert.public_key_spki()).is_err() {
+                    v.push("self-signature does not verify".into());
+                }
+            }
+        }
+        if v.is_empty() {
+            Ok(())
+        } else {
+            Err(ProfileError::CheckFailed(v))
+        }
+    }
+
+    /// The profile a certificate most likely was made with, for `inspect`.
+    pub fn guess(cert: &Certificate) -> Option<Profile> {
+        if cert.is_ca() {
+            return Some(if cert.is_self_issued() {
+                Profile::Root
+            } else if cert.path_len() == Some(0) {
+                Profile::MeshCa
+            } else {
+                Profile::Intermediate
+            });
+        }
+        let eku = cert.ext_key_usage()?;
+        match (eku.server_auth, eku.client_auth) {
+            (true, true) => Some(Profile::Workload),
+            (true, false) => Some(Profile::Server),
+            (false, true) => Some(Profile::Client),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Profile::Root => "root",
+            Profile::Intermediate => "intermediate",
+            Profile::MeshCa => "mesh-ca",
+            Profile::Workload => "workload",
+            Profile::Server => "server",
+            Profile::Client => "client",
+        })
+    }
+}
+
+impl FromStr for Profile {
+    type Err = ProfileError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Profile::ALL
+            .into_iter()
+            .find(|p| p.to_string() == s)
+            .ok_or_else(|| ProfileError::UnknownProfile(s.chars().take(40).collect()))
+    }
+}
+
+/// Subject name fields canopy sets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Subject {
+    pub common_name: Option<String>,
+    pub organization: Option<String>,
+}
+
+/// What is asked of a certificate, already parsed into typed values.
+#[derive(Clone, Debug, Default)]
+pub struct CertRequest {
+    pub subject: Subject,
+    /// The SPIFFE ID (workloads: required; the only URI SAN).
+    pub spiffe_id: Option<SpiffeId>,
+    /// The trust domain: CA profiles put `spiffe://TD` in a URI SAN; leaves must match it.
+    pub trust_domain: Option<TrustDomain>,
+    pub dns_names: Vec<String>,
+    pub ip_addresses: Vec<IpAddr>,
+    /// Requested lifetime; the profile's default when None.
+    pub ttl: Option<Ttl>,
+    /// CA profiles: pathLenConstraint (profile default when None).
+    pub path_len: Option<u8>,
+    /// Clamp notAfter to the issuer's instead of refusing.
+    pub clamp_to_issuer: bool,
+    /// Whether `*.example.com` DNS names are allowed (policy decides).
+    pub allow_wildcard_dns: bool,
+}
+
+/// A certificate ready to sign: parameters plus what was decided on the way.
+#[derive(Debug)]
+pub struct Planned {
+    pub profile: Profile,
+    pub params: CertificateParams,
+    pub serial: Serial,
+    /// notAfter was cut to the issuer's.
+    pub clamped: bool,
+}
+
+/// Why a request cannot become a certificate of a profile.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProfileError {
+    #[error(
+        "unknown profile {0:?} (choose root, intermediate, mesh-ca, workload, server or client)"
+    )]
+    UnknownProfile(String),
+    #[error(
+        "a workload certificate needs exactly one SPIFFE ID (URI SAN spiffe://TRUST_DOMAIN/...)"
+    )]
+    MissingSpiffeId,
+    #[error("more than one SPIFFE ID requested; a workload certificate carries exactly one")]
+    TooManySpiffeIds,
+    #[error("SPIFFE ID {got} is not in trust domain {expected}")]
+    TrustDomainMismatch {
+        expected: TrustDomain,
+        got: SpiffeId,
+    },
+    #[error("invalid DNS name {name:?}: {why}")]
+    BadDnsName { name: String, why: &'static str },
+    #[error("invalid {field}: {why}")]
+    BadSubject {
+        field: &'static str,
+        why: &'static str,
+    },
+    #[error("requested lifetime is shorter than the minimum {min}")]
+    TtlTooShort { min: Ttl },
+    #[error("requested notAfter {requested} is past the issuer's notAfter {issuer_not_after}: ask for a shorter TTL or allow clamping")]
+    PastIssuerExpiry {
+        requested: OffsetDateTime,
+        issuer_not_after: OffsetDateTime,
+    },
+    #[error("the issuing CA expired at {not_after}: renew it before signing")]
+    IssuerExpired { not_after: OffsetDateTime },
+    #[error("the issuing certificate is not a CA")]
+    IssuerNotCa,
+    #[error("this profile needs an issuing CA")]
+    NeedsIssuer,
+    #[error("a CA certificate needs a trust domain (for its spiffe://TRUST_DOMAIN URI SAN)")]
+    MissingTrustDomain,
+    #[error("a CA certificate needs a common name")]
+    MissingCommonName,
+    #[error("key not allowed: {0}")]
+    KeyNotAllowed(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("signed certificate failed its profile check: {}", .0.join("; "))]
+    CheckFailed(Vec<String>),
+}
+
+fn uri_san(s: &str) -> Result<SanType, ProfileError> {
+    Ok(SanType::URI(s.try_into().map_err(|_| {
+        ProfileError::Invalid(format!("URI SAN {s:?} is not an IA5 string"))
+    })?))
+}
+
+fn bad_dns(name: &str, why: &'static str) -> ProfileError {
+    ProfileError::BadDnsName {
+        name: name.chars().take(80).collect(),
+        why,
+    }
+}
+
+/// Checks a DNS SAN: LDH labels, at most 253 bytes, a wildcard only as `*.` when allowed.
+pub fn check_dns_name(name: &str, allow_wildcard: bool) -> Result<(), ProfileError> {
+    if name.is_empty() {
+        return Err(bad_dns(name, "empty"));
+    }
+    if name.len() > 253 {
+        return Err(bad_dns(name, "longer than 253 bytes"));
+    }
+    let rest = match name.strip_prefix("*.") {
+        Some(r) if allow_wildcard => r,
+        Some(_) => return Err(bad_dns(name, "wildcards are not allowed here")),
+        None => name,
+    };
+    if rest.contains('*') {
+        return Err(bad_dns(
+            name,
+            "a wildcard may only be the whole leftmost label",
+        ));
+    }
+    for label in rest.split('.') {
+        if label.is_empty() {
+            return Err(bad_dns(name, "empty label"));
+        }
+        if label.len() > 63 {
+            return Err(bad_dns(name, "label longer than 63 bytes"));
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(bad_dns(
+                name,
+                "only letters, digits, '-' and '.' are allowed",
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(bad_dns(name, "a label may not start or end with '-'"));
+        }
+    }
+    if rest.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(bad_dns(name, "looks like an IP address: use an IP SAN"));
+    }
+    Ok(())
+}
+
+fn check_dn_value(field: &'static str, v: &str) -> Result<(), ProfileError> {
+    if v.is_empty() || v.len() > 64 {
+        return Err(ProfileError::BadSubject {
+            field,
+            why: "must be 1-64 characters",
+        });
+    }
+    if v.chars().any(char::is_control) {
+        return Err(ProfileError::BadSubject {
+            field,
+            why: "control characters are not allowed",
+        });
+    }
+    Ok(())
+}
