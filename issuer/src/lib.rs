@@ -1,1 +1,22 @@
-//! canopy-issuer library.
+//! canopy-issuer: the online issuer. It holds the per-cloud intermediates and signs
+//! short-lived workload certificates under the shared trust domain, over an HTTPS
+//! API, after authentication and policy, recording every certificate and every
+//! decision before answering.
+
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod dev;
+pub mod intermediate;
+pub mod issuance;
+pub mod metrics;
+pub mod openapi;
+pub mod policy;
+pub mod ratelimit;
+pub mod recorder;
+pub mod serve;
+pub mod store;
+pub mod tls;
+
+pub use issuance::{IssueError, Issued, Issuer, SignRequest};

@@ -1,1 +1,188 @@
-fn main() {}
+//! `canopy-issuer`: serve the API, make tokens, migrate and verify the database.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use canopy_issuer::config::Config;
+use canopy_issuer::dev;
+use canopy_issuer::serve::Service;
+use canopy_issuer::store::Store;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "canopy-issuer", version, about = "canopy's online issuer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTPS API.
+    Serve {
+        #[command(flatten)]
+        source: Source,
+        /// Listen address (overrides the config; `--dev` default 127.0.0.1:8443).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Apply the embedded database migrations.
+    Migrate {
+        #[command(flatten)]
+        source: Source,
+    },
+    /// Inspect the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token bound to a policy; it is printed once and stored hashed.
+    Create {
+        /// Policy the token grants.
+        #[arg(long)]
+        policy: String,
+        #[command(flatten)]
+        source: Source,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit log's hash chain; fails if an entry was changed or removed.
+    Verify {
+        #[command(flatten)]
+        source: Source,
+    },
+}
+
+/// Where the configuration comes from.
+#[derive(Args)]
+struct Source {
+    /// Configuration file (YAML).
+    #[arg(long, short, conflicts_with = "dev", required_unless_present = "dev")]
+    config: Option<PathBuf>,
+    /// Use the dev setup in the data folder (made on first use).
+    #[arg(long)]
+    dev: bool,
+    /// Data folder of the dev setup.
+    #[arg(long, default_value = ".canopy-dev", requires = "dev")]
+    data_dir: PathBuf,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn load(
+    source: &Source,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<(Config, Option<dev::DevSetup>)> {
+    if source.dev {
+        let setup = dev::prepare(&source.data_dir, listen).await?;
+        Ok((setup.config.clone(), Some(setup)))
+    } else {
+        let path = source
+            .config
+            .as_deref()
+            .unwrap_or(Path::new("canopy-issuer.yaml"));
+        let mut config = Config::load(path)?;
+        if let Some(addr) = listen {
+            config.listen.address = addr;
+        }
+        Ok((config, None))
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { source, listen } => {
+            let (config, dev_setup) = load(&source, listen).await?;
+            let service = Service::start(&config).await?;
+            if let Some(setup) = &dev_setup {
+                println!("{}", dev::banner(setup, service.local_addr));
+            }
+            println!("listening on https://{}", service.local_addr);
+            service.run().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token {
+            command: TokenCommand::Create { policy, source },
+        } => {
+            let (config, _) = load(&source, None).await?;
+            if !config.policies.iter().any(|p| p.name == policy) {
+                let known: Vec<&str> = config.policies.iter().map(|p| p.name.as_str()).collect();
+                bail!(
+                    "no policy named {policy:?} in the config (known: {})",
+                    known.join(", ")
+                );
+            }
+            let store = Store::connect(&config.storage.url, 1).await?;
+            store.migrate().await?;
+            let token = dev::create_token(&store, &policy, "cli")
+                .await
+                .context("storing the token")?;
+            store.close().await;
+            eprintln!("token for policy {policy:?} (shown once; only its hash is stored):");
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { source } => {
+            let (config, _) = load(&source, None).await?;
+            let store = Store::connect(&config.storage.url, 1).await?;
+            store.migrate().await?;
+            store.close().await;
+            println!("database is up to date ({})", store.backend_name());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { source },
+        } => {
+            let (config, _) = load(&source, None).await?;
+            let store = Store::connect(&config.storage.url, 1).await?;
+            let result = store.verify_audit().await;
+            store.close().await;
+            match result {
+                Ok(n) => {
+                    println!("audit log OK: {n} entries, hash chain intact");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("audit log FAILED verification: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,641 @@
+//! The HTTP API (JSON, `/v1`). Handlers are thin: authenticate, parse, call the
+//! [`Issuer`], shape the answer. Errors carry a stable `code` and a message that
+//! never includes SQL, paths or key material.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use canopy::cert::Certificate;
+use canopy::serial::Serial;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::auth::{AuthError, Authenticator, Requester};
+use crate::config::Limits;
+use crate::issuance::{IssueError, Issuer, SignRequest};
+use crate::metrics::{IntermediateLabel, Metrics};
+use crate::ratelimit::RateLimiter;
+use crate::store::{CertificateFilter, CertificateRecord, Revocation};
+
+/// Every route the API serves: (method, path). The OpenAPI document is checked
+/// against this list, and the router is built to match it.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/sign"),
+    ("get", "/v1/roots"),
+    ("get", "/v1/chain/{intermediate}"),
+    ("get", "/v1/bundle"),
+    ("get", "/v1/crl/{intermediate}"),
+    ("post", "/v1/revoke"),
+    ("get", "/v1/certificates"),
+    ("get", "/v1/certificates/{serial}"),
+    ("get", "/v1/openapi.json"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+];
+
+const PEM_TYPE: &str = "application/x-pem-file";
+
+/// Shared state of the handlers.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The signing service.
+    pub issuer: Arc<Issuer>,
+    /// Credential checks.
+    pub auth: Arc<Authenticator>,
+    /// Per-identity rate limit.
+    pub limiter: Arc<RateLimiter>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Builds the router with body limit and request timeout.
+pub fn router(state: AppState, limits: &Limits) -> Router {
+    Router::new()
+        .route("/v1/sign", post(sign))
+        .route("/v1/roots", get(roots))
+        .route("/v1/chain/{intermediate}", get(chain))
+        .route("/v1/bundle", get(bundle))
+        .route("/v1/crl/{intermediate}", get(crl))
+        .route("/v1/revoke", post(revoke))
+        .route("/v1/certificates", get(certificates))
+        .route("/v1/certificates/{serial}", get(certificate))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(limits.request_timeout.as_seconds().max(1) as u64),
+        ))
+        .with_state(state)
+}
+
+/// An API error: HTTP status, stable code, safe message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            Json(json!({"code": self.code, "message": self.message})),
+        )
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(RETRY_AFTER, v);
+            }
+        }
+        response
+    }
+}
+
+impl From<IssueError> for ApiError {
+    fn from(e: IssueError) -> Self {
+        let status = match &e {
+            IssueError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            IssueError::Denied { .. } => StatusCode::FORBIDDEN,
+            IssueError::NotFound(_) => StatusCode::NOT_FOUND,
+            IssueError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IssueError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = match &e {
+            // Internal details go to the log and the audit entry, not to the caller.
+            IssueError::Internal(_) => "internal error; the certificate was not issued".to_string(),
+            other => other.to_string(),
+        };
+        let mut err = ApiError::new(status, e.code(), message);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            err.retry_after = Some(1);
+        }
+        err
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Storage(s) => IssueError::from(s).into(),
+            other => ApiError::new(StatusCode::UNAUTHORIZED, other.code(), other.to_string()),
+        }
+    }
+}
+
+/// An authenticated, rate-limited requester.
+#[derive(Debug)]
+pub struct Authenticated(pub Requester);
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = match parts.headers.get(AUTHORIZATION) {
+            Some(v) => Some(
+                v.to_str()
+                    .map_err(|_| ApiError::from(AuthError::Malformed))?,
+            ),
+            None => None,
+        };
+        let cert = parts
+            .extensions
+            .get::<crate::tls::ClientCert>()
+            .and_then(|c| c.0.clone());
+        let requester = state
+            .auth
+            .authenticate(header, cert.as_deref())
+            .await
+            .inspect_err(|e| state.metrics.deny(e.code()))?;
+        if let Err(wait) = state.limiter.check(&requester.rate_key(), Instant::now()) {
+            state.metrics.deny("rate_limited");
+            let mut err = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests from {requester}; retry later"),
+            );
+            err.retry_after = Some(wait.as_secs().max(1));
+            return Err(err);
+        }
+        Ok(Authenticated(requester))
+    }
+}
+
+/// JSON body whose rejections are API errors (400, 413 for a body over the limit, 415).
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "request body is larger than the limit",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send JSON with Content-Type: application/json",
+        ),
+        _ => match rejection {
+            JsonRejection::JsonDataError(e) => ApiError::bad("bad_json", e.body_text()),
+            JsonRejection::JsonSyntaxError(_) => {
+                ApiError::bad("bad_json", "body is not valid JSON")
+            }
+            other => ApiError::bad("bad_request", other.body_text()),
+        },
+    }
+}
+
+/// Query string whose rejections are API errors.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|e: QueryRejection| ApiError::bad("bad_query", e.body_text()))
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+fn unix_rfc3339(secs: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(secs)
+        .map(rfc3339)
+        .unwrap_or_default()
+}
+
+fn wants_pem(headers: &HeaderMap) -> bool {
+    headers
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(PEM_TYPE))
+}
+
+fn pem_response(text: String) -> Response {
+    ([(CONTENT_TYPE, PEM_TYPE)], text).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignBody {
+    csr: String,
+    #[serde(default)]
+    profile: Option<String>,
+    #[serde(default)]
+    ttl: Option<String>,
+    #[serde(default)]
+    intermediate: Option<String>,
+}
+
+async fn sign(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Authenticated(requester): Authenticated,
+    ApiJson(body): ApiJson<SignBody>,
+) -> Result<Response, ApiError> {
+    let ttl = match &body.ttl {
+        Some(t) => Some(t.parse().map_err(|e: canopy::ttl::TtlError| {
+            state.metrics.fail("bad_ttl");
+            ApiError::bad("bad_ttl", e.to_string())
+        })?),
+        None => None,
+    };
+    let issued = state
+        .issuer
+        .issue(
+            &requester,
+            SignRequest {
+                csr: body.csr,
+                profile: body.profile,
+                ttl,
+                intermediate: body.intermediate,
+            },
+        )
+        .await?;
+    if wants_pem(&headers) {
+        return Ok(pem_response(Certificate::pem_of(&issued.chain)));
+    }
+    Ok(Json(json!({
+        "certificate": issued.certificate.to_pem(),
+        "chain": Certificate::pem_of(&issued.chain),
+        "roots": &*issued.roots_pem,
+        "serial": issued.serial.to_string(),
+        "not_after": rfc3339(issued.not_after),
+        "spiffe_id": issued.certificate.spiffe_id().map(|id| id.to_string()),
+        "profile": issued.profile.to_string(),
+        "intermediate": issued.intermediate,
+        "ttl_capped": issued.ttl_capped,
+    }))
+    .into_response())
+}
+
+async fn roots(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let pem = state.issuer.authorities().roots_pem.to_string();
+    if wants_pem(&headers) {
+        return pem_response(pem);
+    }
+    Json(json!({"roots": pem})).into_response()
+}
+
+async fn chain(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let inter = state
+        .issuer
+        .authorities()
+        .get(&name)
+        .ok_or_else(|| unknown_intermediate(&state, &name))?;
+    if wants_pem(&headers) {
+        return Ok(pem_response(inter.chain_pem.clone()));
+    }
+    Ok(Json(json!({
+        "intermediate": inter.name,
+        "chain": inter.chain_pem,
+        "not_after": rfc3339(inter.not_after),
+    }))
+    .into_response())
+}
+
+fn unknown_intermediate(state: &AppState, name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_intermediate",
+        format!(
+            "unknown intermediate {:?} (this issuer has: {})",
+            name.chars().take(64).collect::<String>(),
+            state.issuer.authorities().names().join(", ")
+        ),
+    )
+}
+
+async fn bundle(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let roots = &state.issuer.authorities().roots;
+    // The newest root's notBefore: grows when a root is added during rotation.
+    let sequence = roots
+        .iter()
+        .map(|r| r.not_before().unix_timestamp())
+        .max()
+        .unwrap_or(0)
+        .max(0) as u64;
+    canopy::bundle::spiffe_bundle_json(roots, sequence, 300)
+        .map(Json)
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "cannot build the bundle",
+            )
+        })
+}
+
+async fn crl(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if state.issuer.authorities().get(&name).is_none() {
+        return Err(unknown_intermediate(&state, &name));
+    }
+    let crl = state.issuer.crl(&name).await?;
+    if wants_pem(&headers) {
+        return Ok(pem_response(crl.to_pem()));
+    }
+    Ok(([(CONTENT_TYPE, "application/pkix-crl")], crl.der().to_vec()).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    serial: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    Authenticated(requester): Authenticated,
+    ApiJson(body): ApiJson<RevokeBody>,
+) -> Result<Json<Value>, ApiError> {
+    let outcome = state
+        .issuer
+        .revoke(&requester, &body.serial, body.reason.as_deref())
+        .await?;
+    let (record, already) = match outcome {
+        Revocation::Revoked(r) => (r, false),
+        Revocation::AlreadyRevoked(r) => (r, true),
+    };
+    Ok(Json(json!({
+        "serial": record.serial,
+        "revoked_at": record.revoked_at.map(unix_rfc3339),
+        "reason": record.revocation_reason,
+        "already_revoked": already,
+    })))
+}
+
+fn view(r: &CertificateRecord) -> Value {
+    json!({
+        "serial": r.serial,
+        "spiffe_id": r.spiffe_id,
+        "subject": r.subject,
+        "dns_names": r.dns_names,
+        "ip_addresses": r.ip_addresses,
+        "not_before": unix_rfc3339(r.not_before),
+        "not_after": unix_rfc3339(r.not_after),
+        "issued_at": unix_rfc3339(r.issued_at),
+        "requester": r.requester,
+        "auth_method": r.auth_method,
+        "intermediate": r.intermediate,
+        "cluster": r.cluster,
+        "namespace": r.namespace,
+        "profile": r.profile,
+        "fingerprint_sha256": r.fingerprint,
+        "revoked": r.revoked_at.is_some(),
+        "revoked_at": r.revoked_at.map(unix_rfc3339),
+        "revocation_reason": r.revocation_reason,
+        "certificate": r.certificate,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    spiffe_id: Option<String>,
+    serial: Option<String>,
+    expires_before: Option<String>,
+    expires_after: Option<String>,
+    revoked: Option<bool>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+fn parse_time(field: &str, value: &str) -> Result<i64, ApiError> {
+    OffsetDateTime::parse(value, &Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| {
+            ApiError::bad(
+                "bad_query",
+                format!("{field} must be an RFC 3339 time like 2030-01-02T03:04:05Z"),
+            )
+        })
+}
+
+fn require_list(state: &AppState, requester: &Requester) -> Result<(), ApiError> {
+    if state.issuer.may_list(requester) {
+        Ok(())
+    } else {
+        state.metrics.deny("list_not_allowed");
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "list_not_allowed",
+            format!("{requester} may not read certificate records (no policy with list: true)"),
+        ))
+    }
+}
+
+async fn certificates(
+    State(state): State<AppState>,
+    Authenticated(requester): Authenticated,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require_list(&state, &requester)?;
+    let serial = match &q.serial {
+        Some(s) => Some(
+            s.parse::<Serial>()
+                .map_err(|e| ApiError::bad("bad_serial", e.to_string()))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let filter = CertificateFilter {
+        spiffe_id: q.spiffe_id.clone(),
+        serial,
+        expires_before: q
+            .expires_before
+            .as_deref()
+            .map(|v| parse_time("expires_before", v))
+            .transpose()?,
+        expires_after: q
+            .expires_after
+            .as_deref()
+            .map(|v| parse_time("expires_after", v))
+            .transpose()?,
+        revoked: q.revoked,
+    };
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::bad(
+            "bad_query",
+            "limit must be between 1 and 1000",
+        ));
+    }
+    let after = match &q.cursor {
+        Some(c) => URL_SAFE_NO_PAD
+            .decode(c)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.parse::<i64>().ok())
+            .ok_or_else(|| ApiError::bad("bad_cursor", "cursor is not one this API returned"))?,
+        None => 0,
+    };
+    let (records, next) = state
+        .issuer
+        .store()
+        .certificates(&filter, after, limit)
+        .await
+        .map_err(IssueError::from)?;
+    Ok(Json(json!({
+        "items": records.iter().map(view).collect::<Vec<_>>(),
+        "next_cursor": next.map(|id| URL_SAFE_NO_PAD.encode(id.to_string())),
+    })))
+}
+
+async fn certificate(
+    State(state): State<AppState>,
+    Authenticated(requester): Authenticated,
+    Path(serial): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let serial: Serial = serial
+        .parse()
+        .map_err(|e: canopy::serial::SerialError| ApiError::bad("bad_serial", e.to_string()))?;
+    let record = state
+        .issuer
+        .store()
+        .certificate(&serial.to_string())
+        .await
+        .map_err(IssueError::from)?;
+    let own = record.spiffe_id.is_some()
+        && requester.spiffe_id().map(ToString::to_string) == record.spiffe_id;
+    if !own {
+        require_list(&state, &requester)?;
+    }
+    Ok(Json(view(&record)))
+}
+
+async fn openapi() -> Json<Value> {
+    Json(crate::openapi::document())
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let now = OffsetDateTime::now_utc();
+    if state.issuer.store().ping().await.is_err() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "storage is not reachable",
+        )
+        .into_response();
+    }
+    for inter in state.issuer.authorities().all() {
+        if inter.not_after <= now {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                format!(
+                    "intermediate {} expired at {}",
+                    inter.name,
+                    rfc3339(inter.not_after)
+                ),
+            )
+            .into_response();
+        }
+    }
+    Json(json!({"status": "ready"})).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let now = OffsetDateTime::now_utc();
+    for inter in state.issuer.authorities().all() {
+        state
+            .metrics
+            .intermediate_expiry
+            .get_or_create(&IntermediateLabel {
+                intermediate: inter.name.clone(),
+            })
+            .set((inter.not_after - now).whole_seconds());
+    }
+    (
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route (see /v1/openapi.json)",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}

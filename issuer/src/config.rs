@@ -1,0 +1,700 @@
+//! The issuer's configuration file (YAML), parsed once and validated with errors
+//! that name the field at fault.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use canopy::key::KeyType;
+use canopy::spiffe::TrustDomain;
+use canopy::ttl::Ttl;
+use serde::Deserialize;
+
+use crate::policy::{DnsPattern, SpiffePattern};
+
+/// Why a configuration file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The YAML does not match the expected structure.
+    #[error("config file {path}: field `{field}`: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Path of the field, like `intermediates[0].cert`.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A value is well-formed but not acceptable.
+    #[error("config file {path}: field `{field}`: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Path of the field.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Trust domain of every SPIFFE ID issued, e.g. `mesh.example`.
+    pub trust_domain: TrustDomain,
+    /// Where and how to listen.
+    #[serde(default)]
+    pub listen: Listen,
+    /// Database.
+    pub storage: Storage,
+    /// Root certificate files: the trust anchors handed out in responses and bundles
+    /// (several during a root rotation).
+    pub roots: Vec<PathBuf>,
+    /// Intermediates this issuer signs with.
+    pub intermediates: Vec<IntermediateConfig>,
+    /// Intermediate used when a request names none and the requester has no cluster.
+    #[serde(default)]
+    pub default_intermediate: Option<String>,
+    /// Kubernetes clusters served by this issuer.
+    #[serde(default)]
+    pub clusters: Vec<ClusterConfig>,
+    /// Who may get what; nothing is allowed without a policy.
+    #[serde(default)]
+    pub policies: Vec<PolicyConfig>,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// The HTTPS listener.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// Socket address, default `127.0.0.1:8443`.
+    #[serde(default = "default_address")]
+    pub address: SocketAddr,
+    /// Certificate and key files; without them a server certificate is issued
+    /// from `intermediate` at start.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// DNS names of the issued server certificate.
+    #[serde(default = "default_server_names")]
+    pub server_names: Vec<String>,
+    /// IP addresses of the issued server certificate.
+    #[serde(default = "default_server_ips")]
+    pub server_ips: Vec<IpAddr>,
+    /// Intermediate that issues the server certificate (default: the default one).
+    #[serde(default)]
+    pub intermediate: Option<String>,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            address: default_address(),
+            tls: None,
+            server_names: default_server_names(),
+            server_ips: default_server_ips(),
+            intermediate: None,
+        }
+    }
+}
+
+fn default_address() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 8443))
+}
+fn default_server_names() -> Vec<String> {
+    vec!["localhost".to_string()]
+}
+fn default_server_ips() -> Vec<IpAddr> {
+    vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]
+}
+
+/// A certificate chain and key on disk.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// Passphrase file if the key is encrypted.
+    #[serde(default)]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// The database.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// `sqlite:PATH` or `postgres://USER@HOST/DB`.
+    pub url: String,
+    /// Connection pool size.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_max_connections() -> u32 {
+    10
+}
+
+/// One intermediate CA held by this issuer.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntermediateConfig {
+    /// Short name (`aws`, `azure`), used in URLs and requests.
+    pub name: String,
+    /// PEM certificate; may be followed by the certificates above it.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, encrypted or not).
+    pub key: PathBuf,
+    /// File holding the key's passphrase.
+    #[serde(default)]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// A Kubernetes cluster the issuer serves.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Cluster name.
+    pub name: ClusterName,
+    /// Intermediate that signs for this cluster.
+    pub intermediate: String,
+    /// Kubeconfig file to reach the cluster's API server.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context in the kubeconfig (default: its current context).
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Use the in-cluster service account instead of a kubeconfig.
+    #[serde(default)]
+    pub in_cluster: bool,
+    /// Service-account JWT authentication for workloads of this cluster.
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+}
+
+/// How to verify the cluster's service-account tokens, offline.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Accepted audiences; a token must carry one of them.
+    pub audiences: Vec<String>,
+    /// Expected `iss` claim, if checked.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// JWKS file (the cluster's `/openid/v1/jwks`).
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// JWKS inline.
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+}
+
+/// A policy: which identities may obtain which certificates.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Name, referenced by tokens.
+    pub name: String,
+    /// SPIFFE ID patterns of requesters (mTLS or service-account JWT) this applies to.
+    #[serde(default)]
+    pub identities: Vec<SpiffePattern>,
+    /// SPIFFE IDs that may be requested; `{self}` is the requester's own ID.
+    #[serde(default)]
+    pub spiffe_ids: Vec<SpiffePattern>,
+    /// DNS names that may be requested (`*` stands for one label).
+    #[serde(default)]
+    pub dns_names: Vec<DnsPattern>,
+    /// IP addresses that may be requested.
+    #[serde(default)]
+    pub ip_addresses: Vec<IpAddr>,
+    /// Longest lifetime granted.
+    #[serde(default = "default_max_ttl")]
+    pub max_ttl: Ttl,
+    /// Key types accepted in CSRs.
+    #[serde(default = "default_key_types")]
+    pub key_types: Vec<KeyType>,
+    /// Profiles that may be requested (workload, server, client).
+    #[serde(default = "default_profiles")]
+    pub profiles: Vec<String>,
+    /// Intermediates that may sign (empty: any).
+    #[serde(default)]
+    pub intermediates: Vec<String>,
+    /// May revoke certificates whose SPIFFE ID the policy covers.
+    #[serde(default)]
+    pub revoke: bool,
+    /// May list and read issued certificate records.
+    #[serde(default)]
+    pub list: bool,
+}
+
+fn default_max_ttl() -> Ttl {
+    Ttl::hours(24)
+}
+fn default_key_types() -> Vec<KeyType> {
+    vec![
+        KeyType::EcdsaP256,
+        KeyType::EcdsaP384,
+        KeyType::RSA2048,
+        KeyType::RSA3072,
+        KeyType::RSA4096,
+    ]
+}
+fn default_profiles() -> Vec<String> {
+    vec!["workload".to_string()]
+}
+
+/// Request limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Requests per second per identity (sustained).
+    #[serde(default = "default_rate")]
+    pub rate_per_second: u32,
+    /// Requests per identity in a burst.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    /// Largest request body in bytes.
+    #[serde(default = "default_body_bytes")]
+    pub body_bytes: usize,
+    /// Time limit of a request.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Ttl,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            rate_per_second: default_rate(),
+            burst: default_burst(),
+            body_bytes: default_body_bytes(),
+            request_timeout: default_request_timeout(),
+        }
+    }
+}
+
+fn default_rate() -> u32 {
+    50
+}
+fn default_burst() -> u32 {
+    200
+}
+fn default_body_bytes() -> usize {
+    64 * 1024
+}
+fn default_request_timeout() -> Ttl {
+    Ttl::from_seconds(30).expect("positive")
+}
+
+/// A cluster name: lowercase letters, digits and `-`, 1–63 characters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClusterName(String);
+
+impl ClusterName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClusterName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for ClusterName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-');
+        if ok {
+            Ok(ClusterName(s.to_string()))
+        } else {
+            Err(format!(
+                "invalid cluster name {s:?}: use 1-63 lowercase letters, digits and '-'"
+            ))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ClusterName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Profiles the API may issue.
+pub const API_PROFILES: [&str; 3] = ["workload", "server", "client"];
+
+impl Config {
+    /// Reads, parses and validates a config file; relative paths in it are taken
+    /// from the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let mut config = Config::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parses and validates YAML text; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                field: if field == "." {
+                    "(top level)".into()
+                } else {
+                    field
+                },
+                reason: e.into_inner().to_string(),
+            }
+        })?;
+        config
+            .validate()
+            .map_err(|(field, reason)| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field,
+                reason,
+            })?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        self.roots.iter_mut().for_each(fix);
+        for i in &mut self.intermediates {
+            fix(&mut i.cert);
+            fix(&mut i.key);
+            if let Some(p) = &mut i.passphrase_file {
+                fix(p);
+            }
+        }
+        if let Some(tls) = &mut self.listen.tls {
+            fix(&mut tls.cert);
+            fix(&mut tls.key);
+            if let Some(p) = &mut tls.passphrase_file {
+                fix(p);
+            }
+        }
+        for c in &mut self.clusters {
+            if let Some(p) = &mut c.kubeconfig {
+                fix(p);
+            }
+            if let Some(jwt) = &mut c.jwt {
+                if let Some(p) = &mut jwt.jwks_file {
+                    fix(p);
+                }
+            }
+        }
+        if let Some(rest) = self.storage.url.strip_prefix("sqlite:") {
+            let file = rest.trim_start_matches("//");
+            let (file, query) = file.split_once('?').unwrap_or((file, ""));
+            if !file.is_empty() && !file.starts_with('/') && file != ":memory:" {
+                let joined = base.join(file);
+                self.storage.url = if query.is_empty() {
+                    format!("sqlite://{}", joined.display())
+                } else {
+                    format!("sqlite://{}?{query}", joined.display())
+                };
+            }
+        }
+    }
+
+    /// Name of the intermediate used when nothing else selects one.
+    pub fn default_intermediate(&self) -> &str {
+        self.default_intermediate
+            .as_deref()
+            .unwrap_or_else(|| self.intermediates[0].name.as_str())
+    }
+
+    /// Semantic checks; returns (field, reason) of the first problem.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let err = |field: String, reason: &str| Err((field, reason.to_string()));
+        let scheme = self.storage.url.split(':').next().unwrap_or_default();
+        if !matches!(scheme, "sqlite" | "postgres" | "postgresql") {
+            return err(
+                "storage.url".into(),
+                "must start with sqlite: or postgres://",
+            );
+        }
+        if self.storage.max_connections == 0 {
+            return err("storage.max_connections".into(), "must be at least 1");
+        }
+        if self.roots.is_empty() {
+            return err("roots".into(), "name at least one root certificate file");
+        }
+        if self.intermediates.is_empty() {
+            return err(
+                "intermediates".into(),
+                "configure at least one intermediate",
+            );
+        }
+        let mut names = HashSet::new();
+        for (i, inter) in self.intermediates.iter().enumerate() {
+            if !valid_name(&inter.name) {
+                return err(
+                    format!("intermediates[{i}].name"),
+                    "use 1-63 lowercase letters, digits, '-' or '_'",
+                );
+            }
+            if !names.insert(inter.name.as_str()) {
+                return err(format!("intermediates[{i}].name"), "duplicate name");
+            }
+        }
+        let known = |name: &str| names.contains(name);
+        if let Some(d) = &self.default_intermediate {
+            if !known(d) {
+                return err(
+                    "default_intermediate".into(),
+                    "no intermediate has this name",
+                );
+            }
+        }
+        if let Some(d) = &self.listen.intermediate {
+            if !known(d) {
+                return err(
+                    "listen.intermediate".into(),
+                    "no intermediate has this name",
+                );
+            }
+        }
+        if self.listen.tls.is_none()
+            && self.listen.server_names.is_empty()
+            && self.listen.server_ips.is_empty()
+        {
+            return err(
+                "listen.server_names".into(),
+                "give at least one name or IP for the issued server certificate",
+            );
+        }
+        let mut clusters = HashSet::new();
+        for (i, c) in self.clusters.iter().enumerate() {
+            if !clusters.insert(c.name.as_str()) {
+                return err(format!("clusters[{i}].name"), "duplicate cluster name");
+            }
+            if !known(&c.intermediate) {
+                return err(
+                    format!("clusters[{i}].intermediate"),
+                    "no intermediate has this name",
+                );
+            }
+            if c.in_cluster && c.kubeconfig.is_some() {
+                return err(
+                    format!("clusters[{i}].in_cluster"),
+                    "set either kubeconfig or in_cluster, not both",
+                );
+            }
+            if c.context.is_some() && c.kubeconfig.is_none() {
+                return err(
+                    format!("clusters[{i}].context"),
+                    "a context needs a kubeconfig",
+                );
+            }
+            if let Some(jwt) = &c.jwt {
+                if jwt.audiences.is_empty() || jwt.audiences.iter().any(|a| a.is_empty()) {
+                    return err(
+                        format!("clusters[{i}].jwt.audiences"),
+                        "name at least one non-empty audience",
+                    );
+                }
+                if jwt.jwks.is_some() == jwt.jwks_file.is_some() {
+                    return err(
+                        format!("clusters[{i}].jwt"),
+                        "set exactly one of jwks_file or jwks",
+                    );
+                }
+            }
+        }
+        let mut policies = HashSet::new();
+        for (i, p) in self.policies.iter().enumerate() {
+            if !valid_name(&p.name) {
+                return err(
+                    format!("policies[{i}].name"),
+                    "use 1-63 lowercase letters, digits, '-' or '_'",
+                );
+            }
+            if !policies.insert(p.name.as_str()) {
+                return err(format!("policies[{i}].name"), "duplicate policy name");
+            }
+            for (j, pattern) in p.identities.iter().chain(&p.spiffe_ids).enumerate() {
+                if !pattern.is_self() && !pattern.in_trust_domain(&self.trust_domain) {
+                    let list = if j < p.identities.len() {
+                        format!("identities[{j}]")
+                    } else {
+                        format!("spiffe_ids[{}]", j - p.identities.len())
+                    };
+                    return err(
+                        format!("policies[{i}].{list}"),
+                        "pattern must start with spiffe://TRUST_DOMAIN/ of this issuer",
+                    );
+                }
+            }
+            for (j, pattern) in p.identities.iter().enumerate() {
+                if pattern.is_self() {
+                    return err(
+                        format!("policies[{i}].identities[{j}]"),
+                        "{self} only makes sense in spiffe_ids",
+                    );
+                }
+            }
+            for (j, profile) in p.profiles.iter().enumerate() {
+                if !API_PROFILES.contains(&profile.as_str()) {
+                    return err(
+                        format!("policies[{i}].profiles[{j}]"),
+                        "must be one of workload, server, client (CA profiles are never issued by policy)",
+                    );
+                }
+            }
+            for (j, name) in p.intermediates.iter().enumerate() {
+                if !known(name) {
+                    return err(
+                        format!("policies[{i}].intermediates[{j}]"),
+                        "no intermediate has this name",
+                    );
+                }
+            }
+            if p.key_types.is_empty() {
+                return err(
+                    format!("policies[{i}].key_types"),
+                    "allow at least one key type",
+                );
+            }
+        }
+        if self.limits.rate_per_second == 0 || self.limits.burst == 0 {
+            return err("limits.rate_per_second".into(), "must be at least 1");
+        }
+        if self.limits.body_bytes < 4096 {
+            return err("limits.body_bytes".into(), "must be at least 4096");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+trust_domain: mesh.example
+storage: { url: "sqlite:issuer.db" }
+roots: [root.pem]
+intermediates:
+  - { name: aws, cert: aws.pem, key: aws-key.pem, passphrase_file: pass }
+  - { name: azure, cert: azure.pem, key: azure-key.pem }
+clusters:
+  - name: eks-prod
+    intermediate: aws
+    kubeconfig: kube.yaml
+    context: eks
+    jwt: { audiences: [canopy], jwks_file: jwks.json }
+  - { name: aks-prod, intermediate: azure, in_cluster: true }
+policies:
+  - name: workloads
+    identities: ["spiffe://mesh.example/ns/*/sa/*"]
+    spiffe_ids: ["{self}"]
+    dns_names: ["*.svc.cluster.local"]
+    max_ttl: 24h
+    key_types: [ecdsa-p256]
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("issuer.yaml"))
+    }
+
+    #[test]
+    fn good_config_parses() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.trust_domain.as_str(), "mesh.example");
+        assert_eq!(c.clusters.len(), 2);
+        assert_eq!(c.default_intermediate(), "aws");
+        assert_eq!(c.policies[0].max_ttl, Ttl::hours(24));
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_file() {
+        let mut c = parse(GOOD).unwrap();
+        c.resolve_paths(Path::new("/etc/canopy"));
+        assert_eq!(c.roots[0], PathBuf::from("/etc/canopy/root.pem"));
+        assert_eq!(c.storage.url, "sqlite:///etc/canopy/issuer.db");
+    }
+
+    fn field_of(text: &str) -> String {
+        match parse(text).unwrap_err() {
+            ConfigError::Parse { field, .. } | ConfigError::Invalid { field, .. } => field,
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(
+            field_of(&GOOD.replace("mesh.example\n", "Mesh.Example\n")),
+            "trust_domain"
+        );
+        assert_eq!(
+            field_of(&GOOD.replace("max_ttl: 24h", "max_ttl: 24 hours")),
+            "policies[0].max_ttl"
+        );
+        assert_eq!(
+            field_of(&GOOD.replace("intermediate: azure", "intermediate: gcp")),
+            "clusters[1].intermediate"
+        );
+        assert_eq!(
+            field_of(&GOOD.replace("name: eks-prod", "name: EKS")),
+            "clusters[0].name"
+        );
+        assert_eq!(
+            field_of(&GOOD.replace("key_types: [ecdsa-p256]", "key_types: [dsa]")),
+            "policies[0].key_types[0]"
+        );
+        assert_eq!(
+            field_of(&GOOD.replace("{self}", "spiffe://other.example/x")),
+            "policies[0].spiffe_ids[0]"
+        );
+        assert_eq!(
+            field_of(&GOOD.replace("jwks_file: jwks.json", "jwks_file: j, jwks: {}")),
+            "clusters[0].jwt"
+        );
+        assert_eq!(
+            field_of(&GOOD.replace("sqlite:issuer.db", "mysql://x")),
+            "storage.url"
+        );
+        assert!(field_of(&GOOD.replace("roots:", "rootz:")).contains("rootz"));
+    }
+}

@@ -1,0 +1,582 @@
+//! Issuing: the one path every certificate takes, whoever asks (the HTTP API, the
+//! cert-manager controller): parse → decide (policy) → sign (the core parses the
+//! result back and checks it against its profile) → record durably → return.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use canopy::ca::CaError;
+use canopy::cert::Certificate;
+use canopy::crl::{Crl, RevocationReason, RevokedEntry};
+use canopy::csr::{Csr, CsrError};
+use canopy::profile::{check_dns_name, CertRequest, Profile, ProfileError, Subject};
+use canopy::serial::Serial;
+use canopy::spiffe::{SpiffeId, TrustDomain};
+use canopy::ttl::Ttl;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::audit::{AuditEvent, Outcome};
+use crate::auth::{Identity, Requester};
+use crate::config::{ClusterName, Config};
+use crate::intermediate::{Authorities, Intermediate};
+use crate::metrics::{Metrics, ProfileLabel};
+use crate::policy::{self, Ask, Policy};
+use crate::recorder::Recorder;
+use crate::store::{CertificateRecord, Revocation, Store, StoreError, Write};
+
+/// What a requester asks to be signed.
+#[derive(Clone, Debug)]
+pub struct SignRequest {
+    /// The CSR, PEM. The key stays with the requester.
+    pub csr: String,
+    /// Profile name (default `workload`).
+    pub profile: Option<String>,
+    /// Requested lifetime (default 24 h, capped by policy).
+    pub ttl: Option<Ttl>,
+    /// Intermediate to sign with (default: the requester's cluster's, else the default).
+    pub intermediate: Option<String>,
+}
+
+/// A signed and recorded certificate.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    /// The certificate.
+    pub certificate: Certificate,
+    /// Leaf first, then the intermediates; no root.
+    pub chain: Vec<Certificate>,
+    /// Trust anchors, PEM.
+    pub roots_pem: Arc<str>,
+    /// Its serial.
+    pub serial: Serial,
+    /// Its notAfter.
+    pub not_after: OffsetDateTime,
+    /// Profile it was issued under.
+    pub profile: Profile,
+    /// Intermediate that signed it.
+    pub intermediate: String,
+    /// Whether the requested TTL was cut (by policy or by the intermediate's expiry).
+    pub ttl_capped: bool,
+}
+
+/// Why a request was not fulfilled. Messages are safe to return to the requester.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// Malformed or unacceptable input (400).
+    #[error("{message}")]
+    BadRequest {
+        /// Stable code.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// Refused by policy (403).
+    #[error("{message}")]
+    Denied {
+        /// Stable code.
+        code: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// No such record (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Storage failed; the request may be retried (503).
+    #[error("storage unavailable, retry later")]
+    Storage(#[source] StoreError),
+    /// A bug or broken CA material; nothing was returned (500).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl IssueError {
+    fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        IssueError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Stable code for API errors and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IssueError::BadRequest { code, .. } | IssueError::Denied { code, .. } => code,
+            IssueError::NotFound(_) => "not_found",
+            IssueError::Storage(_) => "storage_unavailable",
+            IssueError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<StoreError> for IssueError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => IssueError::NotFound("no such certificate".into()),
+            other => IssueError::Storage(other),
+        }
+    }
+}
+
+fn csr_error(e: CsrError) -> IssueError {
+    let code = match e {
+        CsrError::TooLarge => "csr_too_large",
+        CsrError::BadSignature => "bad_csr_signature",
+        CsrError::Key(_) => "bad_csr_key",
+        CsrError::NotPem | CsrError::Malformed(_) => "bad_csr",
+    };
+    IssueError::bad(code, e.to_string())
+}
+
+/// The signing service: CAs, policies, storage, audit, metrics.
+#[derive(Debug)]
+pub struct Issuer {
+    trust_domain: TrustDomain,
+    authorities: Arc<Authorities>,
+    policies: Vec<Policy>,
+    cluster_intermediates: HashMap<ClusterName, String>,
+    store: Store,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+}
+
+fn now_ms(now: OffsetDateTime) -> i64 {
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+impl Issuer {
+    /// Builds the service; starts the recorder task on the current runtime.
+    pub fn new(
+        config: &Config,
+        authorities: Arc<Authorities>,
+        store: Store,
+        metrics: Arc<Metrics>,
+    ) -> Issuer {
+        Issuer {
+            trust_domain: config.trust_domain.clone(),
+            authorities,
+            policies: config
+                .policies
+                .iter()
+                .cloned()
+                .map(|config| Policy { config })
+                .collect(),
+            cluster_intermediates: config
+                .clusters
+                .iter()
+                .map(|c| (c.name.clone(), c.intermediate.clone()))
+                .collect(),
+            recorder: Recorder::start(store.clone()),
+            store,
+            metrics,
+        }
+    }
+
+    /// The CAs.
+    pub fn authorities(&self) -> &Arc<Authorities> {
+        &self.authorities
+    }
+
+    /// The database.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The trust domain.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// Signs a CSR for `requester` if policy allows, records it durably, and only
+    /// then returns it. Denials and rejections are audited with their reason.
+    pub async fn issue(
+        &self,
+        requester: &Requester,
+        request: SignRequest,
+    ) -> Result<Issued, IssueError> {
+        let started = Instant::now();
+        let now = OffsetDateTime::now_utc();
+        let result = self.try_issue(requester, request, now).await;
+        match &result {
+            Ok(issued) => {
+                self.metrics
+                    .issued
+                    .get_or_create(&ProfileLabel {
+                        profile: issued.profile.to_string(),
+                    })
+                    .inc();
+                self.metrics
+                    .sign_duration
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            Err(e) => {
+                match e {
+                    IssueError::Denied { .. } => self.metrics.deny(e.code()),
+                    _ => self.metrics.fail(e.code()),
+                }
+                let outcome = match e {
+                    IssueError::Denied { .. } => Outcome::Denied,
+                    IssueError::BadRequest { .. } | IssueError::NotFound(_) => Outcome::Rejected,
+                    IssueError::Storage(_) | IssueError::Internal(_) => Outcome::Failed,
+                };
+                let event = AuditEvent::new(
+                    now_ms(now),
+                    requester.to_string(),
+                    "sign",
+                    "",
+                    outcome,
+                    json!({"code": e.code(), "reason": e.to_string(), "auth": requester.method.as_str()}),
+                );
+                // Storage being down is the one failure the audit log cannot take.
+                if !matches!(e, IssueError::Storage(_)) {
+                    if let Err(store_error) = self.recorder.record(Write::Event(event)).await {
+                        tracing::warn!(error = %store_error, "could not audit a refused sign request");
+                    }
+                }
+                if matches!(e, IssueError::Internal(_)) {
+                    tracing::error!(requester = %requester, error = %e, "sign failed");
+                }
+            }
+        }
+        result
+    }
+
+    fn intermediate_for(
+        &self,
+        requester: &Requester,
+        asked: Option<&str>,
+    ) -> Result<&Arc<Intermediate>, IssueError> {
+        let name = match asked {
+            Some(name) => name,
+            None => match requester
+                .cluster
+                .as_ref()
+                .and_then(|c| self.cluster_intermediates.get(c))
+            {
+                Some(name) => name.as_str(),
+                None => return Ok(self.authorities.default_intermediate()),
+            },
+        };
+        self.authorities.get(name).ok_or_else(|| {
+            IssueError::bad(
+                "unknown_intermediate",
+                format!(
+                    "unknown intermediate {:?} (this issuer has: {})",
+                    name.chars().take(64).collect::<String>(),
+                    self.authorities.names().join(", ")
+                ),
+            )
+        })
+    }
+
+    fn policies_for(&self, requester: &Requester) -> Vec<&Policy> {
+        match &requester.identity {
+            Identity::Spiffe(id) => policy::applicable(&self.policies, id),
+            Identity::Bound { policy, .. } => self
+                .policies
+                .iter()
+                .filter(|p| &p.config.name == policy)
+                .collect(),
+        }
+    }
+
+    async fn try_issue(
+        &self,
+        requester: &Requester,
+        request: SignRequest,
+        now: OffsetDateTime,
+    ) -> Result<Issued, IssueError> {
+        let profile_name = request.profile.as_deref().unwrap_or("workload");
+        let profile = Profile::from_str(profile_name)
+            .map_err(|e| IssueError::bad("bad_profile", e.to_string()))?;
+        let csr = Csr::from_pem(&request.csr).map_err(csr_error)?;
+        let intermediate = self.intermediate_for(requester, request.intermediate.as_deref())?;
+
+        let mut spiffe_ids = Vec::new();
+        for uri in csr.uris() {
+            let id = SpiffeId::from_str(uri).map_err(|e| {
+                IssueError::bad(
+                    "bad_uri_san",
+                    format!(
+                        "URI SAN {:?} is not a SPIFFE ID: {e}",
+                        uri.chars().take(128).collect::<String>()
+                    ),
+                )
+            })?;
+            spiffe_ids.push(id);
+        }
+        if spiffe_ids.len() > 1 {
+            return Err(IssueError::bad(
+                "too_many_spiffe_ids",
+                "the CSR carries more than one SPIFFE ID; a certificate carries exactly one",
+            ));
+        }
+        if !csr.emails().is_empty() {
+            return Err(IssueError::bad(
+                "bad_san",
+                "e-mail SANs are not issued by canopy",
+            ));
+        }
+        // No SPIFFE ID in the CSR: a workload gets its own identity.
+        let spiffe_id = match spiffe_ids.pop() {
+            Some(id) => Some(id),
+            None if profile == Profile::Workload => requester.spiffe_id().cloned(),
+            None => None,
+        };
+        if let Some(id) = &spiffe_id {
+            if id.trust_domain() != &self.trust_domain {
+                return Err(IssueError::Denied {
+                    code: "spiffe_id_not_allowed",
+                    message: format!(
+                        "SPIFFE ID {id} is outside trust domain {}",
+                        self.trust_domain
+                    ),
+                });
+            }
+        }
+        let dns_names: Vec<String> = csr.dns_names().to_vec();
+        for name in &dns_names {
+            check_dns_name(name, true)
+                .map_err(|e| IssueError::bad("bad_dns_name", e.to_string()))?;
+        }
+        let ip_addresses: Vec<IpAddr> = csr.ip_addresses().to_vec();
+
+        let policies = self.policies_for(requester);
+        let ask = Ask {
+            profile: profile_name,
+            spiffe_id: spiffe_id.as_ref(),
+            dns_names: &dns_names,
+            ip_addresses: &ip_addresses,
+            ttl: request.ttl,
+            key_type: csr.key_type(),
+            intermediate: &intermediate.name,
+            requests_ca: csr.requests_ca(),
+        };
+        let grant = policy::decide(
+            &policies,
+            requester.spiffe_id(),
+            &requester.to_string(),
+            &ask,
+        )
+        .map_err(|d| IssueError::Denied {
+            code: d.code,
+            message: d.reason,
+        })?;
+
+        // The CN is kept only when it repeats a DNS SAN the policy allowed: a free CN
+        // would be a name nobody checked.
+        let common_name = csr
+            .subject_cn()
+            .filter(|cn| dns_names.iter().any(|d| d.eq_ignore_ascii_case(cn)))
+            .map(str::to_string);
+        let cert_request = CertRequest {
+            subject: Subject {
+                common_name,
+                organization: None,
+            },
+            spiffe_id: spiffe_id.clone(),
+            trust_domain: Some(self.trust_domain.clone()),
+            dns_names: dns_names.clone(),
+            ip_addresses: ip_addresses.clone(),
+            ttl: Some(grant.ttl),
+            path_len: None,
+            clamp_to_issuer: true,
+            allow_wildcard_dns: true,
+        };
+        let issued = intermediate
+            .ca
+            .issue_for_csr(profile, &csr, &cert_request, now)
+            .map_err(|e| match e {
+                CaError::Profile(ProfileError::CheckFailed(problems)) => {
+                    IssueError::Internal(format!(
+                        "signed certificate failed its profile check: {}",
+                        problems.join("; ")
+                    ))
+                }
+                CaError::Profile(ProfileError::IssuerExpired { .. }) => {
+                    IssueError::Internal(format!("intermediate {} has expired", intermediate.name))
+                }
+                CaError::Profile(p) => IssueError::bad("bad_request", p.to_string()),
+                CaError::CaRequested => IssueError::Denied {
+                    code: "ca_not_allowed",
+                    message: e.to_string(),
+                },
+                other => IssueError::Internal(other.to_string()),
+            })?;
+
+        let cert = issued.certificate;
+        let serial = cert.serial().clone();
+        let record = CertificateRecord {
+            serial: serial.to_string(),
+            spiffe_id: spiffe_id.as_ref().map(ToString::to_string),
+            subject: cert.subject().to_string(),
+            dns_names: cert.dns_names().to_vec(),
+            ip_addresses: cert
+                .ip_addresses()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            not_before: cert.not_before().unix_timestamp(),
+            not_after: cert.not_after().unix_timestamp(),
+            issued_at: now.unix_timestamp(),
+            requester: requester.to_string(),
+            auth_method: requester.method.as_str().to_string(),
+            intermediate: intermediate.name.clone(),
+            cluster: requester.cluster.as_ref().map(ToString::to_string),
+            namespace: requester.namespace.clone(),
+            profile: profile.to_string(),
+            fingerprint: cert.fingerprint_sha256().to_string(),
+            certificate: cert.to_pem(),
+            revoked_at: None,
+            revocation_reason: None,
+        };
+        let event = AuditEvent::new(
+            now_ms(now),
+            requester.to_string(),
+            "sign",
+            serial.to_string(),
+            Outcome::Ok,
+            json!({
+                "profile": profile.to_string(),
+                "intermediate": intermediate.name,
+                "spiffe_id": record.spiffe_id,
+                "dns_names": record.dns_names,
+                "not_after": record.not_after,
+                "policy": grant.policy,
+                "auth": requester.method.as_str(),
+                "fingerprint": record.fingerprint,
+            }),
+        );
+        self.recorder
+            .record(Write::Issued(Box::new(record), event))
+            .await?;
+        Ok(Issued {
+            not_after: cert.not_after(),
+            chain: issued.chain,
+            roots_pem: self.authorities.roots_pem.clone(),
+            serial,
+            profile,
+            intermediate: intermediate.name.clone(),
+            ttl_capped: grant.ttl_capped || issued.clamped,
+            certificate: cert,
+        })
+    }
+
+    /// Whether the requester may read certificate records (a policy with `list: true`).
+    pub fn may_list(&self, requester: &Requester) -> bool {
+        self.policies_for(requester).iter().any(|p| p.config.list)
+    }
+
+    /// Revokes a certificate. Allowed for its own holder (same SPIFFE ID) and for
+    /// policies with `revoke: true` that cover its SPIFFE ID.
+    pub async fn revoke(
+        &self,
+        requester: &Requester,
+        serial: &str,
+        reason: Option<&str>,
+    ) -> Result<Revocation, IssueError> {
+        let now = OffsetDateTime::now_utc();
+        let serial: Serial = serial.parse().map_err(|e: canopy::serial::SerialError| {
+            IssueError::bad("bad_serial", e.to_string())
+        })?;
+        let reason = match reason {
+            Some(r) => RevocationReason::from_str(r)
+                .map_err(|e| IssueError::bad("bad_reason", e.to_string()))?,
+            None => RevocationReason::Unspecified,
+        };
+        let serial = serial.to_string();
+        let record = self.store.certificate(&serial).await?;
+        let cert_id: Option<SpiffeId> = record.spiffe_id.as_deref().and_then(|s| s.parse().ok());
+        let own = cert_id.is_some() && requester.spiffe_id() == cert_id.as_ref();
+        let by_policy = self.policies_for(requester).iter().any(|p| {
+            p.config.revoke
+                && cert_id.as_ref().is_some_and(|id| {
+                    p.config
+                        .spiffe_ids
+                        .iter()
+                        .any(|pat| pat.matches(id, requester.spiffe_id()))
+                })
+        });
+        if !own && !by_policy {
+            let message = format!("{requester} may not revoke certificate {serial}");
+            let event = AuditEvent::new(
+                now_ms(now),
+                requester.to_string(),
+                "revoke",
+                serial.clone(),
+                Outcome::Denied,
+                json!({"reason": message}),
+            );
+            if let Err(e) = self.recorder.record(Write::Event(event)).await {
+                tracing::warn!(error = %e, "could not audit a refused revocation");
+            }
+            self.metrics.deny("revoke_not_allowed");
+            return Err(IssueError::Denied {
+                code: "revoke_not_allowed",
+                message,
+            });
+        }
+        let event = AuditEvent::new(
+            now_ms(now),
+            requester.to_string(),
+            "revoke",
+            serial.clone(),
+            Outcome::Ok,
+            json!({"reason": reason.to_string(), "spiffe_id": record.spiffe_id, "intermediate": record.intermediate}),
+        );
+        Ok(self
+            .store
+            .revoke(
+                &serial,
+                Some(&reason.to_string()),
+                now.unix_timestamp(),
+                event,
+            )
+            .await?)
+    }
+
+    /// The CRL of an intermediate, built from the database now (so a revocation on
+    /// any replica shows at once).
+    pub async fn crl(&self, intermediate: &str) -> Result<Crl, IssueError> {
+        let now = OffsetDateTime::now_utc();
+        let inter = self.authorities.get(intermediate).ok_or_else(|| {
+            IssueError::NotFound(format!("unknown intermediate {intermediate:?}"))
+        })?;
+        let revoked = self
+            .store
+            .revoked(intermediate, now.unix_timestamp())
+            .await?;
+        let mut entries = Vec::with_capacity(revoked.len());
+        for r in revoked {
+            let serial: Serial = r
+                .serial
+                .parse()
+                .map_err(|_| IssueError::Internal("stored serial is malformed".into()))?;
+            entries.push(RevokedEntry {
+                serial,
+                revoked_at: OffsetDateTime::from_unix_timestamp(r.revoked_at)
+                    .map_err(|_| IssueError::Internal("stored time is malformed".into()))?,
+                reason: r
+                    .reason
+                    .as_deref()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(RevocationReason::Unspecified),
+            });
+        }
+        // Milliseconds since the epoch: increases across restarts and replicas.
+        let number = u64::try_from(now_ms(now)).unwrap_or_default();
+        let this_update = now - time::Duration::seconds(60);
+        let next_update = now + time::Duration::hours(1);
+        inter
+            .ca
+            .sign_crl(&entries, number, this_update, next_update)
+            .map_err(|e| IssueError::Internal(e.to_string()))
+    }
+}

@@ -1,0 +1,161 @@
+//! Prometheus metrics of the issuer.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicI64;
+
+/// Label: the profile a certificate was issued under.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProfileLabel {
+    /// Profile name.
+    pub profile: String,
+}
+
+/// Label: why a request was refused or failed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Stable reason code.
+    pub reason: String,
+}
+
+/// Label: an intermediate's name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IntermediateLabel {
+    /// Intermediate name.
+    pub intermediate: String,
+}
+
+/// All metrics, registered once.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Certificates issued, by profile.
+    pub issued: Family<ProfileLabel, Counter>,
+    /// Requests that failed (bad input, internal errors), by reason.
+    pub failed: Family<ReasonLabel, Counter>,
+    /// Requests refused by policy, authentication or rate limit, by reason.
+    pub denied: Family<ReasonLabel, Counter>,
+    /// Time to sign and record a certificate.
+    pub sign_duration: Histogram,
+    /// Seconds until each intermediate expires.
+    pub intermediate_expiry: Family<IntermediateLabel, Gauge<i64, AtomicI64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers the metrics.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("canopy");
+        let issued = Family::<ProfileLabel, Counter>::default();
+        let failed = Family::<ReasonLabel, Counter>::default();
+        let denied = Family::<ReasonLabel, Counter>::default();
+        let sign_duration = Histogram::new(
+            [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]
+            .into_iter(),
+        );
+        let intermediate_expiry = Family::<IntermediateLabel, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "certificates_issued",
+            "Certificates issued, by profile",
+            issued.clone(),
+        );
+        registry.register(
+            "requests_failed",
+            "Requests that failed, by reason",
+            failed.clone(),
+        );
+        registry.register(
+            "requests_denied",
+            "Requests denied, by reason",
+            denied.clone(),
+        );
+        registry.register(
+            "sign_duration_seconds",
+            "Time to sign and durably record a certificate",
+            sign_duration.clone(),
+        );
+        registry.register(
+            "intermediate_expiry_seconds",
+            "Seconds until the intermediate certificate expires",
+            intermediate_expiry.clone(),
+        );
+        Metrics {
+            registry,
+            issued,
+            failed,
+            denied,
+            sign_duration,
+            intermediate_expiry,
+        }
+    }
+
+    /// Counts a failure.
+    pub fn fail(&self, reason: &str) {
+        self.failed
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a denial.
+    pub fn deny(&self, reason: &str) {
+        self.denied
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_the_contract() {
+        let m = Metrics::new();
+        m.issued
+            .get_or_create(&ProfileLabel {
+                profile: "workload".into(),
+            })
+            .inc();
+        m.fail("bad_csr");
+        m.deny("policy");
+        m.sign_duration.observe(0.01);
+        m.intermediate_expiry
+            .get_or_create(&IntermediateLabel {
+                intermediate: "aws".into(),
+            })
+            .set(42);
+        let text = m.encode();
+        for needle in [
+            "canopy_certificates_issued_total{profile=\"workload\"} 1",
+            "canopy_requests_failed_total{reason=\"bad_csr\"} 1",
+            "canopy_requests_denied_total{reason=\"policy\"} 1",
+            "canopy_sign_duration_seconds_bucket",
+            "canopy_intermediate_expiry_seconds{intermediate=\"aws\"} 42",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in\n{text}");
+        }
+    }
+}

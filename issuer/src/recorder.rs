@@ -1,0 +1,86 @@
+//! The recorder: the one writer of issued certificates and audit events.
+//!
+//! Concurrent requests hand their writes to one task that commits whatever has
+//! queued up in a single transaction (group commit): one fsync for many
+//! certificates. A caller learns its write is durable only after the commit, and
+//! only then may it return the certificate.
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{Store, StoreError, Write};
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 256;
+
+struct Pending {
+    write: Write,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Handle to the group-committing writer task.
+#[derive(Clone, Debug)]
+pub struct Recorder {
+    sender: mpsc::Sender<Pending>,
+}
+
+impl Recorder {
+    /// Starts the writer task on the current Tokio runtime.
+    pub fn start(store: Store) -> Recorder {
+        let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(run(store, receiver));
+        Recorder { sender }
+    }
+
+    /// Commits `write`; returns once it is durable (or failed).
+    pub async fn record(&self, write: Write) -> Result<(), StoreError> {
+        let (done, committed) = oneshot::channel();
+        self.sender
+            .send(Pending { write, done })
+            .await
+            .map_err(|_| StoreError::Unavailable("recorder stopped".into()))?;
+        committed
+            .await
+            .map_err(|_| StoreError::Unavailable("recorder stopped".into()))?
+    }
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").finish_non_exhaustive()
+    }
+}
+
+async fn run(store: Store, mut receiver: mpsc::Receiver<Pending>) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = receiver.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let (writes, waiters): (Vec<Write>, Vec<_>) =
+            batch.drain(..).map(|p| (p.write, p.done)).unzip();
+        match store.commit(&writes).await {
+            Ok(()) => {
+                for waiter in waiters {
+                    let _ = waiter.send(Ok(()));
+                }
+            }
+            // One bad write (say, a duplicate serial) must not fail the others:
+            // retry them one by one.
+            Err(_) if writes.len() > 1 => {
+                for (write, waiter) in writes.into_iter().zip(waiters) {
+                    let result = store.commit(std::slice::from_ref(&write)).await;
+                    let _ = waiter.send(result);
+                }
+            }
+            Err(e) => {
+                for waiter in waiters {
+                    let _ = waiter.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! `canopy-issuer serve`: load everything once, then answer until told to stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use canopy::cert::Certificate;
+use serde_json::json;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::audit::{AuditEvent, Outcome};
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::intermediate::{Authorities, Intermediate};
+use crate::issuance::Issuer;
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+use crate::store::{CertificateRecord, Store, Write};
+use crate::tls::{self, ServerCert};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Storage.
+    #[error("storage: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// CA material.
+    #[error(transparent)]
+    Load(#[from] crate::intermediate::LoadError),
+    /// JWKS.
+    #[error(transparent)]
+    Jwks(#[from] crate::auth::JwksError),
+    /// TLS.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// Binding the socket.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A service ready to accept connections.
+#[derive(Debug)]
+pub struct Service {
+    /// The bound address (the real port when 0 was asked).
+    pub local_addr: SocketAddr,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: axum::Router,
+}
+
+fn record_of(cert: &Certificate, intermediate: &str, now: OffsetDateTime) -> CertificateRecord {
+    CertificateRecord {
+        serial: cert.serial().to_string(),
+        spiffe_id: None,
+        subject: cert.subject().to_string(),
+        dns_names: cert.dns_names().to_vec(),
+        ip_addresses: cert
+            .ip_addresses()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        not_before: cert.not_before().unix_timestamp(),
+        not_after: cert.not_after().unix_timestamp(),
+        issued_at: now.unix_timestamp(),
+        requester: "canopy-issuer".into(),
+        auth_method: "internal".into(),
+        intermediate: intermediate.to_string(),
+        cluster: None,
+        namespace: None,
+        profile: "server".into(),
+        fingerprint: cert.fingerprint_sha256().to_string(),
+        certificate: cert.to_pem(),
+        revoked_at: None,
+        revocation_reason: None,
+    }
+}
+
+/// Issues the listener certificate and records it like any other.
+async fn issue_listener_cert(
+    config: &Config,
+    inter: &Intermediate,
+    store: &Store,
+) -> Result<(Arc<rustls::sign::CertifiedKey>, Certificate), ServeError> {
+    let now = OffsetDateTime::now_utc();
+    let (key, cert) = tls::issue_server_cert(
+        inter,
+        &config.listen.server_names,
+        &config.listen.server_ips,
+        now,
+    )?;
+    let event = AuditEvent::new(
+        (now.unix_timestamp_nanos() / 1_000_000) as i64,
+        "canopy-issuer",
+        "sign",
+        cert.serial().to_string(),
+        Outcome::Ok,
+        json!({"profile": "server", "intermediate": inter.name, "purpose": "listener"}),
+    );
+    store
+        .commit(&[Write::Issued(
+            Box::new(record_of(&cert, &inter.name, now)),
+            event,
+        )])
+        .await?;
+    Ok((key, cert))
+}
+
+impl Service {
+    /// Connects storage (and migrates it), loads the CAs, binds the listener.
+    pub async fn start(config: &Config) -> Result<Service, ServeError> {
+        let store = Store::connect(&config.storage.url, config.storage.max_connections).await?;
+        store.migrate().await?;
+        let now = OffsetDateTime::now_utc();
+        let authorities = Arc::new(Authorities::load(config, now)?);
+        let metrics = Arc::new(Metrics::new());
+        let issuer = Arc::new(Issuer::new(
+            config,
+            authorities.clone(),
+            store.clone(),
+            metrics.clone(),
+        ));
+        let auth = Arc::new(Authenticator::new(
+            store.clone(),
+            config.trust_domain.clone(),
+            &config.clusters,
+        )?);
+        let limiter = Arc::new(RateLimiter::new(
+            config.limits.rate_per_second,
+            config.limits.burst,
+        ));
+
+        let server_cert = match &config.listen.tls {
+            Some(files) => ServerCert::new(tls::load_server_cert(files)?),
+            None => {
+                let name = config
+                    .listen
+                    .intermediate
+                    .as_deref()
+                    .unwrap_or(config.default_intermediate());
+                let inter = authorities
+                    .get(name)
+                    .expect("validated: listen.intermediate names an intermediate")
+                    .clone();
+                let (key, cert) = issue_listener_cert(config, &inter, &store).await?;
+                let server_cert = ServerCert::new(key);
+                tokio::spawn(renew_listener_cert(
+                    config.clone(),
+                    inter,
+                    store.clone(),
+                    server_cert.clone(),
+                    cert,
+                ));
+                server_cert
+            }
+        };
+        let tls = tls::server_config(&authorities.roots, server_cert)?;
+        let state = AppState {
+            issuer,
+            auth,
+            limiter,
+            metrics,
+        };
+        let router = api::router(state, &config.limits);
+        let addr = config.listen.address;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| ServeError::Bind {
+                addr,
+                reason: e.to_string(),
+            })?;
+        let local_addr = listener.local_addr().map_err(|e| ServeError::Bind {
+            addr,
+            reason: e.to_string(),
+        })?;
+        Ok(Service {
+            local_addr,
+            listener,
+            tls,
+            router,
+        })
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    pub async fn run(self) {
+        tls::serve(self.listener, self.tls, self.router, shutdown_signal()).await;
+    }
+}
+
+/// Re-issues the self-made listener certificate at 2/3 of its life.
+async fn renew_listener_cert(
+    config: Config,
+    inter: Arc<Intermediate>,
+    store: Store,
+    server_cert: Arc<ServerCert>,
+    mut current: Certificate,
+) {
+    loop {
+        let life = current.not_after() - current.not_before();
+        let renew_at = current.not_before() + life * 2 / 3;
+        let wait: time::Duration = renew_at - OffsetDateTime::now_utc();
+        tokio::time::sleep(Duration::from_secs(wait.whole_seconds().max(60) as u64)).await;
+        match issue_listener_cert(&config, &inter, &store).await {
+            Ok((key, cert)) => {
+                server_cert.replace(key);
+                tracing::info!(serial = %cert.serial(), "renewed the listener certificate");
+                current = cert;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not renew the listener certificate; retrying")
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
