@@ -92,6 +92,8 @@ impl Profile {
         issuer: Option<&Certificate>,
         now: OffsetDateTime,
     ) -> Result<Planned, ProfileError> {
+        // Certificates carry whole seconds; plan in whole seconds so the check compares exactly.
+        let now = now.replace_nanosecond(0).expect("0 is a valid nanosecond");
         if !subject_key.is_strong_enough() {
             return Err(ProfileError::KeyNotAllowed(format!(
                 "{subject_key} is too weak"

@@ -111,6 +111,9 @@ impl SpiffeId {
         namespace: &str,
         service_account: &str,
     ) -> Result<Self, SpiffeError> {
+        if namespace.contains('/') || service_account.contains('/') {
+            return Err(SpiffeError::BadPathChar('/'));
+        }
         format!("spiffe://{td}/ns/{namespace}/sa/{service_account}").parse()
     }
 
