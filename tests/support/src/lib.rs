@@ -1,1 +1,152 @@
-//! Test-only helpers for canopy end-to-end tests.
+//! Test-only helpers for canopy's end-to-end tests: find and run the real binaries,
+//! run `openssl` as an independent checker, make private temp folders.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// The workspace root (where the top Cargo.toml is).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("tests/support is two levels below the root")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Path to a workspace binary (`pkictl`, `canopy-issuer`), built once per test process
+/// with the same profile as the running test, so tests always run the current code.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let release = cfg!(not(debug_assertions));
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(workspace_root())
+            .args(["build", "--quiet", "-p", "pkictl", "-p", "canopy-issuer"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build of the binaries failed");
+    });
+    let path = target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join(name);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// A `Command` for a workspace binary with a clean environment for canopy variables.
+pub fn cmd(name: &str) -> Command {
+    let mut c = Command::new(bin(name));
+    c.env_remove("CANOPY_PASSPHRASE").stdin(Stdio::null());
+    c
+}
+
+/// Runs a command and returns its output; panics with stderr when it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Runs and asserts success, returning stdout as text.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs and asserts failure with the given exit code, returning stderr as text.
+pub fn run_fails(cmd: &mut Command, code: i32) -> String {
+    let out = run(cmd);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{cmd:?} should exit {code}\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// An `openssl` command (the independent checker). Panics if openssl is missing:
+/// tests/run.sh installs it.
+pub fn openssl() -> Command {
+    let c = Command::new("openssl");
+    assert!(
+        Command::new("openssl").arg("version").output().is_ok(),
+        "openssl is not installed: run tests/run.sh, which installs it"
+    );
+    c
+}
+
+/// `openssl verify -x509_strict` of `cert` against `root` with optional untrusted chain.
+pub fn openssl_verify(root: &Path, untrusted: Option<&Path>, cert: &Path) -> Output {
+    let mut c = openssl();
+    c.args(["verify", "-x509_strict", "-CAfile"]).arg(root);
+    if let Some(u) = untrusted {
+        c.arg("-untrusted").arg(u);
+    }
+    c.arg(cert);
+    run(&mut c)
+}
+
+/// A private temporary folder, removed on drop.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("canopy-test-")
+        .tempdir()
+        .expect("create temp dir")
+}
+
+/// Writes a passphrase file (mode 0600) and returns its path.
+pub fn passphrase_file(dir: &Path, name: &str, passphrase: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, format!("{passphrase}\n")).expect("write passphrase");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    p
+}
+
+/// The permission bits of a file.
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Every file below `dir`, relative, sorted (to show "nothing was written").
+pub fn list_files(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(base, &p, out);
+                } else {
+                    out.push(p.strip_prefix(base).unwrap().display().to_string());
+                }
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(dir, dir, &mut v);
+    v.sort();
+    v
+}
