@@ -100,7 +100,7 @@ fn make_cas(dir: &Path, td: &TrustDomain) -> Result<(), DevError> {
     if root_path.exists() {
         return Ok(());
     }
-    let now = OffsetDateTime::now_utc();
+    let now = crate::clock::now();
     let passphrase_text = random_text(24);
     let passphrase = Passphrase::new(passphrase_text.clone()).map_err(ca_error)?;
     let root_key = Arc::new(KeyPair::generate(KeyType::EcdsaP256).map_err(ca_error)?);

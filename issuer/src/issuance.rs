@@ -202,7 +202,7 @@ impl Issuer {
         request: SignRequest,
     ) -> Result<Issued, IssueError> {
         let started = Instant::now();
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         let result = self.try_issue(requester, request, now).await;
         match &result {
             Ok(issued) => {
@@ -545,7 +545,7 @@ impl Issuer {
     /// The CRL of an intermediate, built from the database now (so a revocation on
     /// any replica shows at once).
     pub async fn crl(&self, intermediate: &str) -> Result<Crl, IssueError> {
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         let inter = self.authorities.get(intermediate).ok_or_else(|| {
             IssueError::NotFound(format!("unknown intermediate {intermediate:?}"))
         })?;

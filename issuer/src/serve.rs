@@ -88,7 +88,7 @@ async fn issue_listener_cert(
     inter: &Intermediate,
     store: &Store,
 ) -> Result<(Arc<rustls::sign::CertifiedKey>, Certificate), ServeError> {
-    let now = OffsetDateTime::now_utc();
+    let now = crate::clock::now();
     let (key, cert) = tls::issue_server_cert(
         inter,
         &config.listen.server_names,
@@ -117,7 +117,7 @@ impl Service {
     pub async fn start(config: &Config) -> Result<Service, ServeError> {
         let store = Store::connect(&config.storage.url, config.storage.max_connections).await?;
         store.migrate().await?;
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         let authorities = Arc::new(Authorities::load(config, now)?);
         let metrics = Arc::new(Metrics::new());
         let issuer = Arc::new(Issuer::new(
