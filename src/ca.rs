@@ -281,3 +281,111 @@ impl CertificateAuthority {
         self.signer.signer.key_type()
     }
 }
+
+impl CertificateAuthority {
+    /// Cross-signs another root for a rotation: a CA certificate with `other`'s exact subject,
+    /// public key and Subject Key Identifier, issued by this CA. Certificates issued under
+    /// `other` then also chain to this CA. notAfter is the earliest of `other`'s, this CA's
+    /// and `now + ttl`.
+    pub fn cross_sign(
+        &self,
+        other: &Certificate,
+        ttl: Option<crate::ttl::Ttl>,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCertificate, CaError> {
+        if !other.is_ca() {
+            return Err(CaError::NotCa);
+        }
+        let ski = other
+            .subject_key_id()
+            .ok_or_else(|| CaError::Signing("the other root has no Subject Key Identifier".into()))?
+            .to_vec();
+        let now = now.replace_nanosecond(0).expect("0 is a valid nanosecond");
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name = distinguished_name_of(other)?;
+        p.serial_number = Some(crate::serial::Serial::random().to_rcgen());
+        p.not_before = (now - crate::profile::BACKDATE).max(self.cert.not_before());
+        let mut not_after = other.not_after().min(self.cert.not_after());
+        if let Some(ttl) = ttl {
+            not_after = not_after.min(now + ttl.as_duration());
+        }
+        p.not_after = not_after;
+        p.is_ca = rcgen::IsCa::Ca(match other.path_len() {
+            Some(n) => rcgen::BasicConstraints::Constrained(u8::try_from(n).unwrap_or(u8::MAX)),
+            None => rcgen::BasicConstraints::Unconstrained,
+        });
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        p.subject_alt_names = other
+            .uris()
+            .iter()
+            .filter_map(|u| u.as_str().try_into().ok().map(rcgen::SanType::URI))
+            .collect();
+        p.use_authority_key_identifier_extension = true;
+        p.key_identifier_method = KeyIdMethod::PreSpecified(ski.clone());
+        let public_key = rcgen::SubjectPublicKeyInfo::from_der(other.public_key_spki())
+            .map_err(|e| CaError::Key(KeyError::Unsupported(e.to_string())))?;
+        let signed = p
+            .signed_by(&public_key, &self.issuer)
+            .map_err(|e| CaError::Signing(e.to_string()))?;
+        let cert = Certificate::from_der(signed.der().to_vec())?;
+        let ok = cert.subject_raw() == other.subject_raw()
+            && cert.public_key_spki() == other.public_key_spki()
+            && cert.subject_key_id() == Some(ski.as_slice())
+            && cert.authority_key_id() == self.cert.subject_key_id()
+            && cert.verify_signed_by(&self.cert).is_ok()
+            && !cert.has_sha1_signature();
+        if !ok {
+            return Err(CaError::Profile(ProfileError::CheckFailed(vec![
+                "cross-signed certificate does not reproduce the other root's subject, key and key identifier".into(),
+            ])));
+        }
+        Ok(IssuedCertificate {
+            chain: vec![cert.clone(), self.cert.clone()],
+            certificate: cert,
+            profile: Profile::Intermediate,
+            clamped: false,
+        })
+    }
+}
+
+/// The subject of `cert` as rcgen parameters, keeping each attribute's string type so the
+/// encoded name is byte-identical (names chain by exact bytes).
+fn distinguished_name_of(cert: &Certificate) -> Result<rcgen::DistinguishedName, CaError> {
+    use x509_parser::der_parser::asn1_rs::Tag;
+    let bad = |why: &str| CaError::Signing(format!("cannot reproduce the subject name: {why}"));
+    let (_, name) =
+        x509_parser::x509::X509Name::from_der(cert.subject_raw()).map_err(|_| bad("unparsable"))?;
+    let mut dn = rcgen::DistinguishedName::new();
+    for rdn in name.iter() {
+        let mut attrs = rdn.iter();
+        let attr = attrs.next().ok_or_else(|| bad("empty RDN"))?;
+        if attrs.next().is_some() {
+            return Err(bad("multi-valued RDN"));
+        }
+        let oid: Vec<u64> = attr
+            .attr_type()
+            .iter()
+            .ok_or_else(|| bad("OID too large"))?
+            .collect();
+        let value = attr.attr_value();
+        let text = value
+            .as_str()
+            .map_err(|_| bad("non-string attribute"))?
+            .to_owned();
+        let v = match value.tag() {
+            Tag::PrintableString => rcgen::DnValue::PrintableString(
+                text.try_into().map_err(|_| bad("PrintableString"))?,
+            ),
+            Tag::Ia5String => {
+                rcgen::DnValue::Ia5String(text.try_into().map_err(|_| bad("IA5String"))?)
+            }
+            Tag::Utf8String => rcgen::DnValue::Utf8String(text),
+            _ => return Err(bad("unsupported string type")),
+        };
+        dn.push(rcgen::DnType::from_oid(&oid), v);
+    }
+    Ok(dn)
+}

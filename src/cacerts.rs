@@ -410,3 +410,110 @@ fn check_crls(text: &str, path: &[Certificate], p: &mut Vec<Problem>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::CertificateAuthority;
+    use crate::key::KeyType;
+    use crate::profile::{CertRequest, Profile, Subject};
+    use std::sync::Arc;
+
+    fn req(cn: &str) -> CertRequest {
+        CertRequest {
+            subject: Subject {
+                common_name: Some(cn.into()),
+                organization: None,
+            },
+            trust_domain: Some("mesh.example".parse().unwrap()),
+            ..Default::default()
+        }
+    }
+
+    fn codes(e: Invalid) -> Vec<&'static str> {
+        e.problems.iter().map(|p| p.code).collect()
+    }
+
+    #[test]
+    fn built_cacerts_validate_and_common_mistakes_are_caught() {
+        let now = OffsetDateTime::now_utc();
+        let root = CertificateAuthority::new_root(
+            Arc::new(KeyPair::generate(KeyType::EcdsaP256).unwrap()),
+            &req("Root"),
+            now,
+        )
+        .unwrap();
+        let (int, int_key) = root
+            .issue_with_new_key(Profile::Intermediate, &req("aws"), KeyType::EcdsaP256, now)
+            .unwrap();
+        let int_ca =
+            CertificateAuthority::new(int.certificate.clone(), vec![], Arc::new(int_key)).unwrap();
+        let (mesh, mesh_key) = int_ca
+            .issue_with_new_key(Profile::MeshCa, &req("istiod"), KeyType::EcdsaP256, now)
+            .unwrap();
+        let roots = vec![root.certificate().clone()];
+        let c = Cacerts::build(&mesh.chain, &mesh_key, &roots, now).unwrap();
+        let v = c.validate(now).unwrap();
+        assert_eq!(v.path.len(), 3);
+        assert_eq!(
+            Certificate::parse_pem_all(&c.cert_chain).unwrap().len(),
+            3,
+            "ca, intermediate, root"
+        );
+
+        // The classic hand-written mistake: cert-chain.pem holds only the CA cert.
+        let mut bad = Cacerts::from_entries(c.entries()).unwrap();
+        bad.cert_chain = bad.ca_cert.clone();
+        let got = codes(bad.validate(now).unwrap_err());
+        assert!(
+            got.contains(&"chain-incomplete") && got.contains(&"chain-unverified"),
+            "{got:?}"
+        );
+
+        // Key of another CA.
+        let mut bad = Cacerts::from_entries(c.entries()).unwrap();
+        bad.ca_key = KeyPair::generate(KeyType::EcdsaP256)
+            .unwrap()
+            .to_unencrypted_pem();
+        assert!(codes(bad.validate(now).unwrap_err()).contains(&"key-mismatch"));
+
+        // Missing final newline, expired CA, forbidden keys.
+        let mut bad = Cacerts::from_entries(c.entries()).unwrap();
+        bad.root_cert.pop();
+        assert!(codes(bad.validate(now).unwrap_err()).contains(&"no-final-newline"));
+        let later = now + time::Duration::days(91);
+        assert!(codes(c.validate(later).unwrap_err()).contains(&"ca-expired"));
+        let mut entries = c.entries();
+        entries.push(("tls.crt", b"x\n"));
+        assert!(codes(Cacerts::from_entries(entries).unwrap_err()).contains(&"forbidden-key"));
+
+        // Publishing the intermediate itself (intermediate mode) is valid too.
+        let (int2, int2_key) = root
+            .issue_with_new_key(
+                Profile::Intermediate,
+                &req("azure"),
+                KeyType::EcdsaP256,
+                now,
+            )
+            .unwrap();
+        Cacerts::build(&int2.chain, &int2_key, &roots, now)
+            .unwrap()
+            .validate(now)
+            .unwrap();
+
+        // An Ed25519 intermediate is refused.
+        let (ed, ed_key) = root
+            .issue_with_new_key(Profile::Intermediate, &req("ed"), KeyType::Ed25519, now)
+            .unwrap();
+        let ed_c = Cacerts::build(&ed.chain, &ed_key, &roots, now).unwrap();
+        assert!(codes(ed_c.validate(now).unwrap_err()).contains(&"key-type"));
+
+        let manifest = c.secret_manifest("istio-system", &BTreeMap::new()).unwrap();
+        assert_eq!(manifest["type"], "Opaque");
+        assert_eq!(
+            manifest["metadata"]["annotations"]["canopy.dev/ca-serial"],
+            mesh.certificate.serial().to_string()
+        );
+        assert!(!format!("{c:?}").contains("PRIVATE KEY"));
+    }
+}

@@ -660,3 +660,334 @@ fn check_dn_value(field: &'static str, v: &str) -> Result<(), ProfileError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::CertificateAuthority;
+    use crate::key::KeyPair;
+    use std::sync::Arc;
+
+    fn td() -> TrustDomain {
+        "mesh.example".parse().unwrap()
+    }
+
+    fn ca_req(cn: &str) -> CertRequest {
+        CertRequest {
+            subject: Subject {
+                common_name: Some(cn.into()),
+                organization: Some("Acme".into()),
+            },
+            trust_domain: Some(td()),
+            ..Default::default()
+        }
+    }
+
+    struct Pki {
+        now: OffsetDateTime,
+        root: CertificateAuthority,
+        int: CertificateAuthority,
+    }
+
+    fn pki() -> Pki {
+        let now = OffsetDateTime::now_utc();
+        let root = CertificateAuthority::new_root(
+            Arc::new(KeyPair::generate(KeyType::EcdsaP256).unwrap()),
+            &ca_req("Acme Root CA"),
+            now,
+        )
+        .unwrap();
+        let (int, key) = root
+            .issue_with_new_key(
+                Profile::Intermediate,
+                &ca_req("aws"),
+                KeyType::EcdsaP256,
+                now,
+            )
+            .unwrap();
+        let int = CertificateAuthority::new(int.certificate, vec![], Arc::new(key)).unwrap();
+        Pki { now, root, int }
+    }
+
+    fn workload_req(ns: &str) -> CertRequest {
+        CertRequest {
+            spiffe_id: Some(SpiffeId::kubernetes(&td(), ns, "web").unwrap()),
+            trust_domain: Some(td()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn root_extensions() {
+        let p = pki();
+        let c = p.root.certificate();
+        assert!(
+            Profile::Root.lint(c).is_empty(),
+            "{:?}",
+            Profile::Root.lint(c)
+        );
+        assert!(c.is_ca() && c.basic_constraints_critical() && c.path_len().is_none());
+        let ku = c.key_usage().unwrap();
+        assert!(ku.critical && ku.key_cert_sign && ku.crl_sign && !ku.digital_signature);
+        assert!(c.ext_key_usage().is_none());
+        assert!(c.subject_key_id().is_some() && c.authority_key_id().is_none());
+        assert_eq!(c.subject(), "CN=Acme Root CA, O=Acme");
+        assert_eq!(c.serial().as_bytes().len(), 16);
+        assert!(c.not_before() < p.now && p.now - c.not_before() <= time::Duration::minutes(2));
+        assert_eq!(Profile::guess(c), Some(Profile::Root));
+    }
+
+    #[test]
+    fn intermediate_extensions() {
+        let p = pki();
+        let c = p.int.certificate();
+        assert!(
+            Profile::Intermediate.lint(c).is_empty(),
+            "{:?}",
+            Profile::Intermediate.lint(c)
+        );
+        assert_eq!(c.path_len(), Some(1));
+        assert_eq!(c.uris(), ["spiffe://mesh.example"]);
+        assert!(c.ext_key_usage().is_none());
+        assert_eq!(c.authority_key_id(), p.root.certificate().subject_key_id());
+        assert!(c.not_after() <= p.root.certificate().not_after());
+        assert_eq!(Profile::guess(c), Some(Profile::Intermediate));
+    }
+
+    #[test]
+    fn mesh_ca_extensions_and_key_rules() {
+        let p = pki();
+        let (mesh, _) = p
+            .int
+            .issue_with_new_key(
+                Profile::MeshCa,
+                &ca_req("istiod aws"),
+                KeyType::EcdsaP256,
+                p.now,
+            )
+            .unwrap();
+        let c = &mesh.certificate;
+        assert!(
+            Profile::MeshCa.lint(c).is_empty(),
+            "{:?}",
+            Profile::MeshCa.lint(c)
+        );
+        assert_eq!(c.path_len(), Some(0));
+        assert_eq!(mesh.chain.len(), 2);
+        let err = p
+            .int
+            .issue_with_new_key(Profile::MeshCa, &ca_req("x"), KeyType::Ed25519, p.now)
+            .unwrap_err();
+        assert!(err.to_string().contains("istiod"), "{err}");
+        // A mesh CA (pathlen 0) may not sign another CA.
+        let mesh_key = KeyPair::generate(KeyType::EcdsaP256).unwrap();
+        let (mesh2, k2) = p
+            .int
+            .issue_with_new_key(Profile::MeshCa, &ca_req("m2"), KeyType::EcdsaP256, p.now)
+            .unwrap();
+        let mesh_ca = CertificateAuthority::new(
+            mesh2.certificate,
+            vec![p.int.certificate().clone()],
+            Arc::new(k2),
+        )
+        .unwrap();
+        assert!(mesh_ca
+            .issue(
+                Profile::MeshCa,
+                &ca_req("m3"),
+                &mesh_key.public_key_spki(),
+                p.now
+            )
+            .is_err());
+    }
+
+    #[test]
+    fn workload_extensions() {
+        let p = pki();
+        for kt in [KeyType::EcdsaP256, KeyType::RSA2048] {
+            let key = KeyPair::generate(kt).unwrap();
+            let w = p
+                .int
+                .issue(
+                    Profile::Workload,
+                    &workload_req("payments"),
+                    &key.public_key_spki(),
+                    p.now,
+                )
+                .unwrap();
+            let c = &w.certificate;
+            assert!(
+                Profile::Workload.lint(c).is_empty(),
+                "{:?}",
+                Profile::Workload.lint(c)
+            );
+            assert!(!c.is_ca() && c.has_basic_constraints());
+            let ku = c.key_usage().unwrap();
+            assert!(ku.critical && ku.digital_signature && !ku.key_cert_sign && !ku.crl_sign);
+            assert_eq!(ku.key_encipherment, matches!(kt, KeyType::Rsa { .. }));
+            let eku = c.ext_key_usage().unwrap();
+            assert!(eku.server_auth && eku.client_auth && !eku.any);
+            assert_eq!(c.uris(), ["spiffe://mesh.example/ns/payments/sa/web"]);
+            assert!(
+                c.subject().is_empty() && c.san_critical(),
+                "empty subject needs a critical SAN"
+            );
+            assert_eq!(
+                c.not_after() - c.not_before(),
+                time::Duration::hours(24) + BACKDATE
+            );
+            assert_eq!(w.chain.len(), 2, "leaf + intermediate, no root");
+            assert_eq!(Profile::guess(c), Some(Profile::Workload));
+        }
+    }
+
+    #[test]
+    fn server_and_client_extensions() {
+        let p = pki();
+        let key = KeyPair::generate(KeyType::EcdsaP256).unwrap();
+        let req = CertRequest {
+            dns_names: vec!["issuer.canopy.svc".into()],
+            ip_addresses: vec!["127.0.0.1".parse().unwrap()],
+            subject: Subject {
+                common_name: Some("canopy-issuer".into()),
+                organization: None,
+            },
+            ..Default::default()
+        };
+        let s = p
+            .int
+            .issue(Profile::Server, &req, &key.public_key_spki(), p.now)
+            .unwrap()
+            .certificate;
+        assert!(
+            Profile::Server.lint(&s).is_empty(),
+            "{:?}",
+            Profile::Server.lint(&s)
+        );
+        assert_eq!(s.dns_names(), ["issuer.canopy.svc"]);
+        assert!(!s.san_critical());
+        let eku = s.ext_key_usage().unwrap();
+        assert!(eku.server_auth && !eku.client_auth);
+        let c = p
+            .int
+            .issue(
+                Profile::Client,
+                &workload_req("ops"),
+                &key.public_key_spki(),
+                p.now,
+            )
+            .unwrap()
+            .certificate;
+        assert!(
+            Profile::Client.lint(&c).is_empty(),
+            "{:?}",
+            Profile::Client.lint(&c)
+        );
+        let eku = c.ext_key_usage().unwrap();
+        assert!(!eku.server_auth && eku.client_auth);
+    }
+
+    #[test]
+    fn requests_that_must_fail() {
+        let p = pki();
+        let key = KeyPair::generate(KeyType::EcdsaP256).unwrap();
+        let spki = key.public_key_spki();
+        let issue = |r: &CertRequest| {
+            p.int
+                .issue(Profile::Workload, r, &spki, p.now)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(issue(&CertRequest::default()).contains("SPIFFE ID"));
+        let mut r = workload_req("a");
+        r.spiffe_id = Some("spiffe://other.example/ns/a/sa/b".parse().unwrap());
+        assert!(issue(&r).contains("not in trust domain"));
+        let mut r = workload_req("a");
+        r.ttl = Some(Ttl::minutes(5));
+        assert!(issue(&r).contains("minimum"));
+        let mut r = workload_req("a");
+        r.ttl = Some(Ttl::years(20));
+        assert!(issue(&r).contains("past the issuer"));
+        r.clamp_to_issuer = true;
+        let clamped = p.int.issue(Profile::Workload, &r, &spki, p.now).unwrap();
+        assert!(
+            clamped.clamped && clamped.certificate.not_after() == p.int.certificate().not_after()
+        );
+        for bad in [
+            "a/b.example",
+            "a\0b",
+            "*.example.com",
+            "exa mple.com",
+            "-a.com",
+            "a..b",
+            "1.2.3.4",
+            "a.*.com",
+        ] {
+            let mut r = workload_req("a");
+            r.dns_names = vec![bad.into()];
+            assert!(issue(&r).contains("invalid DNS name"), "{bad:?}");
+        }
+        let mut r = workload_req("a");
+        r.dns_names = vec!["*.example.com".into()];
+        r.allow_wildcard_dns = true;
+        assert!(p.int.issue(Profile::Workload, &r, &spki, p.now).is_ok());
+        let weak = ProfileError::KeyNotAllowed(String::new());
+        assert!(
+            matches!(Profile::Workload.plan(&workload_req("a"), KeyType::Rsa { bits: 1024 }, Some(p.int.certificate()), p.now), Err(e) if std::mem::discriminant(&e) == std::mem::discriminant(&weak))
+        );
+        let expired = p.now + time::Duration::days(365 * 6);
+        assert!(matches!(
+            Profile::Workload.plan(
+                &workload_req("a"),
+                KeyType::EcdsaP256,
+                Some(p.int.certificate()),
+                expired
+            ),
+            Err(ProfileError::IssuerExpired { .. })
+        ));
+    }
+
+    #[test]
+    fn cross_signed_root_chains_old_leaves_to_new_root() {
+        let old = pki();
+        let new_root = CertificateAuthority::new_root(
+            Arc::new(KeyPair::generate(KeyType::EcdsaP384).unwrap()),
+            &ca_req("Acme Root CA 2"),
+            old.now,
+        )
+        .unwrap();
+        let cross = new_root
+            .cross_sign(old.root.certificate(), None, old.now)
+            .unwrap();
+        assert_eq!(
+            cross.certificate.subject_raw(),
+            old.root.certificate().subject_raw()
+        );
+        let key = KeyPair::generate(KeyType::EcdsaP256).unwrap();
+        let leaf = old
+            .int
+            .issue(
+                Profile::Workload,
+                &workload_req("a"),
+                &key.public_key_spki(),
+                old.now,
+            )
+            .unwrap();
+        let path = crate::chain::verify_path(
+            &leaf.certificate,
+            &[old.int.certificate().clone(), cross.certificate.clone()],
+            &[new_root.certificate().clone()],
+            old.now,
+        )
+        .unwrap();
+        assert_eq!(path.len(), 4);
+    }
+
+    #[test]
+    fn profile_names_round_trip() {
+        for p in Profile::ALL {
+            assert_eq!(p.to_string().parse::<Profile>().unwrap(), p);
+        }
+        assert!("admin".parse::<Profile>().is_err());
+    }
+}
