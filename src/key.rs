@@ -366,8 +366,21 @@ impl KeyPair {
         Zeroizing::new(pem_encode("PRIVATE KEY", &self.pkcs8_der()))
     }
 
+    /// PKCS#8 v1 DER: the optional public key of v2 (aws-lc writes it for Ed25519) is dropped,
+    /// because OpenSSL 3.0 cannot read v2 Ed25519 keys.
     fn pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
-        Zeroizing::new(self.inner.serialize_der())
+        use pkcs8::der::Encode;
+        let der = Zeroizing::new(self.inner.serialize_der());
+        match PrivateKeyInfo::from_der(&der) {
+            Ok(mut info) if info.public_key.is_some() => {
+                info.public_key = None;
+                match info.to_der() {
+                    Ok(v1) => Zeroizing::new(v1),
+                    Err(_) => der,
+                }
+            }
+            _ => der,
+        }
     }
 
     /// The key's type.

@@ -28,8 +28,14 @@ pub fn bin(name: &str) -> PathBuf {
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace_root())
-            .args(["build", "--quiet", "-p", "pkictl", "-p", "canopy-issuer"]);
+        cmd.current_dir(workspace_root()).args([
+            "build",
+            "--quiet",
+            "-p",
+            "pkictl",
+            "-p",
+            "canopy-issuer",
+        ]);
         if release {
             cmd.arg("--release");
         }

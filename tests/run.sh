@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# canopy's whole test suite: installs what is missing, starts PostgreSQL if needed, then
+# runs rustfmt, clippy and every test (unit, property, end-to-end) on SQLite and PostgreSQL.
+# Usage: tests/run.sh            (CI calls exactly this)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n==> %s\n' "$*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_updated=0
+need_pkg() { # need_pkg COMMAND PACKAGE
+  command -v "$1" >/dev/null 2>&1 && return 0
+  say "installing $2 (for $1)"
+  if [ "$apt_updated" = 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$2" >/dev/null
+}
+
+need_pkg openssl openssl
+need_pkg curl curl
+need_pkg sqlite3 sqlite3
+command -v kubectl >/dev/null 2>&1 || { echo "kubectl is required (a real client checks the test API server); install it and re-run" >&2; exit 1; }
+command -v cargo >/dev/null 2>&1 || { echo "cargo (Rust) is required: https://rustup.rs" >&2; exit 1; }
+
+# PostgreSQL: use the one on 127.0.0.1:5432 if it answers, else start or install one.
+export CANOPY_TEST_POSTGRES_URL="${CANOPY_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+pg_up() { command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p 5432; }
+if ! pg_up; then
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    need_pkg pg_ctlcluster postgresql
+    # A fresh Debian cluster asks for passwords on TCP; the test cluster trusts loopback only.
+    for hba in /etc/postgresql/*/main/pg_hba.conf; do
+      as_root sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
+    done
+  fi
+  say "starting PostgreSQL"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+  pg_up || { echo "PostgreSQL did not start on 127.0.0.1:5432" >&2; exit 1; }
+fi
+
+say "rustfmt"
+cargo fmt --all -- --check
+
+say "clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+say "tests"
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast --failure-output final
+else
+  cargo test --workspace --no-fail-fast
+fi
