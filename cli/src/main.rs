@@ -1,1 +1,19 @@
-fn main() {}
+//! `pkictl`: parse, run, and turn the outcome into an exit code (0 ok, 1 user, 2 internal).
+
+use clap::Parser;
+use pkictl::args::Cli;
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    if let Err(e) = pkictl::run(&cli, time::OffsetDateTime::now_utc()) {
+        eprintln!("pkictl: error: {e}");
+        std::process::exit(e.exit_code());
+    }
+}

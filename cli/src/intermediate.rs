@@ -1,0 +1,247 @@
+//! `sign-intermediate` (a CSR made where the key lives) and `new-intermediate` (key and
+//! certificate in one go): the Intermediate profile, the chain, the ledger.
+
+use std::path::{Path, PathBuf};
+
+use canopy::ca::IssuedCertificate;
+use canopy::profile::Subject;
+use canopy::{CertRequest, Certificate, Csr, KeyPair, Profile, TrustDomain};
+use time::OffsetDateTime;
+
+use crate::args::{IntermediateArgs, NewIntermediateArgs, SignIntermediateArgs};
+use crate::error::{user, Result};
+use crate::files::{self, PRIVATE, PUBLIC};
+use crate::output::{print_json, rfc3339, Format};
+use crate::passphrase::{self, Purpose};
+use crate::root::{self, kind, RootDir};
+
+/// The intermediate's certificate.
+pub const CERT: &str = "cert.pem";
+/// The intermediate then the root.
+pub const CHAIN: &str = "chain.pem";
+/// The intermediate's key (new-intermediate).
+pub const KEY: &str = "key.pem";
+
+/// Checks an intermediate name: it becomes a directory name.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(user(format!(
+            "invalid intermediate name {:?}: use 1-63 letters, digits, '-', '_' or '.', not starting with '.'",
+            name.chars().take(70).collect::<String>()
+        )))
+    }
+}
+
+struct Prepared {
+    root: RootDir,
+    trust_domain: TrustDomain,
+    dir: PathBuf,
+}
+
+fn prepare(a: &IntermediateArgs) -> Result<Prepared> {
+    check_name(&a.name)?;
+    let root = RootDir::open(&a.root)?;
+    let dir = root.intermediate_dir(&a.name);
+    if dir.join(CERT).exists() {
+        return Err(user(format!(
+            "intermediate {:?} already exists ({}): choose another --name",
+            a.name,
+            dir.join(CERT).display()
+        )));
+    }
+    root.ledger()?;
+    let trust_domain = match &a.trust_domain {
+        Some(td) => td.clone(),
+        None => root.trust_domain()?.ok_or_else(|| {
+            user("the root names no trust domain: pass --trust-domain TD (e.g. mesh.example)")
+        })?,
+    };
+    Ok(Prepared {
+        root,
+        trust_domain,
+        dir,
+    })
+}
+
+fn request(a: &IntermediateArgs, cn: String, td: TrustDomain) -> CertRequest {
+    CertRequest {
+        subject: Subject {
+            common_name: Some(cn),
+            organization: None,
+        },
+        trust_domain: Some(td),
+        ttl: Some(a.ttl),
+        path_len: Some(a.path_len),
+        clamp_to_issuer: a.clamp,
+        ..CertRequest::default()
+    }
+}
+
+/// Records the intermediate in the ledger, then writes cert.pem and chain.pem into `dirs`.
+fn record_and_write(
+    p: &Prepared,
+    a: &IntermediateArgs,
+    issued: &IssuedCertificate,
+    root_cert: &Certificate,
+    extra_dirs: &[&Path],
+    now: OffsetDateTime,
+) -> Result<()> {
+    let cert = &issued.certificate;
+    // The ledger first: a crash after it leaves a recorded certificate, never an unrecorded one.
+    p.root
+        .append(root::cert_record(kind::INTERMEDIATE, cert, &a.name, now))?;
+    let chain = Certificate::pem_of(&[cert.clone(), root_cert.clone()]);
+    for dir in std::iter::once(p.dir.as_path()).chain(extra_dirs.iter().copied()) {
+        files::create_private_dir(dir)?;
+        files::write_atomic(&dir.join(CERT), &cert.to_pem(), PUBLIC)?;
+        files::write_atomic(&dir.join(CHAIN), &chain, PUBLIC)?;
+    }
+    if issued.clamped {
+        eprintln!(
+            "note: notAfter clamped to the root's notAfter {}",
+            rfc3339(cert.not_after())
+        );
+    }
+    Ok(())
+}
+
+fn summary(a: &IntermediateArgs, issued: &IssuedCertificate, files: &[PathBuf], key: Option<&str>) {
+    let cert = &issued.certificate;
+    match a.output.output {
+        Format::Json => print_json(&serde_json::json!({
+            "name": a.name,
+            "subject": cert.subject(),
+            "issuer": cert.issuer(),
+            "serial": cert.serial().to_string(),
+            "key_type": cert.key_type().map(|k| k.to_string()),
+            "not_before": rfc3339(cert.not_before()),
+            "not_after": rfc3339(cert.not_after()),
+            "clamped": issued.clamped,
+            "path_len": cert.path_len(),
+            "uris": cert.uris(),
+            "sha256_fingerprint": cert.fingerprint_sha256(),
+            "key": key,
+            "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        })),
+        Format::Text => {
+            println!("signed intermediate {:?}: {}", a.name, cert.subject());
+            println!("  serial:      {}", cert.serial());
+            println!(
+                "  valid until: {}{}",
+                rfc3339(cert.not_after()),
+                if issued.clamped {
+                    " (clamped to the root's)"
+                } else {
+                    ""
+                }
+            );
+            println!("  uri:         {}", cert.uris().join(", "));
+            if let Some(k) = key {
+                println!("  key:         {k}");
+            }
+            for f in files {
+                println!("  wrote        {}", f.display());
+            }
+        }
+    }
+}
+
+/// `pkictl sign-intermediate`.
+pub fn sign(args: &SignIntermediateArgs, now: OffsetDateTime) -> Result<()> {
+    let a = &args.common;
+    let p = prepare(a)?;
+    let text = files::read_text(&args.csr, "CSR")?;
+    let csr = Csr::from_pem(&text).map_err(|e| {
+        user(format!(
+            "{}: {e}; make a new CSR (e.g. openssl req -new)",
+            args.csr.display()
+        ))
+    })?;
+    let cn =
+        a.cn.clone()
+            .or_else(|| csr.subject_cn().map(str::to_owned))
+            .unwrap_or_else(|| a.name.clone());
+    let ca = p.root.unlock(a.passphrase_file.as_deref())?;
+    let req = request(a, cn, p.trust_domain.clone());
+    let issued = ca.issue_for_csr(Profile::Intermediate, &csr, &req, now)?;
+    record_and_write(&p, a, &issued, ca.certificate(), &[], now)?;
+    summary(
+        a,
+        &issued,
+        &[p.dir.join(CERT), p.dir.join(CHAIN)],
+        Some(&format!("{} (from the CSR)", csr.key_type())),
+    );
+    Ok(())
+}
+
+/// `pkictl new-intermediate`.
+pub fn new(args: &NewIntermediateArgs, now: OffsetDateTime) -> Result<()> {
+    let a = &args.common;
+    let p = prepare(a)?;
+    let key_dir = args.out.clone().unwrap_or_else(|| p.dir.clone());
+    let key_path = key_dir.join(KEY);
+    if key_path.exists() {
+        return Err(user(format!(
+            "{} already exists: refusing to overwrite a key; choose another --out",
+            key_path.display()
+        )));
+    }
+    let ca = p.root.unlock(a.passphrase_file.as_deref())?;
+    let key_pass = if args.unencrypted_key_insecure {
+        None
+    } else {
+        Some(passphrase::obtain(
+            args.key_passphrase_file.as_deref(),
+            "new intermediate key",
+            "--key-passphrase-file",
+            Purpose::Create,
+        )?)
+    };
+    let cn = a.cn.clone().unwrap_or_else(|| a.name.clone());
+    let req = request(a, cn, p.trust_domain.clone());
+    let key = KeyPair::generate(args.key_type)?;
+    let issued = ca.issue(Profile::Intermediate, &req, &key.public_key_spki(), now)?;
+    let key_pem = match &key_pass {
+        Some(pass) => key.to_encrypted_pem(pass)?,
+        None => key.to_unencrypted_pem(),
+    };
+    let extra: Vec<&Path> = args.out.iter().map(PathBuf::as_path).collect();
+    record_and_write(&p, a, &issued, ca.certificate(), &extra, now)?;
+    files::create_private_dir(&key_dir)?;
+    files::write_atomic(&key_path, &key_pem, PRIVATE)?;
+    if key_pass.is_none() {
+        eprintln!(
+            "warning: {} is NOT encrypted (--unencrypted-key-insecure): protect it",
+            key_path.display()
+        );
+    }
+    let mut written = vec![p.dir.join(CERT), p.dir.join(CHAIN)];
+    if let Some(out) = &args.out {
+        written.push(out.join(CERT));
+        written.push(out.join(CHAIN));
+    }
+    written.push(key_path);
+    summary(
+        a,
+        &issued,
+        &written,
+        Some(&format!(
+            "{} ({})",
+            args.key_type,
+            if key_pass.is_some() {
+                "encrypted"
+            } else {
+                "UNENCRYPTED"
+            }
+        )),
+    );
+    Ok(())
+}
