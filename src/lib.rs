@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod pem;
 pub mod profile;
 pub mod renewal;
+pub mod rotation;
 pub mod serial;
 pub mod spiffe;
 pub mod ttl;
