@@ -12,8 +12,14 @@ fn main() {
             std::process::exit(code);
         }
     };
-    if let Err(e) = pkictl::run(&cli, time::OffsetDateTime::now_utc()) {
+    if let Err(e) = pkictl::run(&cli, now()) {
         eprintln!("pkictl: error: {e}");
         std::process::exit(e.exit_code());
     }
+}
+
+/// Now, in whole seconds: certificates, CRLs and the ledger all carry whole seconds.
+fn now() -> time::OffsetDateTime {
+    let t = time::OffsetDateTime::now_utc();
+    t.replace_nanosecond(0).unwrap_or(t)
 }
