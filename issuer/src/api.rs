@@ -65,6 +65,7 @@ pub struct AppState {
 
 /// Builds the router with body limit and request timeout.
 pub fn router(state: AppState, limits: &Limits) -> Router {
+    let body_limit = limits.body_bytes;
     Router::new()
         .route("/v1/sign", post(sign))
         .route("/v1/roots", get(roots))
@@ -81,11 +82,38 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: axum::middleware::Next| {
+                reject_oversized(body_limit, req, next)
+            },
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(limits.request_timeout.as_seconds().max(1) as u64),
         ))
         .with_state(state)
+}
+
+/// Refuses a declared body over the limit before reading it (and before a client
+/// waiting on `Expect: 100-continue` sends it).
+async fn reject_oversized(limit: usize, req: Request, next: axum::middleware::Next) -> Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return body_too_large().into_response();
+    }
+    next.run(req).await
+}
+
+fn body_too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        "request body is larger than the limit",
+    )
 }
 
 /// An API error: HTTP status, stable code, safe message.
@@ -214,11 +242,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            "request body is larger than the limit",
-        ),
+        StatusCode::PAYLOAD_TOO_LARGE => body_too_large(),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",

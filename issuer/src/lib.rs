@@ -6,11 +6,13 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod certmanager;
 pub mod clock;
 pub mod config;
 pub mod dev;
 pub mod intermediate;
 pub mod issuance;
+pub mod leader;
 pub mod metrics;
 pub mod openapi;
 pub mod policy;

@@ -58,9 +58,9 @@ impl Metrics {
         let issued = Family::<ProfileLabel, Counter>::default();
         let failed = Family::<ReasonLabel, Counter>::default();
         let denied = Family::<ReasonLabel, Counter>::default();
-        let sign_duration = Histogram::new(
-            [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
-        );
+        let sign_duration = Histogram::new([
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ]);
         let intermediate_expiry = Family::<IntermediateLabel, Gauge<i64, AtomicI64>>::default();
         registry.register(
             "certificates_issued",

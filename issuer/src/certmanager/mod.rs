@@ -1,0 +1,297 @@
+//! cert-manager external issuer (shared/contracts/cert-manager.md), one controller
+//! per configured cluster:
+//!
+//! - [`crd`]: our `Issuer` / `ClusterIssuer` resources and their CRDs;
+//! - `issuers`: marks those Ready (or not, with a reason);
+//! - `certificaterequest`: signs approved cert-manager `CertificateRequest`s that
+//!   name them;
+//! - `signingrequest`: signs approved Kubernetes `CertificateSigningRequest`s for
+//!   our signer names.
+//!
+//! Every certificate goes through [`crate::Issuer::issue`] (one policy, one record,
+//! one audit log), as a requester bound to the cluster's policy and carrying the
+//! cluster and namespace, so it is listed by `GET /v1/certificates` like any other.
+//! Only the Lease holder of a cluster reconciles ([`crate::leader`]).
+
+pub mod crd;
+pub mod duration;
+pub mod plan;
+pub mod request;
+
+mod certificaterequest;
+mod issuers;
+mod prior;
+mod signingrequest;
+mod status;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::runtime::events::{Recorder, Reporter};
+use kube::Client;
+use tokio::sync::watch;
+
+use crate::auth::Requester;
+use crate::config::{ClusterConfig, ClusterName};
+use crate::leader::{LeaderElector, LeaderError, LeaseSettings};
+use crate::Issuer;
+
+pub use crd::crds_yaml;
+pub use status::FIELD_MANAGER;
+
+/// How the controllers of one cluster behave.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Policy the controller's sign requests are decided under (like a token's).
+    pub policy: String,
+    /// Leader election; `None` runs without (a single replica).
+    pub lease: Option<LeaseSettings>,
+    /// Give up on transient errors (storage, API server) this long after a request
+    /// was created, and mark it Failed.
+    pub max_retry_duration: Duration,
+    /// First retry delay; doubles per attempt.
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Also sign `certificates.k8s.io/v1` CertificateSigningRequests for our signers.
+    pub signing_requests: bool,
+    /// Name of this replica in Events (`reportingInstance`).
+    pub instance: String,
+}
+
+impl Settings {
+    /// Defaults: leader election off, 1 h maximum retry, backoff 1 s → 5 min, CSR API on.
+    pub fn new(policy: impl Into<String>) -> Self {
+        Settings {
+            policy: policy.into(),
+            lease: None,
+            max_retry_duration: Duration::from_secs(3600),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            signing_requests: true,
+            instance: "canopy-issuer".into(),
+        }
+    }
+}
+
+/// Why a controller could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// No way to reach the cluster's API server.
+    #[error("cluster {cluster}: {reason}")]
+    Client {
+        /// Cluster.
+        cluster: String,
+        /// Why.
+        reason: String,
+    },
+    /// The configuration cannot work.
+    #[error("cluster {cluster}: {reason}")]
+    Config {
+        /// Cluster.
+        cluster: String,
+        /// Why.
+        reason: String,
+    },
+    /// Leader election settings.
+    #[error(transparent)]
+    Leader(#[from] LeaderError),
+}
+
+/// A kube client for a configured cluster: its kubeconfig (and context), or the
+/// in-cluster service account.
+pub async fn client_for(cluster: &ClusterConfig) -> Result<Client, ControllerError> {
+    let err = |reason: String| ControllerError::Client {
+        cluster: cluster.name.to_string(),
+        reason,
+    };
+    let config = if cluster.in_cluster {
+        kube::Config::incluster().map_err(|e| err(format!("in-cluster config: {e}")))?
+    } else if let Some(path) = &cluster.kubeconfig {
+        let kubeconfig = kube::config::Kubeconfig::read_from(path)
+            .map_err(|e| err(format!("kubeconfig {}: {e}", path.display())))?;
+        let options = kube::config::KubeConfigOptions {
+            context: cluster.context.clone(),
+            ..Default::default()
+        };
+        kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|e| err(format!("kubeconfig {}: {e}", path.display())))?
+    } else {
+        kube::Config::infer()
+            .await
+            .map_err(|e| err(format!("no kubeconfig or in-cluster config: {e}")))?
+    };
+    Client::try_from(config).map_err(|e| err(e.to_string()))
+}
+
+/// Per-object retry state: exponential backoff.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    attempts: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    /// The delay before the next attempt for `key`, counting this failure.
+    pub(crate) fn next(&self, key: &str, base: Duration, max: Duration) -> Duration {
+        let mut map = self.attempts.lock().expect("backoff lock");
+        let n = map.entry(key.to_string()).or_insert(0);
+        let delay = base.saturating_mul(1u32 << (*n).min(20)).min(max);
+        *n = n.saturating_add(1);
+        delay
+    }
+
+    /// Forgets `key` (it succeeded or is final).
+    pub(crate) fn reset(&self, key: &str) {
+        self.attempts.lock().expect("backoff lock").remove(key);
+    }
+}
+
+/// Everything a reconcile of one cluster needs.
+pub(crate) struct Context {
+    pub(crate) client: Client,
+    pub(crate) cluster: ClusterName,
+    pub(crate) cluster_intermediate: String,
+    pub(crate) issuer: Arc<Issuer>,
+    pub(crate) settings: Settings,
+    pub(crate) recorder: Recorder,
+    pub(crate) backoff: Backoff,
+}
+
+impl Context {
+    /// The requester a sign request of this cluster is made as. Its name carries the
+    /// request's UID: the certificate record then says which request it answered,
+    /// and a retry finds it instead of signing twice.
+    pub(crate) fn requester(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        uid: &str,
+    ) -> Requester {
+        requester_for(
+            &self.cluster,
+            &self.settings.policy,
+            kind,
+            namespace,
+            name,
+            uid,
+        )
+    }
+}
+
+/// The requester identity of a Kubernetes request (`kind` is `certificaterequest`
+/// or `certificatesigningrequest`): `KIND:CLUSTER/NAMESPACE/NAME#UID`.
+pub fn requester_for(
+    cluster: &ClusterName,
+    policy: &str,
+    kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+    uid: &str,
+) -> Requester {
+    let path = match namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
+    };
+    let mut r = Requester::internal(format!("{kind}:{cluster}/{path}#{uid}"), policy);
+    r.cluster = Some(cluster.clone());
+    r.namespace = namespace.map(str::to_string);
+    r
+}
+
+/// The controllers of one cluster.
+#[derive(Debug)]
+pub struct Controller;
+
+impl Controller {
+    /// Runs the controllers of `cluster` until `shutdown` completes: while this
+    /// replica holds the cluster's Lease (or always, without leader election).
+    pub async fn run(
+        cluster: &ClusterConfig,
+        client: Client,
+        issuer: Arc<Issuer>,
+        settings: Settings,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ControllerError> {
+        let (leader_tx, _) = watch::channel(false);
+        Self::run_observed(cluster, client, issuer, settings, shutdown, leader_tx).await
+    }
+
+    /// Like [`Controller::run`], reporting leadership changes on `is_leader`.
+    pub async fn run_observed(
+        cluster: &ClusterConfig,
+        client: Client,
+        issuer: Arc<Issuer>,
+        settings: Settings,
+        shutdown: impl Future<Output = ()> + Send,
+        is_leader: watch::Sender<bool>,
+    ) -> Result<(), ControllerError> {
+        if issuer.authorities().get(&cluster.intermediate).is_none() {
+            return Err(ControllerError::Config {
+                cluster: cluster.name.to_string(),
+                reason: format!("intermediate {:?} is not loaded", cluster.intermediate),
+            });
+        }
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(settings.instance.clone()),
+        };
+        let ctx = Arc::new(Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client: client.clone(),
+            cluster: cluster.name.clone(),
+            cluster_intermediate: cluster.intermediate.clone(),
+            issuer,
+            settings: settings.clone(),
+            backoff: Backoff::default(),
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let elector = match &settings.lease {
+            Some(lease) => Some(LeaderElector::new(client, lease.clone())?),
+            None => None,
+        };
+        let work = {
+            let ctx = ctx.clone();
+            move || run_controllers(ctx.clone())
+        };
+        let cluster_name = cluster.name.to_string();
+        let run = async move {
+            match elector {
+                Some(elector) => elector.run(work, stop_rx, is_leader).await,
+                None => {
+                    let _ = is_leader.send(true);
+                    let mut stop_rx = stop_rx;
+                    tokio::select! {
+                        () = run_controllers(ctx) => {}
+                        _ = stop_rx.wait_for(|s| *s) => {}
+                    }
+                    let _ = is_leader.send(false);
+                }
+            }
+        };
+        tokio::pin!(run);
+        tokio::select! {
+            () = &mut run => {}
+            () = shutdown => {
+                let _ = stop_tx.send(true);
+                run.await;
+            }
+        }
+        tracing::info!(cluster = %cluster_name, "cert-manager controllers stopped");
+        Ok(())
+    }
+}
+
+async fn run_controllers(ctx: Arc<Context>) {
+    tracing::info!(cluster = %ctx.cluster, "cert-manager controllers starting");
+    let requests = certificaterequest::run(ctx.clone());
+    let issuers = issuers::run(ctx.clone());
+    if ctx.settings.signing_requests {
+        tokio::join!(requests, issuers, signingrequest::run(ctx.clone()));
+    } else {
+        tokio::join!(requests, issuers);
+    }
+}

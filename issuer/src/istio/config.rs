@@ -1,0 +1,262 @@
+//! The Istio settings of the issuer's config file: per cluster (`clusters[].istio`) and
+//! mesh-wide (`istio:`, with the root rotation). Parsed with serde, checked by `validate`.
+
+use std::collections::BTreeMap;
+
+use canopy::cert::Certificate;
+use canopy::key::KeyType;
+use canopy::ttl::Ttl;
+use serde::Deserialize;
+
+use crate::config::Config;
+
+/// What canopy publishes in a cluster's `cacerts`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A mesh CA minted under the cluster's intermediate (the intermediate key stays here).
+    #[default]
+    Subca,
+    /// The cluster's intermediate itself (its key is published to istiod).
+    Intermediate,
+}
+
+/// What to do with a `cacerts` that canopy did not write, or that was edited after it did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RepairPolicy {
+    /// Take it over when istiod would accept it and it chains to our intermediate (keep its
+    /// CA until renewal, add our labels, lay the files out canonically); otherwise report.
+    #[default]
+    Adopt,
+    /// Never overwrite it: report what is wrong.
+    Report,
+    /// Overwrite it with a fresh mesh CA unless it is usable as is.
+    Replace,
+}
+
+/// `clusters[].istio`: keep this cluster's `cacerts` valid.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IstioClusterConfig {
+    /// `subca` (default) or `intermediate`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// istiod's namespace (default `istio-system`).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Lifetime of a mesh CA (default 90d); at least 6x `workload_ttl`.
+    #[serde(default = "default_mesh_ca_ttl")]
+    pub mesh_ca_ttl: Ttl,
+    /// Longest workload certificate istiod issues in this cluster (default 24h).
+    #[serde(default = "default_workload_ttl")]
+    pub workload_ttl: Ttl,
+    /// What to do with a Secret canopy did not write or that was edited by hand.
+    #[serde(default)]
+    pub repair: RepairPolicy,
+    /// Key type of minted mesh CAs (default ecdsa-p256).
+    #[serde(default)]
+    pub key_type: KeyType,
+}
+
+impl Default for IstioClusterConfig {
+    fn default() -> Self {
+        IstioClusterConfig {
+            mode: Mode::default(),
+            namespace: default_namespace(),
+            mesh_ca_ttl: default_mesh_ca_ttl(),
+            workload_ttl: default_workload_ttl(),
+            repair: RepairPolicy::default(),
+            key_type: KeyType::default(),
+        }
+    }
+}
+
+fn default_namespace() -> String {
+    "istio-system".into()
+}
+fn default_mesh_ca_ttl() -> Ttl {
+    Ttl::days(90)
+}
+fn default_workload_ttl() -> Ttl {
+    Ttl::hours(24)
+}
+fn default_resync() -> Ttl {
+    Ttl::minutes(1)
+}
+fn default_request_timeout() -> Ttl {
+    Ttl::from_seconds(10).expect("positive")
+}
+
+/// The top-level `istio:` block.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IstioConfig {
+    /// How often the controller re-checks every cluster (default 1m).
+    #[serde(default = "default_resync")]
+    pub resync: Ttl,
+    /// Time limit of one Kubernetes API request (default 10s).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Ttl,
+    /// A root rotation in progress.
+    #[serde(default)]
+    pub rotation: Option<RotationConfig>,
+}
+
+impl Default for IstioConfig {
+    fn default() -> Self {
+        IstioConfig {
+            resync: default_resync(),
+            request_timeout: default_request_timeout(),
+            rotation: None,
+        }
+    }
+}
+
+/// `istio.rotation`: move the mesh from `old_root` to `new_root`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotationConfig {
+    /// SHA-256 fingerprint of the root being retired (hex, colons allowed, as `openssl x509
+    /// -fingerprint -sha256` prints it). Must be one of `roots`.
+    pub old_root: String,
+    /// SHA-256 fingerprint of the new root. Must be one of `roots`.
+    pub new_root: String,
+    /// For each cluster, the intermediate (chaining to the new root) its mesh CA moves under.
+    pub intermediates: BTreeMap<String, String>,
+}
+
+/// Normalises a fingerprint to lowercase hex without colons.
+pub fn normalize_fingerprint(fp: &str) -> String {
+    fp.chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase()
+}
+
+fn valid_namespace(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+impl IstioClusterConfig {
+    /// Semantic checks; returns (field below `istio`, reason) of the first problem.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if !valid_namespace(&self.namespace) {
+            return Err((
+                "namespace".into(),
+                "must be a Kubernetes namespace name (lowercase letters, digits, '-')".into(),
+            ));
+        }
+        if self.workload_ttl < Ttl::minutes(10) {
+            return Err(("workload_ttl".into(), "must be at least 10m".into()));
+        }
+        let six = self.workload_ttl.as_seconds().saturating_mul(6);
+        if self.mesh_ca_ttl.as_seconds() < six {
+            return Err((
+                "mesh_ca_ttl".into(),
+                format!(
+                    "must be at least 6x workload_ttl ({} < 6 x {}): istiod signs workloads for up to workload_ttl and renews them well before",
+                    self.mesh_ca_ttl, self.workload_ttl
+                ),
+            ));
+        }
+        if !self.key_type.accepted_by_istiod() {
+            return Err((
+                "key_type".into(),
+                format!(
+                    "{}: istiod accepts only ECDSA P-256/P-384 or RSA >= 2048",
+                    self.key_type
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl IstioConfig {
+    /// Checks against the rest of the config: `roots` holds the rotation's roots (given
+    /// parsed, in config order), every cluster with `istio` has a target intermediate.
+    /// Returns (field below `istio`, reason).
+    pub fn validate(&self, config: &Config, roots: &[Certificate]) -> Result<(), (String, String)> {
+        if self.resync < Ttl::from_seconds(5).expect("positive") {
+            return Err(("resync".into(), "must be at least 5s".into()));
+        }
+        if self.request_timeout.as_seconds() < 1 {
+            return Err(("request_timeout".into(), "must be at least 1s".into()));
+        }
+        let Some(rot) = &self.rotation else {
+            return Ok(());
+        };
+        let known = |fp: &str| {
+            roots
+                .iter()
+                .any(|r| r.fingerprint_sha256() == normalize_fingerprint(fp))
+        };
+        for (field, fp) in [("old_root", &rot.old_root), ("new_root", &rot.new_root)] {
+            if !known(fp) {
+                return Err((
+                    format!("rotation.{field}"),
+                    "no certificate in `roots` has this SHA-256 fingerprint (list both roots in `roots` during a rotation)".into(),
+                ));
+            }
+        }
+        if normalize_fingerprint(&rot.old_root) == normalize_fingerprint(&rot.new_root) {
+            return Err((
+                "rotation.new_root".into(),
+                "is the same root as old_root".into(),
+            ));
+        }
+        for (cluster, inter) in &rot.intermediates {
+            if !config.clusters.iter().any(|c| c.name.as_str() == cluster) {
+                return Err((
+                    format!("rotation.intermediates.{cluster}"),
+                    "no cluster has this name".into(),
+                ));
+            }
+            if !config.intermediates.iter().any(|i| &i.name == inter) {
+                return Err((
+                    format!("rotation.intermediates.{cluster}"),
+                    "no intermediate has this name".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_settings_parse_with_defaults_and_refuse_unknown_fields() {
+        let c: IstioClusterConfig = serde_yaml::from_str("{}").unwrap();
+        assert_eq!(c.mode, Mode::Subca);
+        assert_eq!(c.namespace, "istio-system");
+        assert_eq!(c.mesh_ca_ttl, Ttl::days(90));
+        assert_eq!(c.repair, RepairPolicy::Adopt);
+        c.validate().unwrap();
+        let c: IstioClusterConfig =
+            serde_yaml::from_str("{mode: intermediate, repair: replace, mesh_ca_ttl: 30d}")
+                .unwrap();
+        assert_eq!(c.mode, Mode::Intermediate);
+        assert_eq!(c.repair, RepairPolicy::Replace);
+        assert!(serde_yaml::from_str::<IstioClusterConfig>("{mod: subca}").is_err());
+        assert!(serde_yaml::from_str::<IstioClusterConfig>("{mode: sub-ca}").is_err());
+        let short: IstioClusterConfig =
+            serde_yaml::from_str("{mesh_ca_ttl: 5d, workload_ttl: 24h}").unwrap();
+        assert_eq!(short.validate().unwrap_err().0, "mesh_ca_ttl");
+        let ed: IstioClusterConfig = serde_yaml::from_str("{key_type: ed25519}").unwrap();
+        assert_eq!(ed.validate().unwrap_err().0, "key_type");
+    }
+
+    #[test]
+    fn fingerprints_accept_openssl_form() {
+        assert_eq!(normalize_fingerprint("AB:CD:01"), "abcd01");
+    }
+}

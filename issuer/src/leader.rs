@@ -1,0 +1,319 @@
+//! Leader election with a `coordination.k8s.io/v1` Lease, one per cluster.
+//!
+//! Controllers are active-passive: every replica runs [`LeaderElector::run`], only
+//! the holder of the Lease runs the work. The holder renews the Lease every
+//! `renew_interval`; a Lease whose `renewTime + leaseDurationSeconds` has passed is
+//! free, and a standby takes it over (bumping `leaseTransitions`). Every write
+//! carries the `resourceVersion` it read, so when two replicas race, the API server
+//! answers one of them 409 and that one stays standby.
+//!
+//! A leader that cannot renew stops its work after `renew_deadline` (shorter than
+//! the lease duration), so by the time a standby may take over, the old leader has
+//! already stopped: two replicas never reconcile at once.
+
+use std::future::Future;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, PostParams};
+use kube::Client;
+use tokio::sync::watch;
+
+/// How a replica competes for a Lease.
+#[derive(Clone, Debug)]
+pub struct LeaseSettings {
+    /// Namespace of the Lease (e.g. the issuer's own namespace).
+    pub namespace: String,
+    /// Lease name, e.g. `canopy-issuer-certmanager`.
+    pub name: String,
+    /// This replica's identity (pod name + a random suffix), written as `holderIdentity`.
+    pub identity: String,
+    /// How long a Lease stays held without renewal.
+    pub lease_duration: Duration,
+    /// How long a leader keeps working without a successful renewal.
+    pub renew_deadline: Duration,
+    /// How often the leader renews and a standby retries.
+    pub retry_period: Duration,
+}
+
+impl LeaseSettings {
+    /// Defaults of client-go's leader election (15 s / 10 s / 2 s).
+    pub fn new(
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        identity: impl Into<String>,
+    ) -> Self {
+        LeaseSettings {
+            namespace: namespace.into(),
+            name: name.into(),
+            identity: identity.into(),
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why leader election could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    /// The settings cannot work.
+    #[error("lease settings: {0}")]
+    Settings(&'static str),
+}
+
+/// Result of one acquire-or-renew attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// We hold the Lease (acquired, took over or renewed).
+    Leading,
+    /// Someone else holds a live Lease, or won the race for it.
+    Standby,
+}
+
+/// Competes for one Lease.
+#[derive(Clone)]
+pub struct LeaderElector {
+    api: Api<Lease>,
+    settings: LeaseSettings,
+}
+
+impl std::fmt::Debug for LeaderElector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaderElector")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lease_seconds(d: Duration) -> i32 {
+    i32::try_from(d.as_secs().max(1)).unwrap_or(i32::MAX)
+}
+
+/// Whether a Lease is held by a live holder other than `me` at `now`.
+fn held_by_other(spec: &LeaseSpec, me: &str, now: Timestamp) -> bool {
+    let Some(holder) = spec.holder_identity.as_deref().filter(|h| !h.is_empty()) else {
+        return false;
+    };
+    if holder == me {
+        return false;
+    }
+    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
+        return false;
+    };
+    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
+    renewed.0 + duration > now
+}
+
+impl LeaderElector {
+    /// An elector for the Lease named in `settings`.
+    pub fn new(client: Client, settings: LeaseSettings) -> Result<Self, LeaderError> {
+        if settings.renew_deadline >= settings.lease_duration {
+            return Err(LeaderError::Settings(
+                "renew_deadline must be shorter than lease_duration",
+            ));
+        }
+        if settings.retry_period >= settings.renew_deadline {
+            return Err(LeaderError::Settings(
+                "retry_period must be shorter than renew_deadline",
+            ));
+        }
+        if settings.identity.is_empty() {
+            return Err(LeaderError::Settings("identity must not be empty"));
+        }
+        Ok(LeaderElector {
+            api: Api::namespaced(client, &settings.namespace),
+            settings,
+        })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &LeaseSettings {
+        &self.settings
+    }
+
+    /// One attempt: create the Lease, renew ours, or take over an expired one.
+    pub async fn try_acquire_or_renew(&self) -> Result<Attempt, kube::Error> {
+        let s = &self.settings;
+        let now = Timestamp::now();
+        let current = self.api.get_opt(&s.name).await?;
+        let Some(mut lease) = current else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(s.name.clone()),
+                    namespace: Some(s.namespace.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(s.identity.clone()),
+                    lease_duration_seconds: Some(lease_seconds(s.lease_duration)),
+                    acquire_time: Some(MicroTime(now)),
+                    renew_time: Some(MicroTime(now)),
+                    lease_transitions: Some(0),
+                    ..LeaseSpec::default()
+                }),
+            };
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(Attempt::Leading),
+                Err(e) if is_conflict(&e) => Ok(Attempt::Standby),
+                Err(e) => Err(e),
+            };
+        };
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        if held_by_other(spec, &s.identity, now) {
+            return Ok(Attempt::Standby);
+        }
+        let ours = spec.holder_identity.as_deref() == Some(s.identity.as_str());
+        if !ours {
+            spec.holder_identity = Some(s.identity.clone());
+            spec.acquire_time = Some(MicroTime(now));
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        }
+        spec.renew_time = Some(MicroTime(now));
+        spec.lease_duration_seconds = Some(lease_seconds(s.lease_duration));
+        // `lease` still carries the resourceVersion we read: a concurrent writer makes this 409.
+        match self
+            .api
+            .replace(&s.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => {
+                if !ours {
+                    tracing::info!(lease = %s.name, identity = %s.identity, "acquired the lease");
+                }
+                Ok(Attempt::Leading)
+            }
+            Err(e) if is_conflict(&e) => Ok(Attempt::Standby),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives the Lease up (if we hold it) so a standby need not wait for expiry.
+    pub async fn release(&self) {
+        let s = &self.settings;
+        let Ok(Some(mut lease)) = self.api.get_opt(&s.name).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
+        if spec.holder_identity.as_deref() != Some(s.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        if let Err(e) = self
+            .api
+            .replace(&s.name, &PostParams::default(), &lease)
+            .await
+        {
+            tracing::warn!(lease = %s.name, error = %e, "could not release the lease");
+        }
+    }
+
+    /// Runs `work()` whenever this replica leads, until `shutdown` turns true.
+    ///
+    /// `work` is dropped (cancelled) as soon as leadership is lost or cannot be
+    /// renewed within `renew_deadline`; when leadership is won again, a new one is
+    /// started. `is_leader` mirrors the state for observers (metrics, tests).
+    pub async fn run<F, Fut>(
+        &self,
+        mut work: F,
+        mut shutdown: watch::Receiver<bool>,
+        is_leader: watch::Sender<bool>,
+    ) where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let s = &self.settings;
+        'outer: loop {
+            // Standby: retry until we lead.
+            loop {
+                if *shutdown.borrow() {
+                    break 'outer;
+                }
+                match self.try_acquire_or_renew().await {
+                    Ok(Attempt::Leading) => break,
+                    Ok(Attempt::Standby) => {}
+                    Err(e) => tracing::warn!(lease = %s.name, error = %e, "lease check failed"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(s.retry_period) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            tracing::info!(lease = %s.name, identity = %s.identity, "leading");
+            let _ = is_leader.send(true);
+            let mut last_renewed = tokio::time::Instant::now();
+            let task = work();
+            tokio::pin!(task);
+            let stop = loop {
+                tokio::select! {
+                    () = &mut task => {
+                        // The work ended on its own (it should not): retry leadership from standby.
+                        tracing::warn!(lease = %s.name, "controller stopped while leading");
+                        break false;
+                    }
+                    () = tokio::time::sleep(s.retry_period) => {
+                        match self.try_acquire_or_renew().await {
+                            Ok(Attempt::Leading) => last_renewed = tokio::time::Instant::now(),
+                            Ok(Attempt::Standby) => {
+                                tracing::warn!(lease = %s.name, "lost the lease to another replica");
+                                break false;
+                            }
+                            Err(e) => {
+                                tracing::warn!(lease = %s.name, error = %e, "could not renew the lease");
+                            }
+                        }
+                        if last_renewed.elapsed() >= s.renew_deadline {
+                            tracing::warn!(lease = %s.name, "lease not renewed within the renew deadline; stepping down");
+                            break false;
+                        }
+                    }
+                    _ = shutdown.changed() => {
+                        if *shutdown.borrow() {
+                            break true;
+                        }
+                    }
+                }
+            };
+            let _ = is_leader.send(false);
+            if stop {
+                break;
+            }
+        }
+        let _ = is_leader.send(false);
+        self.release().await;
+    }
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(holder: Option<&str>, renewed_secs_ago: i64, duration: i32) -> LeaseSpec {
+        let now = Timestamp::now();
+        LeaseSpec {
+            holder_identity: holder.map(str::to_string),
+            renew_time: Some(MicroTime(now - SignedDuration::from_secs(renewed_secs_ago))),
+            lease_duration_seconds: Some(duration),
+            ..LeaseSpec::default()
+        }
+    }
+
+    #[test]
+    fn a_live_lease_of_another_holder_is_held() {
+        let now = Timestamp::now();
+        assert!(held_by_other(&spec(Some("b"), 1, 15), "a", now));
+        assert!(!held_by_other(&spec(Some("b"), 16, 15), "a", now));
+        assert!(!held_by_other(&spec(Some("a"), 1, 15), "a", now));
+        assert!(!held_by_other(&spec(None, 1, 15), "a", now));
+        assert!(!held_by_other(&spec(Some(""), 1, 15), "a", now));
+    }
+}
