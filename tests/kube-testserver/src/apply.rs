@@ -159,6 +159,10 @@ pub(crate) fn members(obj: &Value, schema: Option<&Value>, scope: Scope) -> Fiel
     out
 }
 
+fn value_is(item: &Value, encoded: &str) -> bool {
+    serde_json::from_str::<Value>(encoded).is_ok_and(|v| v == *item)
+}
+
 fn key_matches(item: &Value, key_json: &str) -> bool {
     match serde_json::from_str::<Map<String, Value>>(key_json) {
         Ok(m) => m.iter().all(|(k, v)| item.get(k) == Some(v)),
@@ -173,7 +177,7 @@ pub(crate) fn get_at<'a>(obj: &'a Value, path: &[Pe]) -> Option<&'a Value> {
         cur = match pe {
             Pe::Field(f) => cur.get(f)?,
             Pe::Key(k) => cur.as_array()?.iter().find(|i| key_matches(i, k))?,
-            Pe::Value(v) => cur.as_array()?.iter().find(|i| i.to_string() == *v)?,
+            Pe::Value(v) => cur.as_array()?.iter().find(|i| value_is(i, v))?,
             Pe::Index(i) => cur.get(*i)?,
         };
     }
@@ -194,7 +198,7 @@ pub(crate) fn remove_at(obj: &mut Value, path: &[Pe]) {
                 .and_then(|a| a.iter_mut().find(|i| key_matches(i, k))),
             Pe::Value(v) => cur
                 .as_array_mut()
-                .and_then(|a| a.iter_mut().find(|i| i.to_string() == *v)),
+                .and_then(|a| a.iter_mut().find(|i| value_is(i, v))),
             Pe::Index(i) => cur.get_mut(*i),
         };
         match next {
@@ -215,7 +219,7 @@ pub(crate) fn remove_at(obj: &mut Value, path: &[Pe]) {
         }
         Pe::Value(v) => {
             if let Some(a) = cur.as_array_mut() {
-                a.retain(|i| i.to_string() != *v);
+                a.retain(|i| !value_is(i, v));
             }
         }
         Pe::Index(i) => {

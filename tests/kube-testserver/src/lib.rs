@@ -6,6 +6,20 @@
 //! CRDs, resourceVersion conflicts, merge/strategic/JSON patch, server-side apply with
 //! field managers, `/status` subresources, watches with bookmarks and 410 Gone, and
 //! real `Status` errors. Faults (errors, hangs, dropped watches) can be injected.
+//!
+//! Known differences from a real API server (it is a test tool):
+//! - no admission, RBAC, finalizers or garbage collection: deletes are immediate
+//!   (deleting a namespace or CRD removes its objects at once);
+//! - no Table output: `kubectl get` falls back to NAME/AGE columns;
+//! - `/openapi/v2` is an empty document and `/openapi/v3` is absent, so kubectl skips
+//!   client-side validation; CRD schemas are enforced server-side (`type`, `required`,
+//!   `enum`, `format: byte|date-time`, defaults, pruning; `fieldValidation=Strict`);
+//! - strategic merge patch knows merge keys only for common lists (containers, env,
+//!   volumes, ports, conditions); server-side apply treats lists as atomic unless a CRD
+//!   schema says `x-kubernetes-list-type: map|set` (built-in `conditions` are keyed by `type`);
+//! - protobuf request bodies are decoded only for Namespace, Secret, ConfigMap and
+//!   ServiceAccount (what kubectl's typed `create` commands send); responses are JSON;
+//! - no version conversion: every served version of a CRD returns the stored object.
 
 #![forbid(unsafe_code)]
 

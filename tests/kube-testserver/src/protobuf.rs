@@ -173,10 +173,8 @@ fn decode(b: &[u8], layout: Layout) -> Option<Value> {
             continue;
         };
         match (kind, w) {
-            (Kind::Str, Wire::Bytes(x)) => {
-                if !x.is_empty() {
-                    m.insert(name.to_string(), s(x));
-                }
+            (Kind::Str, Wire::Bytes(x)) if !x.is_empty() => {
+                m.insert(name.to_string(), s(x));
             }
             (Kind::Int, Wire::Varint(v)) => {
                 m.insert(name.to_string(), json!(v));

@@ -338,9 +338,9 @@ async fn serve(
 ) -> Response<Body> {
     let get_only = |v: Option<Value>| -> Response<Body> {
         if method != Method::GET {
-            return error(&ApiError::method_not_allowed(format!(
-                "the server does not allow this method on the requested resource"
-            )));
+            return error(&ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
         }
         match v {
             Some(v) => full(200, &v),

@@ -774,7 +774,7 @@ async fn faults_error_hang_and_scope() {
         (409, "Conflict".into())
     );
     assert!(secrets.get("scoped").await.is_ok());
-    // only the /status subresource of configmaps? (no such subresource: 404 regardless)
+    // a fault scoped to /status leaves main-resource requests alone
     server.set_fault_scoped(
         Fault::Error {
             status: 504,
