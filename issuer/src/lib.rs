@@ -12,6 +12,7 @@ pub mod config;
 pub mod dev;
 pub mod intermediate;
 pub mod issuance;
+pub mod istio;
 pub mod leader;
 pub mod metrics;
 pub mod openapi;

@@ -347,12 +347,15 @@ mod tests {
     fn profiles_follow_sans_and_usages() {
         let dns = csr(&[], &["web.example.com"], false);
         let s = settings(SigningSpec::default());
-        let asked = |u: Option<&[String]>| Asked {
-            csr_pem: &dns,
-            duration: None,
-            is_ca: false,
-            usages: u,
-        };
+        fn asked<'a>(dns: &'a str, u: Option<&'a [String]>) -> Asked<'a> {
+            Asked {
+                csr_pem: dns,
+                duration: None,
+                is_ca: false,
+                usages: u,
+            }
+        }
+        let asked = |u| asked(&dns, u);
         let p = plan(&asked(None), &s).unwrap();
         assert_eq!(p.profile, Profile::Server);
         assert_eq!(p.ttl.as_seconds(), DEFAULT_DURATION.as_secs() as i64);
