@@ -45,6 +45,12 @@ cargo fmt --all -- --check
 say "clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+say "cargo deny (offline, RustSec snapshot from ../shared/advisory-db)"
+tests/deny.sh
+
+say "build the binaries the end-to-end tests run"
+cargo build --workspace --bins --quiet
+
 say "tests"
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast --failure-output final
