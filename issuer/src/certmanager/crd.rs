@@ -174,17 +174,44 @@ impl IssuerKind {
     }
 }
 
-/// Both CRDs as one multi-document YAML, as shipped in `charts/canopy-issuer/crds/`.
+const GENERATED: &str = "# Generated from issuer/src/certmanager/crd.rs; do not edit.\n\
+     # Regenerate: canopy-issuer crds --out charts/canopy-issuer/crds\n\
+     # (or CANOPY_WRITE_CRDS=1 cargo test -p canopy-issuer --test certmanager_crds)\n";
+
+/// The CRD files of the Helm chart: (file name, YAML).
+pub fn crd_files() -> Vec<(&'static str, String)> {
+    let render = |crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition| {
+        format!(
+            "{GENERATED}{}",
+            serde_yaml::to_string(&crd).expect("a CRD serializes to YAML")
+        )
+    };
+    vec![
+        ("pki.canopy.dev_issuers.yaml", render(Issuer::crd())),
+        (
+            "pki.canopy.dev_clusterissuers.yaml",
+            render(ClusterIssuer::crd()),
+        ),
+    ]
+}
+
+/// Both CRDs as one multi-document YAML (for `kubectl apply -f -`).
 pub fn crds_yaml() -> String {
-    let mut out = String::from(
-        "# Generated from issuer/src/certmanager/crd.rs; do not edit.\n\
-         # Regenerate: CANOPY_WRITE_CRDS=1 cargo test -p canopy-issuer --test certmanager_crds\n",
-    );
-    for crd in [Issuer::crd(), ClusterIssuer::crd()] {
+    let mut out = String::new();
+    for (_, yaml) in crd_files() {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&crd).expect("a CRD serializes to YAML"));
+        out.push_str(&yaml);
     }
     out
+}
+
+/// Writes [`crd_files`] into `dir` (e.g. `charts/canopy-issuer/crds`).
+pub fn write_crds(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, yaml) in crd_files() {
+        std::fs::write(dir.join(name), yaml)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ use crate::config::{ClusterConfig, ClusterName};
 use crate::leader::{LeaderElector, LeaderError, LeaseSettings};
 use crate::Issuer;
 
-pub use crd::crds_yaml;
+pub use crd::{crd_files, crds_yaml, write_crds};
 pub use status::FIELD_MANAGER;
 
 /// How the controllers of one cluster behave.
