@@ -162,7 +162,9 @@ impl From<IssueError> for ApiError {
             IssueError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             IssueError::Denied { .. } => StatusCode::FORBIDDEN,
             IssueError::NotFound(_) => StatusCode::NOT_FOUND,
-            IssueError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IssueError::Storage(_) | IssueError::Unavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             IssueError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = match &e {

@@ -348,7 +348,6 @@ impl Authenticator {
                 "no cluster is configured for service-account tokens".into(),
             ));
         }
-        let mut last: Option<String> = None;
         for cluster in &self.clusters {
             for (kid, key, algs) in &cluster.keys {
                 if header.kid.is_some() && kid.is_some() && header.kid != *kid {
@@ -387,9 +386,9 @@ impl Authenticator {
                 }
             }
         }
-        Err(AuthError::Jwt(last.take().unwrap_or_else(|| {
-            "signature does not verify with any configured cluster's keys".into()
-        })))
+        Err(AuthError::Jwt(
+            "signature does not verify with any configured cluster's keys".into(),
+        ))
     }
 
     fn kubernetes_identity(

@@ -84,6 +84,14 @@ pub enum IssueError {
     /// No such record (404).
     #[error("{0}")]
     NotFound(String),
+    /// The CA cannot sign now (an expired intermediate) (503).
+    #[error("{message}")]
+    Unavailable {
+        /// Stable code.
+        code: &'static str,
+        /// Why.
+        message: String,
+    },
     /// Storage failed; the request may be retried (503).
     #[error("storage unavailable, retry later")]
     Storage(#[source] StoreError),
@@ -103,7 +111,9 @@ impl IssueError {
     /// Stable code for API errors and metrics.
     pub fn code(&self) -> &'static str {
         match self {
-            IssueError::BadRequest { code, .. } | IssueError::Denied { code, .. } => code,
+            IssueError::BadRequest { code, .. }
+            | IssueError::Denied { code, .. }
+            | IssueError::Unavailable { code, .. } => code,
             IssueError::NotFound(_) => "not_found",
             IssueError::Storage(_) => "storage_unavailable",
             IssueError::Internal(_) => "internal",
@@ -224,7 +234,9 @@ impl Issuer {
                 let outcome = match e {
                     IssueError::Denied { .. } => Outcome::Denied,
                     IssueError::BadRequest { .. } | IssueError::NotFound(_) => Outcome::Rejected,
-                    IssueError::Storage(_) | IssueError::Internal(_) => Outcome::Failed,
+                    IssueError::Storage(_)
+                    | IssueError::Internal(_)
+                    | IssueError::Unavailable { .. } => Outcome::Failed,
                 };
                 let event = AuditEvent::new(
                     now_ms(now),
@@ -400,9 +412,13 @@ impl Issuer {
                         problems.join("; ")
                     ))
                 }
-                CaError::Profile(ProfileError::IssuerExpired { .. }) => {
-                    IssueError::Internal(format!("intermediate {} has expired", intermediate.name))
-                }
+                CaError::Profile(ProfileError::IssuerExpired { .. }) => IssueError::Unavailable {
+                    code: "intermediate_expired",
+                    message: format!(
+                        "intermediate {} has expired: it must be renewed before it can sign",
+                        intermediate.name
+                    ),
+                },
                 CaError::Profile(p) => IssueError::bad("bad_request", p.to_string()),
                 CaError::CaRequested => IssueError::Denied {
                     code: "ca_not_allowed",
