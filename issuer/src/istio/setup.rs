@@ -198,16 +198,17 @@ impl IstioSetup {
                     field: format!("clusters[{i}].istio.{field}"),
                     reason,
                 })?;
-            let next = istio
-                .rotation
-                .as_ref()
-                .map(|r| match r.intermediates.get(cc.name.as_str()) {
-                    Some(n) => load(n),
-                    None => Err(format!(
-                        "istio.rotation.intermediates names no intermediate for cluster {}",
-                        cc.name
-                    )),
-                });
+            let next =
+                istio
+                    .rotation
+                    .as_ref()
+                    .map(|r| match r.intermediates.get(cc.name.as_str()) {
+                        Some(n) => load(n),
+                        None => Err(format!(
+                            "istio.rotation.intermediates names no intermediate for cluster {}",
+                            cc.name
+                        )),
+                    });
             out.push(ClusterSetup {
                 intermediate: load(&cc.intermediate),
                 next_intermediate: next,
