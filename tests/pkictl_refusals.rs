@@ -1,0 +1,516 @@
+//! Every refusal of `pkictl`: the clear one-line error, exit code 1, and nothing written.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use canopy_testsupport::{openssl, passphrase_file, run, run_fails, run_ok};
+
+const PASS: &str = "root passphrase that is long";
+
+fn pkictl() -> Command {
+    canopy_testsupport::cmd("pkictl")
+}
+
+/// Every file under `dir` with its bytes: equal snapshots mean nothing was written.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    canopy_testsupport::list_files(dir)
+        .into_iter()
+        .map(|f| {
+            let bytes = std::fs::read(dir.join(&f)).unwrap();
+            (f, bytes)
+        })
+        .collect()
+}
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    work: PathBuf,
+    root: PathBuf,
+    pass: PathBuf,
+    csr: PathBuf,
+}
+
+fn setup() -> Setup {
+    let tmp = canopy_testsupport::tempdir();
+    let work = tmp.path().to_path_buf();
+    let pass = passphrase_file(&work, "root.pass", PASS);
+    let root = work.join("root");
+    run_ok(
+        pkictl()
+            .args([
+                "init-root",
+                "--cn",
+                "Acme Root CA",
+                "--trust-domain",
+                "mesh.example",
+                "--dir",
+            ])
+            .arg(&root)
+            .arg("--passphrase-file")
+            .arg(&pass),
+    );
+    let csr = work.join("aws.csr");
+    run_ok(
+        openssl()
+            .args([
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-subj",
+                "/CN=aws",
+                "-keyout",
+            ])
+            .arg(work.join("aws.key"))
+            .arg("-out")
+            .arg(&csr),
+    );
+    Setup {
+        _tmp: tmp,
+        work,
+        root,
+        pass,
+        csr,
+    }
+}
+
+fn sign(s: &Setup, csr: &Path, pass: &Path) -> Command {
+    let mut c = pkictl();
+    c.args(["sign-intermediate", "--name", "aws", "--root"])
+        .arg(&s.root)
+        .arg("--csr")
+        .arg(csr)
+        .arg("--passphrase-file")
+        .arg(pass);
+    c
+}
+
+fn one_line(err: &str) -> &str {
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got:\n{err}");
+    lines[0]
+}
+
+#[test]
+fn wrong_passphrase_is_refused_and_nothing_is_written() {
+    let s = setup();
+    let wrong = passphrase_file(&s.work, "wrong.pass", "this is not the passphrase");
+    let before = snapshot(&s.work);
+    let err = run_fails(&mut sign(&s, &s.csr, &wrong), 1);
+    let line = one_line(&err);
+    assert!(line.contains("wrong passphrase for the root key"), "{line}");
+    assert!(!err.contains("this is not the passphrase") && !err.contains(PASS));
+    assert_eq!(snapshot(&s.work), before);
+    // The right one works, so the refusal was about the passphrase.
+    run_ok(&mut sign(&s, &s.csr, &s.pass));
+}
+
+#[test]
+fn no_passphrase_source_off_a_terminal_is_refused() {
+    let s = setup();
+    let before = snapshot(&s.work);
+    // stdin is not a terminal (canopy_testsupport::cmd gives /dev/null) and no file is given.
+    let err = run_fails(
+        pkictl()
+            .args(["sign-intermediate", "--name", "aws", "--root"])
+            .arg(&s.root)
+            .arg("--csr")
+            .arg(&s.csr),
+        1,
+    );
+    assert!(
+        one_line(&err).contains("pass --passphrase-file FILE or run in a terminal"),
+        "{err}"
+    );
+    let err = run_fails(
+        pkictl()
+            .args(["init-root", "--cn", "New Root", "--dir"])
+            .arg(s.work.join("new-root")),
+        1,
+    );
+    assert!(
+        one_line(&err).contains("--passphrase-file FILE or run in a terminal"),
+        "{err}"
+    );
+    // An environment variable is not a passphrase source.
+    let err = run_fails(
+        pkictl()
+            .env("CANOPY_PASSPHRASE", PASS)
+            .env("PKICTL_PASSPHRASE", PASS)
+            .args(["crl", "--root"])
+            .arg(&s.root),
+        1,
+    );
+    assert!(err.contains("run in a terminal"), "{err}");
+    assert_eq!(snapshot(&s.work), before);
+}
+
+#[test]
+fn weak_new_passphrase_is_refused() {
+    let s = setup();
+    let weak = passphrase_file(&s.work, "weak.pass", "short");
+    let err = run_fails(
+        pkictl()
+            .args(["init-root", "--cn", "R", "--dir"])
+            .arg(s.work.join("r2"))
+            .arg("--passphrase-file")
+            .arg(&weak),
+        1,
+    );
+    assert!(one_line(&err).contains("too short"), "{err}");
+    assert!(!s.work.join("r2").exists());
+}
+
+#[test]
+fn init_root_never_overwrites_a_root() {
+    let s = setup();
+    let before = snapshot(&s.work);
+    let err = run_fails(
+        pkictl()
+            .args(["init-root", "--cn", "Evil Root", "--dir"])
+            .arg(&s.root)
+            .arg("--passphrase-file")
+            .arg(&s.pass),
+        1,
+    );
+    assert!(one_line(&err).contains("refusing to overwrite"), "{err}");
+    assert_eq!(snapshot(&s.work), before);
+    // A non-empty directory that is not a root is refused too; no staging folder is left.
+    std::fs::create_dir(s.work.join("busy")).unwrap();
+    std::fs::write(s.work.join("busy/notes.txt"), "hello\n").unwrap();
+    run_fails(
+        pkictl()
+            .args(["init-root", "--cn", "R", "--dir"])
+            .arg(s.work.join("busy"))
+            .arg("--passphrase-file")
+            .arg(&s.pass),
+        1,
+    );
+    let names: Vec<String> = std::fs::read_dir(&s.work)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains(".tmp")),
+        "staging left behind: {names:?}"
+    );
+}
+
+#[test]
+fn tampered_ledger_is_found_and_blocks_signing() {
+    let s = setup();
+    run_ok(&mut sign(&s, &s.csr, &s.pass));
+    let ledger = s.root.join("ledger.jsonl");
+    run_ok(pkictl().args(["ledger", "--verify", "--root"]).arg(&s.root));
+    // Edit one field of line 2 (the aws intermediate).
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    assert!(lines[1].contains("\"CN=aws\""));
+    lines[1] = lines[1].replace("\"CN=aws\"", "\"CN=evil\"");
+    std::fs::write(&ledger, lines.join("\n") + "\n").unwrap();
+
+    let err = run_fails(
+        pkictl().args(["ledger", "--verify", "--root"]).arg(&s.root),
+        1,
+    );
+    assert!(one_line(&err).contains("line 2"), "{err}");
+    // Signing refuses while the ledger is damaged, and writes nothing.
+    let csr2 = s.work.join("gcp.csr");
+    run_ok(
+        openssl()
+            .args([
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-subj",
+                "/CN=gcp",
+                "-keyout",
+            ])
+            .arg(s.work.join("gcp.key"))
+            .arg("-out")
+            .arg(&csr2),
+    );
+    let before = snapshot(&s.work);
+    let err = run_fails(
+        pkictl()
+            .args(["sign-intermediate", "--name", "gcp", "--root"])
+            .arg(&s.root)
+            .arg("--csr")
+            .arg(&csr2)
+            .arg("--passphrase-file")
+            .arg(&s.pass),
+        1,
+    );
+    assert!(one_line(&err).contains("ledger line 2"), "{err}");
+    assert_eq!(snapshot(&s.work), before);
+}
+
+#[test]
+fn a_certificate_file_missing_from_the_ledger_fails_verification() {
+    let s = setup();
+    // A certificate dropped into the root directory that the ledger never recorded.
+    let other = s.work.join("other");
+    run_ok(
+        pkictl()
+            .args(["init-root", "--cn", "Other", "--dir"])
+            .arg(&other)
+            .arg("--passphrase-file")
+            .arg(&s.pass),
+    );
+    std::fs::create_dir_all(s.root.join("intermediates/ghost")).unwrap();
+    std::fs::copy(
+        other.join("root-cert.pem"),
+        s.root.join("intermediates/ghost/cert.pem"),
+    )
+    .unwrap();
+    let err = run_fails(
+        pkictl().args(["ledger", "--verify", "--root"]).arg(&s.root),
+        1,
+    );
+    assert!(
+        one_line(&err).contains("ghost/cert.pem") && err.contains("not in the ledger"),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_csr_is_refused_and_nothing_is_written() {
+    let s = setup();
+    let bad = s.work.join("bad.csr");
+    std::fs::write(
+        &bad,
+        "-----BEGIN CERTIFICATE REQUEST-----\nbm90IGEgY3Ny\n-----END CERTIFICATE REQUEST-----\n",
+    )
+    .unwrap();
+    let garbage = s.work.join("garbage.csr");
+    std::fs::write(&garbage, "hello\n").unwrap();
+    let before = snapshot(&s.work);
+    let err = run_fails(&mut sign(&s, &bad, &s.pass), 1);
+    assert!(one_line(&err).contains("malformed CSR"), "{err}");
+    let err = run_fails(&mut sign(&s, &garbage, &s.pass), 1);
+    assert!(
+        one_line(&err).contains("no PEM CERTIFICATE REQUEST"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&s.work), before);
+}
+
+#[test]
+fn csr_with_a_bad_signature_is_refused_and_nothing_is_written() {
+    let s = setup();
+    let der = s.work.join("aws.csr.der");
+    run_ok(
+        openssl()
+            .args(["req", "-outform", "DER", "-in"])
+            .arg(&s.csr)
+            .arg("-out")
+            .arg(&der),
+    );
+    let mut bytes = std::fs::read(&der).unwrap();
+    let last = bytes.len() - 1; // the last byte belongs to the signature
+    bytes[last] ^= 0x01;
+    std::fs::write(&der, &bytes).unwrap();
+    let tampered = s.work.join("tampered.csr");
+    run_ok(
+        openssl()
+            .args(["req", "-inform", "DER", "-in"])
+            .arg(&der)
+            .arg("-out")
+            .arg(&tampered),
+    );
+    // openssl agrees the signature is bad (OpenSSL 3.0 says so but exits 0: read what it says).
+    let out = run(openssl()
+        .args(["req", "-verify", "-noout", "-in"])
+        .arg(&tampered));
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("verify failure") || !out.status.success(),
+        "{said}"
+    );
+    let before = snapshot(&s.work);
+    let err = run_fails(&mut sign(&s, &tampered, &s.pass), 1);
+    assert!(
+        one_line(&err).contains("CSR signature does not verify"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&s.work), before);
+}
+
+#[test]
+fn ed25519_intermediate_is_refused_for_cacerts() {
+    let s = setup();
+    run_ok(
+        pkictl()
+            .args([
+                "new-intermediate",
+                "--name",
+                "edge",
+                "--key-type",
+                "ed25519",
+                "--unencrypted-key-insecure",
+                "--root",
+            ])
+            .arg(&s.root)
+            .arg("--passphrase-file")
+            .arg(&s.pass),
+    );
+    let before = snapshot(&s.work);
+    let out = s.work.join("cacerts-edge");
+    let err = run_fails(
+        pkictl()
+            .args(["cacerts", "--intermediate", "edge", "--root"])
+            .arg(&s.root)
+            .arg("--out")
+            .arg(&out)
+            .arg("--secret-yaml")
+            .arg(s.work.join("edge.yaml")),
+        1,
+    );
+    let line = one_line(&err);
+    assert!(
+        line.contains("istiod would reject") && line.contains("ed25519"),
+        "{line}"
+    );
+    assert!(!out.exists() && !s.work.join("edge.yaml").exists());
+    assert_eq!(snapshot(&s.work), before);
+}
+
+#[test]
+fn cacerts_with_a_key_that_is_not_the_intermediates_is_refused() {
+    let s = setup();
+    run_ok(&mut sign(&s, &s.csr, &s.pass));
+    let stranger = s.work.join("stranger.key");
+    run_ok(
+        openssl()
+            .args([
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+            ])
+            .arg(&stranger),
+    );
+    let before = snapshot(&s.work);
+    let err = run_fails(
+        pkictl()
+            .args(["cacerts", "--intermediate", "aws", "--root"])
+            .arg(&s.root)
+            .arg("--key")
+            .arg(&stranger)
+            .arg("--out")
+            .arg(s.work.join("cc")),
+        1,
+    );
+    assert!(one_line(&err).contains("key-mismatch"), "{err}");
+    assert_eq!(snapshot(&s.work), before);
+}
+
+#[test]
+fn ttl_past_the_roots_expiry_is_refused_unless_clamped() {
+    let s = setup();
+    let before = snapshot(&s.work);
+    let mut c = sign(&s, &s.csr, &s.pass);
+    c.args(["--ttl", "20y"]);
+    let err = run_fails(&mut c, 1);
+    assert!(one_line(&err).contains("--clamp"), "{err}");
+    assert_eq!(snapshot(&s.work), before);
+    let mut c = sign(&s, &s.csr, &s.pass);
+    c.args(["--ttl", "20y", "--clamp", "--output", "json"]);
+    let out = c.output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("clamped"));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["clamped"], true);
+    let root = canopy::Certificate::from_pem(
+        &std::fs::read_to_string(s.root.join("root-cert.pem")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        v["not_after"].as_str().unwrap(),
+        root.not_after()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    );
+}
+
+#[test]
+fn revoking_a_serial_the_root_never_signed_is_refused() {
+    let s = setup();
+    let before = snapshot(&s.work);
+    let err = run_fails(
+        pkictl()
+            .args(["revoke", "--reason", "key-compromise", "--root"])
+            .arg(&s.root)
+            .arg("0123456789abcdef"),
+        1,
+    );
+    assert!(one_line(&err).contains("not signed by this root"), "{err}");
+    let err = run_fails(
+        pkictl()
+            .args(["revoke", "--reason", "because", "--root"])
+            .arg(&s.root)
+            .arg("01"),
+        1,
+    );
+    assert!(err.contains("unknown revocation reason"), "{err}");
+    assert_eq!(snapshot(&s.work), before);
+}
+
+#[test]
+fn bad_usage_exits_1_and_help_exits_0() {
+    run_fails(pkictl().arg("no-such-command"), 1);
+    run_fails(pkictl().args(["init-root", "--cn", "x"]), 1);
+    for cmd in [
+        "init-root",
+        "sign-intermediate",
+        "new-intermediate",
+        "cacerts",
+        "inspect",
+        "verify",
+        "ledger",
+        "revoke",
+        "crl",
+        "cross-sign",
+        "bundle",
+    ] {
+        let out = run_ok(pkictl().args([cmd, "--help"]));
+        assert!(out.contains("Usage: pkictl"), "{cmd}: {out}");
+    }
+    let help = run_ok(pkictl().args(["init-root", "--help"]));
+    for f in [
+        "root-cert.pem",
+        "root-key.pem",
+        "ledger.jsonl",
+        "intermediates/NAME/cert.pem",
+        "chain.pem",
+        "crl.pem",
+        "0600",
+        "0700",
+    ] {
+        assert!(help.contains(f), "init-root --help does not document {f}");
+    }
+    // The passphrase is never an argument.
+    run_fails(
+        pkictl().args([
+            "init-root",
+            "--cn",
+            "x",
+            "--dir",
+            "/nonexistent/x",
+            "--passphrase",
+            "hunter2hunter2",
+        ]),
+        1,
+    );
+}
