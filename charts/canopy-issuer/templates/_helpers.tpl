@@ -201,7 +201,7 @@ Volumes holding the files the config names: roots, intermediates, kubeconfigs, J
   {{- if .Values.roots.existingSecret }}
   secret:
     secretName: {{ .Values.roots.existingSecret }}
-    defaultMode: 0444
+    defaultMode: 292 # 0444
   {{- else }}
   configMap:
     name: {{ .Values.roots.existingConfigMap }}
@@ -210,7 +210,7 @@ Volumes holding the files the config names: roots, intermediates, kubeconfigs, J
 - name: intermediate-{{ $i }}
   secret:
     secretName: {{ .existingSecret }}
-    defaultMode: 0440
+    defaultMode: 288 # 0440: owner and group (fsGroup) read
     items:
       - key: {{ default "tls.crt" .certKey }}
         path: {{ default "tls.crt" .certKey }}
@@ -226,7 +226,7 @@ Volumes holding the files the config names: roots, intermediates, kubeconfigs, J
 - name: kubeconfig-{{ $i }}
   secret:
     secretName: {{ .kubeconfigSecret.name }}
-    defaultMode: 0440
+    defaultMode: 288 # 0440: owner and group (fsGroup) read
     items:
       - key: {{ default "kubeconfig" .kubeconfigSecret.key }}
         path: {{ default "kubeconfig" .kubeconfigSecret.key }}
@@ -244,7 +244,7 @@ Volumes holding the files the config names: roots, intermediates, kubeconfigs, J
 - name: tls
   secret:
     secretName: {{ .Values.listen.tls.existingSecret }}
-    defaultMode: 0440
+    defaultMode: 288 # 0440: owner and group (fsGroup) read
     items:
       - key: {{ .Values.listen.tls.certKey }}
         path: {{ .Values.listen.tls.certKey }}
