@@ -55,6 +55,13 @@ enum TokenCommand {
         #[command(flatten)]
         source: Source,
     },
+    /// Revoke a token by its id (the part after `cnpy_` and before the dot).
+    Revoke {
+        /// Token id.
+        id: String,
+        #[command(flatten)]
+        source: Source,
+    },
 }
 
 #[derive(Subcommand)]
@@ -156,6 +163,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store.close().await;
             eprintln!("token for policy {policy:?} (shown once; only its hash is stored):");
             println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token {
+            command: TokenCommand::Revoke { id, source },
+        } => {
+            let (config, _) = load(&source, None).await?;
+            let store = Store::connect(&config.storage.url, 1).await?;
+            let now = time::OffsetDateTime::now_utc();
+            let event = canopy_issuer::audit::AuditEvent::new(
+                (now.unix_timestamp_nanos() / 1_000_000) as i64,
+                "cli",
+                "token.revoke",
+                format!("token:{id}"),
+                canopy_issuer::audit::Outcome::Ok,
+                serde_json::json!({}),
+            );
+            let revoked = store.revoke_token(&id, now.unix_timestamp(), event).await?;
+            store.close().await;
+            if !revoked {
+                bail!("no live token with id {id:?}");
+            }
+            println!("token {id} revoked");
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { source } => {

@@ -498,6 +498,36 @@ impl Store {
         Ok(())
     }
 
+    /// Revokes a token by id (and audits it); false if there was no such live token.
+    pub async fn revoke_token(
+        &self,
+        id: &str,
+        at: i64,
+        event: AuditEvent,
+    ) -> Result<bool, StoreError> {
+        macro_rules! body {
+            ($kind:tt, $pool:expr) => {{
+                let mut tx = begin_write!($kind $pool);
+                let done = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                    .bind(at)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if done == 0 {
+                    return Ok(false);
+                }
+                append_audit!(tx, [&event]);
+                tx.commit().await?;
+                Ok(true)
+            }};
+        }
+        match &self.backend {
+            Backend::Sqlite(pool) => body!(sqlite, pool),
+            Backend::Postgres(pool) => body!(postgres, pool),
+        }
+    }
+
     /// Looks a token up by the SHA-256 of its secret.
     pub async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
         let sql = "SELECT id, hash, policy, created_at, revoked_at FROM tokens WHERE hash = $1";

@@ -425,6 +425,61 @@ fn suite(backend: Backend) {
     );
     healthy(&env);
 
+    // --- A token revoked with the CLI stops working at once.
+    let config_s = env.config.to_str().unwrap();
+    let (ok, out, err) = run_bin(&["token", "create", "--policy", "dev", "--config", config_s]);
+    assert!(ok, "{err}");
+    let short_lived = out.trim().to_string();
+    assert_eq!(
+        sign(&env, Some(&short_lived), json!({"csr": c.pem})).status,
+        200
+    );
+    let id = short_lived
+        .trim_start_matches("cnpy_")
+        .split('.')
+        .next()
+        .unwrap()
+        .to_string();
+    let (ok, out, err) = run_bin(&["token", "revoke", &id, "--config", config_s]);
+    assert!(ok, "token revoke: {out}{err}");
+    expect_error(
+        &sign(&env, Some(&short_lived), json!({"csr": c.pem})),
+        401,
+        "unknown_token",
+        "token",
+    );
+    let (ok, _, err) = run_bin(&["token", "revoke", &id, "--config", config_s]);
+    assert!(!ok && err.contains("no live token"), "{err}");
+    audit_has(&env, "ok", "token.revoke");
+
+    // --- Every documented route is served (not the fallback's 404, not 405).
+    for (method, path) in canopy_issuer::api::ROUTES {
+        let path = path
+            .replace("{intermediate}", "aws")
+            .replace("{serial}", &serial);
+        let auth = format!("Bearer {}", env.token);
+        let r = env.client.request(
+            &method.to_uppercase(),
+            &path,
+            &[
+                ("Authorization", auth.as_str()),
+                ("Content-Type", "application/json"),
+            ],
+            Some(b"{}"),
+        );
+        assert_ne!(r.status, 405, "{method} {path}");
+        if r.status == 404 {
+            assert_ne!(
+                r.json()["code"],
+                "not_found",
+                "{method} {path} is not routed: {}",
+                r.text()
+            );
+        }
+    }
+    let r = env.client.get("/v1/nothing-here", &[]);
+    assert_eq!((r.status, r.code()), (404, "not_found".to_string()));
+
     // --- Kubernetes service-account JWT: the workload gets its own identity, nothing else.
     let sa_jwt = env.jwt.token("k1", "canopy-issuer", "shop", "cart", 600);
     let own = csr(None, &[]);
@@ -681,7 +736,7 @@ fn suite(backend: Backend) {
 
 fn audit_has(env: &Env, outcome: &str, needle: &str) {
     let sql = format!(
-        "SELECT COUNT(*) FROM audit_log WHERE outcome = '{outcome}' AND detail LIKE '%{needle}%'"
+        "SELECT COUNT(*) FROM audit_log WHERE outcome = '{outcome}' AND (detail LIKE '%{needle}%' OR action = '{needle}')"
     );
     let n = query(env, &sql);
     assert!(
