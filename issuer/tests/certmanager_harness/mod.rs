@@ -1,0 +1,537 @@
+//! Test harness for the cert-manager controllers: a PKI made with the canopy core
+//! (root, `aws` and `azure` intermediates), an in-process `Issuer` over SQLite, one
+//! test API server per cluster, and requests shaped like istio-csr's and
+//! cert-manager's.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use canopy::ca::CertificateAuthority;
+use canopy::key::{KeyPair, KeyType};
+use canopy::profile::{CertRequest, Profile, Subject};
+use canopy::ttl::Ttl;
+use canopy_issuer::certmanager::{crd_files, Controller, Settings};
+use canopy_issuer::config::{ClusterConfig, Config};
+use canopy_issuer::intermediate::Authorities;
+use canopy_issuer::metrics::Metrics;
+use canopy_issuer::store::{CertificateFilter, CertificateRecord, Store};
+use canopy_issuer::Issuer;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube_testserver::TestApiServer;
+use serde_json::{json, Value};
+use tokio::sync::{oneshot, watch};
+
+pub const TD: &str = "mesh.example";
+pub const POLICY: &str = "cert-manager";
+
+/// A PKI, an issuer configuration, and the clusters.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    pub issuer: Arc<Issuer>,
+    pub clusters: Vec<Cluster>,
+}
+
+/// One cluster: its API server and its entry in the issuer config.
+pub struct Cluster {
+    pub server: TestApiServer,
+    pub config: ClusterConfig,
+}
+
+/// A running controller ("a replica").
+pub struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<()>,
+    pub leader: watch::Receiver<bool>,
+}
+
+impl Running {
+    /// Graceful stop (releases the Lease).
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+    }
+
+    /// A crash: the task is dropped mid-flight, nothing is released.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+/// Root and the `aws` / `azure` intermediates, written to `dir`.
+fn make_pki(dir: &Path) {
+    let now = time::OffsetDateTime::now_utc();
+    let td: canopy::spiffe::TrustDomain = TD.parse().unwrap();
+    let root_key = Arc::new(KeyPair::generate(KeyType::EcdsaP256).unwrap());
+    let root = CertificateAuthority::new_root(
+        root_key,
+        &CertRequest {
+            subject: Subject {
+                common_name: Some("canopy test root".into()),
+                organization: None,
+            },
+            trust_domain: Some(td.clone()),
+            ttl: Some(Ttl::years(10)),
+            ..CertRequest::default()
+        },
+        now,
+    )
+    .unwrap();
+    write(&dir.join("root.pem"), &root.certificate().to_pem());
+    for name in ["aws", "azure"] {
+        let (issued, key) = root
+            .issue_with_new_key(
+                Profile::Intermediate,
+                &CertRequest {
+                    subject: Subject {
+                        common_name: Some(format!("canopy test {name} intermediate")),
+                        organization: None,
+                    },
+                    trust_domain: Some(td.clone()),
+                    ttl: Some(Ttl::years(5)),
+                    ..CertRequest::default()
+                },
+                KeyType::EcdsaP256,
+                now,
+            )
+            .unwrap();
+        write(
+            &dir.join(format!("{name}.pem")),
+            &issued.certificate.to_pem(),
+        );
+        write(
+            &dir.join(format!("{name}-key.pem")),
+            &key.to_unencrypted_pem(),
+        );
+    }
+}
+
+fn config_yaml(clusters: &[&str]) -> String {
+    let mut text = format!(
+        "trust_domain: {TD}\n\
+         storage: {{ url: \"sqlite:issuer.db\" }}\n\
+         roots: [root.pem]\n\
+         intermediates:\n\
+         \x20 - {{ name: aws, cert: aws.pem, key: aws-key.pem }}\n\
+         \x20 - {{ name: azure, cert: azure.pem, key: azure-key.pem }}\n\
+         clusters:\n"
+    );
+    for c in clusters {
+        text.push_str(&format!(
+            "  - {{ name: {c}, intermediate: {c}, kubeconfig: {c}.kubeconfig, context: {c} }}\n"
+        ));
+    }
+    text.push_str(&format!(
+        "policies:\n\
+         \x20 - name: {POLICY}\n\
+         \x20   spiffe_ids: [\"spiffe://{TD}/ns/*/sa/*\"]\n\
+         \x20   dns_names: [\"*.example.com\", \"*.*.example.com\", \"*.*.svc.cluster.local\"]\n\
+         \x20   max_ttl: 90d\n\
+         \x20   profiles: [workload, server, client]\n"
+    ));
+    text
+}
+
+impl Env {
+    /// A PKI, an issuer, and one test API server per named cluster (`aws`, `azure`),
+    /// with the cert-manager CRDs and ours installed.
+    pub async fn new(clusters: &[&str]) -> Env {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "canopy_issuer=info".into()),
+            )
+            .try_init();
+        let dir = tempfile::tempdir().unwrap();
+        make_pki(dir.path());
+        let config_path = dir.path().join("issuer.yaml");
+        write(&config_path, &config_yaml(clusters));
+        let mut envs = Vec::new();
+        let config = Config::load(&config_path).unwrap();
+        for (i, name) in clusters.iter().enumerate() {
+            let server = TestApiServer::start(name).await;
+            server
+                .write_kubeconfig(&dir.path().join(format!("{name}.kubeconfig")), name)
+                .unwrap();
+            server.install_cert_manager_crds().unwrap();
+            for ns in NAMESPACES {
+                ensure_namespace(&server, ns);
+            }
+            for (_, yaml) in crd_files() {
+                let crd: Value = serde_yaml::from_str(&yaml).unwrap();
+                server.create(crd).unwrap();
+            }
+            envs.push(Cluster {
+                server,
+                config: config.clusters[i].clone(),
+            });
+        }
+        let issuer = new_issuer(&config).await;
+        Env {
+            dir,
+            config,
+            issuer,
+            clusters: envs,
+        }
+    }
+
+    pub fn cluster(&self, name: &str) -> &Cluster {
+        self.clusters
+            .iter()
+            .find(|c| c.config.name.as_str() == name)
+            .unwrap()
+    }
+
+    /// Another issuer over the same database and CAs: a restarted process.
+    pub async fn restarted_issuer(&self) -> Arc<Issuer> {
+        new_issuer(&self.config).await
+    }
+
+    pub fn db_url(&self) -> String {
+        self.config.storage.url.clone()
+    }
+
+    /// Starts the controllers of `cluster` with `issuer` and `settings`.
+    pub async fn start_with(
+        &self,
+        cluster: &str,
+        issuer: Arc<Issuer>,
+        settings: Settings,
+    ) -> Running {
+        let c = self.cluster(cluster);
+        let client = canopy_issuer::certmanager::client_for(&c.config)
+            .await
+            .unwrap();
+        let config = c.config.clone();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (leader_tx, leader_rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            Controller::run_observed(
+                &config,
+                client,
+                issuer,
+                settings,
+                async move {
+                    let _ = stop_rx.await;
+                },
+                leader_tx,
+            )
+            .await
+            .unwrap();
+        });
+        Running {
+            stop: Some(stop_tx),
+            task,
+            leader: leader_rx,
+        }
+    }
+
+    pub async fn start(&self, cluster: &str) -> Running {
+        self.start_with(cluster, self.issuer.clone(), settings())
+            .await
+    }
+
+    /// Every certificate record in the store.
+    pub async fn records(&self) -> Vec<CertificateRecord> {
+        self.issuer
+            .store()
+            .certificates(&CertificateFilter::default(), 0, 1000)
+            .await
+            .unwrap()
+            .0
+    }
+}
+
+async fn new_issuer(config: &Config) -> Arc<Issuer> {
+    let store = Store::connect(&config.storage.url, 4).await.unwrap();
+    store.migrate().await.unwrap();
+    let authorities = Arc::new(Authorities::load(config, time::OffsetDateTime::now_utc()).unwrap());
+    Arc::new(Issuer::new(
+        config,
+        authorities,
+        store,
+        Arc::new(Metrics::new()),
+    ))
+}
+
+/// Namespaces every test cluster has.
+pub const NAMESPACES: [&str; 5] = ["default", "istio-system", "web", "team-a", "canopy"];
+
+/// Creates a namespace unless it exists.
+pub fn ensure_namespace(server: &TestApiServer, name: &str) {
+    match server
+        .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+    {
+        Ok(_) => {}
+        Err(s) if s["reason"] == "AlreadyExists" => {}
+        Err(s) => panic!("namespace {name}: {s}"),
+    }
+}
+
+/// Fast settings for tests.
+pub fn settings() -> Settings {
+    let mut s = Settings::new(POLICY);
+    s.backoff_base = Duration::from_millis(100);
+    s.backoff_max = Duration::from_secs(1);
+    s
+}
+
+/// A key and a PEM CSR for it.
+pub struct KeyedCsr {
+    pub key: rcgen::KeyPair,
+    pub pem: String,
+}
+
+/// A CSR as istio-csr makes it: no subject, one SPIFFE URI SAN.
+pub fn istio_csr(spiffe_id: &str) -> KeyedCsr {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.subject_alt_names = vec![rcgen::SanType::URI(
+        spiffe_id.to_string().try_into().unwrap(),
+    )];
+    let pem = p.serialize_request(&key).unwrap().pem().unwrap();
+    KeyedCsr { key, pem }
+}
+
+/// A CSR as cert-manager makes it for a `Certificate` with `dnsNames` and `commonName`.
+pub fn dns_csr(name: &str) -> KeyedCsr {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, name.to_string());
+    let pem = p.serialize_request(&key).unwrap().pem().unwrap();
+    KeyedCsr { key, pem }
+}
+
+/// A CertificateRequest object.
+pub fn certificate_request(
+    namespace: &str,
+    name: &str,
+    csr_pem: &str,
+    issuer_ref: Value,
+    extra_spec: Value,
+) -> Value {
+    let mut spec = json!({
+        "request": base64::engine::general_purpose::STANDARD.encode(csr_pem.as_bytes()),
+        "issuerRef": issuer_ref,
+    });
+    if let (Some(s), Some(extra)) = (spec.as_object_mut(), extra_spec.as_object()) {
+        for (k, v) in extra {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    json!({
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "CertificateRequest",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    })
+}
+
+/// As istio-csr sends it: 1 h, isCA false, client auth + server auth.
+pub fn istio_csr_spec() -> Value {
+    json!({"duration": "1h0m0s", "isCA": false, "usages": ["client auth", "server auth"]})
+}
+
+/// As cert-manager sends it for a `Certificate` with default usages and 90 days.
+pub fn certificate_spec() -> Value {
+    json!({"duration": "2160h0m0s", "isCA": false, "usages": ["digital signature", "key encipherment"]})
+}
+
+pub fn cluster_issuer_ref(name: &str) -> Value {
+    json!({"group": "pki.canopy.dev", "kind": "ClusterIssuer", "name": name})
+}
+
+pub fn issuer_ref(name: &str) -> Value {
+    json!({"group": "pki.canopy.dev", "kind": "Issuer", "name": name})
+}
+
+/// Creates a ClusterIssuer (`spec` may be `{}`).
+pub fn create_cluster_issuer(server: &TestApiServer, name: &str, spec: Value) {
+    server
+        .create(json!({
+            "apiVersion": "pki.canopy.dev/v1alpha1",
+            "kind": "ClusterIssuer",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .unwrap();
+}
+
+/// Creates an Issuer.
+pub fn create_issuer(server: &TestApiServer, namespace: &str, name: &str, spec: Value) {
+    server
+        .create(json!({
+            "apiVersion": "pki.canopy.dev/v1alpha1",
+            "kind": "Issuer",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }))
+        .unwrap();
+}
+
+fn cr_api(client: kube::Client, namespace: &str) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("cert-manager.io", "v1", "CertificateRequest"),
+        "certificaterequests",
+    );
+    Api::namespaced_with(client, namespace, &ar)
+}
+
+/// Sets a condition (`Approved` / `Denied`) through `/status`, as cert-manager's
+/// approver does (its own field manager, so ours never owns it).
+pub async fn set_approval(server: &TestApiServer, namespace: &str, name: &str, type_: &str) {
+    let reason = if type_ == "Approved" {
+        "cert-manager.io"
+    } else {
+        "policy.cert-manager.io"
+    };
+    let body = json!({
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "CertificateRequest",
+        "metadata": {"name": name, "namespace": namespace},
+        "status": {"conditions": [{
+            "type": type_,
+            "status": "True",
+            "reason": reason,
+            "message": format!("{type_} by the test approver"),
+            "lastTransitionTime": "2025-01-01T00:00:00Z",
+        }]},
+    });
+    cr_api(server.client().await, namespace)
+        .patch_status(
+            name,
+            &PatchParams::apply("cert-manager-approver").force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .unwrap();
+}
+
+pub async fn approve(server: &TestApiServer, namespace: &str, name: &str) {
+    set_approval(server, namespace, name, "Approved").await;
+}
+
+pub fn get_cr(server: &TestApiServer, namespace: &str, name: &str) -> Option<Value> {
+    server.get(
+        "cert-manager.io/v1",
+        "certificaterequests",
+        Some(namespace),
+        name,
+    )
+}
+
+/// The `Ready` condition of a request.
+pub fn ready(cr: &Value) -> Option<Value> {
+    cr["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
+}
+
+/// Polls until `f` returns Some, or panics after `timeout` with `what`.
+pub async fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits for the request's Ready condition to have `reason`; returns the request.
+pub async fn wait_reason(
+    server: &TestApiServer,
+    namespace: &str,
+    name: &str,
+    reason: &str,
+) -> Value {
+    let mut last = Value::Null;
+    let start = Instant::now();
+    loop {
+        if let Some(cr) = get_cr(server, namespace, name) {
+            if ready(&cr).is_some_and(|c| c["reason"] == reason) {
+                return cr;
+            }
+            last = cr;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            panic!(
+                "{namespace}/{name} did not reach reason {reason}; last:\n{}",
+                serde_json::to_string_pretty(&last["status"]).unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Decodes a base64 PEM status field.
+pub fn b64_pem(v: &Value) -> String {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().expect("a base64 string"))
+        .unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+/// Status writes (PATCH/PUT on `/status`) the request log holds for one request.
+pub fn status_writes(server: &TestApiServer, namespace: &str, name: &str) -> usize {
+    let path = format!(
+        "/apis/cert-manager.io/v1/namespaces/{namespace}/certificaterequests/{name}/status"
+    );
+    server
+        .request_log()
+        .iter()
+        .filter(|r| r.is_write() && r.path == path)
+        .count()
+}
+
+/// Holds SQLite's write lock until dropped: signing blocks before it is recorded.
+pub struct DbWriteLock {
+    conn: Option<sqlx::SqliteConnection>,
+}
+
+impl DbWriteLock {
+    pub async fn take(url: &str) -> DbWriteLock {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        DbWriteLock { conn: Some(conn) }
+    }
+
+    pub async fn release(mut self) {
+        use sqlx::Connection;
+        let mut conn = self.conn.take().unwrap();
+        sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+    }
+}
+
+pub fn kubeconfig_path(env: &Env, cluster: &str) -> PathBuf {
+    env.dir.path().join(format!("{cluster}.kubeconfig"))
+}
