@@ -235,18 +235,25 @@ pub fn renewal_time(ca: &Certificate) -> OffsetDateTime {
     renew_at(ca.not_before(), ca.not_after(), jitter(ca))
 }
 
+/// Why istiod would refuse a CA with this certificate's key, if it would.
+pub fn key_refused(name: &str, cert: &Certificate) -> Option<String> {
+    match cert.key_type() {
+        Some(kt) if kt.accepted_by_istiod() => None,
+        Some(kt) => Some(format!(
+            "intermediate {name} has a {kt} key: istiod accepts only ECDSA P-256/P-384 or RSA >= 2048 CA keys (not Ed25519, not RSA < 2048); sign a new intermediate with one of those"
+        )),
+        None => Some(format!(
+            "intermediate {name} has an unsupported key type: istiod accepts only ECDSA P-256/P-384 or RSA >= 2048 CA keys"
+        )),
+    }
+}
+
 /// Checks the signing intermediate before anything is built from it.
 pub fn check_signing(t: &Target<'_>, now: OffsetDateTime) -> Result<(), String> {
     let int = t.signing.certificate();
     let name = &t.signing.name;
-    match int.key_type() {
-        Some(kt) if kt.accepted_by_istiod() => {}
-        Some(kt) => {
-            return Err(format!(
-                "intermediate {name} has a {kt} key: istiod accepts only ECDSA P-256/P-384 or RSA >= 2048 CAs; sign a new intermediate with one of those"
-            ))
-        }
-        None => return Err(format!("intermediate {name} has an unsupported key type")),
+    if let Some(why) = key_refused(name, int) {
+        return Err(why);
     }
     if now > int.not_after() {
         return Err(format!(

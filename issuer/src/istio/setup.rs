@@ -86,6 +86,10 @@ impl Signing {
             return Err(format!("{}: no certificate", ic.cert.display()));
         }
         let first = certs.remove(0);
+        // Before the key: a key too weak for canopy to load gets a message about istiod.
+        if let Some(why) = crate::istio::desired::key_refused(&ic.name, &first) {
+            return Err(why);
+        }
         let mut chain = vec![first];
         chain.extend(certs.into_iter().filter(|c| !roots.contains(c)));
         let passphrase = match &ic.passphrase_file {
