@@ -118,3 +118,37 @@ pub fn read_text(path: &Path, what: &str) -> Result<String> {
     })?;
     String::from_utf8(bytes).map_err(|_| user(format!("{what} {} is not PEM text", path.display())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn atomic_write_sets_mode_adds_newline_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("key.pem");
+        write_atomic(&p, "secret", PRIVATE).unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "secret\n");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        write_atomic(&p, "replaced\n", PRIVATE).unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "replaced\n");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("key.pem")]);
+    }
+
+    #[test]
+    fn write_new_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a");
+        write_new(&p, "one", PUBLIC).unwrap();
+        assert!(write_new(&p, "two", PUBLIC).is_err());
+        assert_eq!(fs::read_to_string(&p).unwrap(), "one\n");
+    }
+}

@@ -302,3 +302,21 @@ fn print_text(r: &Value) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::pem_blocks;
+
+    #[test]
+    fn splits_pem_blocks_and_ignores_text_between() {
+        let text = "junk\n-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\nBag Attributes\n-----BEGIN EC PRIVATE KEY-----\nREVG\n-----END EC PRIVATE KEY-----\n-----BEGIN X\nunterminated\n";
+        let blocks = pem_blocks(text);
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[0].0, "CERTIFICATE");
+        assert_eq!(
+            blocks[0].1,
+            "-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\n"
+        );
+        assert_eq!(blocks[1].0, "EC PRIVATE KEY");
+    }
+}

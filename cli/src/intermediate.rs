@@ -245,3 +245,27 @@ pub fn new(args: &NewIntermediateArgs, now: OffsetDateTime) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_name;
+
+    #[test]
+    fn names_are_safe_directory_names() {
+        for ok in ["aws", "azure", "eu-west-1", "gcp_prod", "a.b"] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "a/b",
+            "../root",
+            "a b",
+            &"x".repeat(64),
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -57,3 +57,26 @@ pub fn print_json(v: &serde_json::Value) {
         serde_json::to_string_pretty(v).expect("JSON values serialize")
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human_duration(Duration::days(365 * 5 + 3)), "5y 3d");
+        assert_eq!(human_duration(Duration::hours(50)), "2d 2h");
+        assert_eq!(human_duration(Duration::minutes(90)), "1h 30m");
+        assert_eq!(
+            human_duration(Duration::seconds(-86_400 * 2)),
+            "expired 2d 0h ago"
+        );
+    }
+
+    #[test]
+    fn rfc3339_round_trips() {
+        let t = parse_rfc3339("2030-01-02T03:04:05Z").unwrap();
+        assert_eq!(rfc3339(t), "2030-01-02T03:04:05Z");
+        assert!(parse_rfc3339("yesterday").is_err());
+    }
+}
