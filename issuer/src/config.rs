@@ -697,4 +697,14 @@ policies:
         );
         assert!(field_of(&GOOD.replace("roots:", "rootz:")).contains("rootz"));
     }
+
+    #[test]
+    fn the_readme_example_is_valid() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```yaml\n").unwrap() + 8;
+        let end = start + readme[start..].find("```").unwrap();
+        let c = parse(&readme[start..end]).unwrap();
+        assert_eq!(c.clusters[0].name.as_str(), "eks-prod");
+        assert_eq!(c.limits.burst, 200);
+    }
 }
