@@ -116,10 +116,14 @@ impl Current {
         p
     }
 
+    /// One file as text, if present and UTF-8.
+    pub fn file(&self, name: &str) -> Option<&str> {
+        std::str::from_utf8(self.data.get(name)?).ok()
+    }
+
     /// The mesh CA certificate in it, if it parses.
     pub fn ca_cert(&self) -> Option<Certificate> {
-        let text = std::str::from_utf8(self.data.get(canopy::cacerts::CA_CERT)?).ok()?;
-        Certificate::from_pem(text).ok()
+        Certificate::from_pem(self.file(canopy::cacerts::CA_CERT)?).ok()
     }
 
     /// The roots in `root-cert.pem`, if it parses.
@@ -286,11 +290,16 @@ pub fn check_signing(t: &Target<'_>, now: OffsetDateTime) -> Result<(), String> 
 /// Whether the CA in the Secret may stay: it is ours to keep (right issuer, right root,
 /// key matches, valid, not yet due for renewal). Returns why not.
 fn keepable(t: &Target<'_>, current: &Current, now: OffsetDateTime) -> Result<(), String> {
-    let files = current
-        .cacerts()
-        .map_err(|_| "the Secret's files are incomplete".to_string())?;
-    let ca = Certificate::from_pem(&files.ca_cert).map_err(|e| format!("ca-cert.pem: {e}"))?;
-    let key = KeyPair::from_pem(&files.ca_key).map_err(|e| format!("ca-key.pem: {e}"))?;
+    // Read the CA and key alone: other files (a broken chain, a stray tls.crt) are rebuilt.
+    let missing = |n: &str| format!("{n} is missing or not text");
+    let ca_text = current
+        .file(canopy::cacerts::CA_CERT)
+        .ok_or_else(|| missing("ca-cert.pem"))?;
+    let key_text = current
+        .file(canopy::cacerts::CA_KEY)
+        .ok_or_else(|| missing("ca-key.pem"))?;
+    let ca = Certificate::from_pem(ca_text).map_err(|e| format!("ca-cert.pem: {e}"))?;
+    let key = KeyPair::from_pem(key_text).map_err(|e| format!("ca-key.pem: {e}"))?;
     if !ca.matches_key(&key) {
         return Err("ca-key.pem does not match ca-cert.pem".into());
     }
@@ -454,16 +463,21 @@ pub fn build(
     let (chain, key, key_text): (Vec<Certificate>, KeyPair, Option<Zeroizing<String>>) =
         match material {
             Material::Keep(c) => {
-                let files = c.cacerts().map_err(|_| bad("incomplete Secret".into()))?;
-                let ca = Certificate::from_pem(&files.ca_cert).map_err(|e| bad(e.to_string()))?;
-                let key = KeyPair::from_pem(&files.ca_key).map_err(|e| bad(e.to_string()))?;
+                let ca_text = c.file(canopy::cacerts::CA_CERT).unwrap_or_default();
+                let key_text = c.file(canopy::cacerts::CA_KEY).unwrap_or_default();
+                let ca = Certificate::from_pem(ca_text).map_err(|e| bad(e.to_string()))?;
+                let key = KeyPair::from_pem(key_text).map_err(|e| bad(e.to_string()))?;
                 let mut chain = vec![ca.clone()];
                 chain.extend(t.signing.chain.iter().filter(|c| **c != ca).cloned());
                 // The key text as it is, unless it carries what istiod refuses.
-                let keep_text = !files.ca_key.contains("EC PARAMETERS")
-                    && files.ca_key.ends_with('\n')
-                    && !files.ca_key.contains("ENCRYPTED");
-                (chain, key, keep_text.then(|| files.ca_key.clone()))
+                let keep_text = !key_text.contains("EC PARAMETERS")
+                    && key_text.ends_with('\n')
+                    && !key_text.contains("ENCRYPTED");
+                (
+                    chain,
+                    key,
+                    keep_text.then(|| Zeroizing::new(key_text.to_string())),
+                )
             }
             Material::Minted(issued, key) => {
                 let key =
