@@ -399,6 +399,17 @@ fn cr_api(client: kube::Client, namespace: &str) -> Api<DynamicObject> {
 /// Sets a condition (`Approved` / `Denied`) through `/status`, as cert-manager's
 /// approver does (its own field manager, so ours never owns it).
 pub async fn set_approval(server: &TestApiServer, namespace: &str, name: &str, type_: &str) {
+    set_approval_as(server, "cert-manager-approver", namespace, name, type_).await;
+}
+
+/// [`set_approval`] under another field manager (a second approver).
+pub async fn set_approval_as(
+    server: &TestApiServer,
+    manager: &str,
+    namespace: &str,
+    name: &str,
+    type_: &str,
+) {
     let reason = if type_ == "Approved" {
         "cert-manager.io"
     } else {
@@ -416,14 +427,30 @@ pub async fn set_approval(server: &TestApiServer, namespace: &str, name: &str, t
             "lastTransitionTime": "2025-01-01T00:00:00Z",
         }]},
     });
-    cr_api(server.client().await, namespace)
-        .patch_status(
-            name,
-            &PatchParams::apply("cert-manager-approver").force(),
-            &Patch::Apply(&body),
-        )
-        .await
-        .unwrap();
+    let api = cr_api(server.client().await, namespace);
+    let params = PatchParams::apply(manager).force();
+    // Retried like cert-manager does: a test may be injecting API errors.
+    let mut attempts = 0;
+    while let Err(e) = api.patch_status(name, &params, &Patch::Apply(&body)).await {
+        attempts += 1;
+        assert!(attempts < 20, "approving {namespace}/{name}: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the store holds `n` certificates; returns them.
+pub async fn wait_records(env: &Env, n: usize) -> Vec<CertificateRecord> {
+    let start = Instant::now();
+    loop {
+        let records = env.records().await;
+        if records.len() >= n {
+            return records;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            panic!("expected {n} certificates, have {}", records.len());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub async fn approve(server: &TestApiServer, namespace: &str, name: &str) {
