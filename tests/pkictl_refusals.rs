@@ -514,3 +514,28 @@ fn bad_usage_exits_1_and_help_exits_0() {
         1,
     );
 }
+
+#[test]
+fn an_existing_intermediate_is_renewed_only_with_replace() {
+    let s = setup();
+    run_ok(&mut sign(&s, &s.csr, &s.pass));
+    let first = std::fs::read_to_string(s.root.join("intermediates/aws/cert.pem")).unwrap();
+    let before = snapshot(&s.work);
+    let err = run_fails(&mut sign(&s, &s.csr, &s.pass), 1);
+    assert!(one_line(&err).contains("--replace"), "{err}");
+    assert_eq!(snapshot(&s.work), before);
+    let mut c = sign(&s, &s.csr, &s.pass);
+    c.arg("--replace");
+    run_ok(&mut c);
+    let old = canopy::Certificate::from_pem(&first).unwrap();
+    let retired = s.root.join(format!(
+        "intermediates/aws/retired-{}/cert.pem",
+        old.serial()
+    ));
+    assert_eq!(std::fs::read_to_string(retired).unwrap(), first);
+    assert_ne!(
+        std::fs::read_to_string(s.root.join("intermediates/aws/cert.pem")).unwrap(),
+        first
+    );
+    run_ok(pkictl().args(["ledger", "--verify", "--root"]).arg(&s.root));
+}

@@ -17,6 +17,7 @@ Root directory layout (created with mode 0700):
   intermediates/NAME/chain.pem    that intermediate, then the root
   intermediates/NAME/key.pem      its key (new-intermediate without --out only; encrypted unless
                                   --unencrypted-key-insecure), mode 0600
+  intermediates/NAME/retired-SERIAL/  the previous files after a renewal (--replace)
   crl.pem                         the latest root-signed CRL (pkictl crl); revocations live in the ledger
 
 The directory is built in a temporary folder next to DIR, synced, then renamed into place:
@@ -149,6 +150,9 @@ pub struct IntermediateArgs {
     /// Cut notAfter to the root's instead of refusing when --ttl reaches past it.
     #[arg(long)]
     pub clamp: bool,
+    /// Renew an existing intermediate: its files move to intermediates/NAME/retired-SERIAL/.
+    #[arg(long)]
+    pub replace: bool,
     /// File holding the root key's passphrase; prompted on a terminal otherwise.
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,

@@ -50,9 +50,9 @@ fn prepare(a: &IntermediateArgs) -> Result<Prepared> {
     check_name(&a.name)?;
     let root = RootDir::open(&a.root)?;
     let dir = root.intermediate_dir(&a.name);
-    if dir.join(CERT).exists() {
+    if dir.join(CERT).exists() && !a.replace {
         return Err(user(format!(
-            "intermediate {:?} already exists ({}): choose another --name",
+            "intermediate {:?} already exists ({}): choose another --name, or pass --replace to renew it",
             a.name,
             dir.join(CERT).display()
         )));
@@ -98,6 +98,7 @@ fn record_and_write(
     // The ledger first: a crash after it leaves a recorded certificate, never an unrecorded one.
     p.root
         .append(root::cert_record(kind::INTERMEDIATE, cert, &a.name, now))?;
+    retire(&p.dir)?;
     let chain = Certificate::pem_of(&[cert.clone(), root_cert.clone()]);
     for dir in std::iter::once(p.dir.as_path()).chain(extra_dirs.iter().copied()) {
         files::create_private_dir(dir)?;
@@ -110,6 +111,36 @@ fn record_and_write(
             rfc3339(cert.not_after())
         );
     }
+    Ok(())
+}
+
+/// Moves an intermediate's current files to `retired-SERIAL/` beside them (renewal).
+fn retire(dir: &Path) -> Result<()> {
+    let cert_path = dir.join(CERT);
+    if !cert_path.exists() {
+        return Ok(());
+    }
+    let old = Certificate::from_pem(&files::read_text(&cert_path, "intermediate certificate")?)
+        .map_err(|e| user(format!("{}: {e}", cert_path.display())))?;
+    let retired = dir.join(format!("retired-{}", old.serial()));
+    files::create_private_dir(&retired)?;
+    for name in [CERT, CHAIN, KEY] {
+        let from = dir.join(name);
+        if from.exists() {
+            std::fs::rename(&from, retired.join(name)).map_err(|e| {
+                crate::error::internal(format!("cannot retire {}: {e}", from.display()))
+            })?;
+        }
+    }
+    files::sync_dir(&retired)
+        .and_then(|_| files::sync_dir(dir))
+        .map_err(|e| crate::error::internal(format!("cannot sync {}: {e}", dir.display())))?;
+    eprintln!(
+        "note: the previous {} (serial {}) moved to {}",
+        old.subject(),
+        old.serial(),
+        retired.display()
+    );
     Ok(())
 }
 
@@ -188,7 +219,7 @@ pub fn new(args: &NewIntermediateArgs, now: OffsetDateTime) -> Result<()> {
     let p = prepare(a)?;
     let key_dir = args.out.clone().unwrap_or_else(|| p.dir.clone());
     let key_path = key_dir.join(KEY);
-    if key_path.exists() {
+    if key_path.exists() && !(a.replace && key_dir == p.dir) {
         return Err(user(format!(
             "{} already exists: refusing to overwrite a key; choose another --out",
             key_path.display()
