@@ -224,6 +224,10 @@ fn templates_reject_names_that_refer_to_nothing() {
             "intermediates: [{name: a, existingSecret: x}, {name: a, existingSecret: z}]\nclusters: []",
             "intermediates: duplicate name \"a\"",
         ),
+        (
+            "clusters: [{name: x, intermediate: default, inCluster: true, istio: {namespace: mesh}}]",
+            "clusters[x].istio.namespace \"mesh\" differs from istio.namespace \"istio-system\"",
+        ),
     ];
     for (i, (yaml, expected)) in cases.iter().enumerate() {
         let file = values_file(dir.path(), &format!("bad-{i}.yaml"), yaml);
@@ -414,12 +418,18 @@ fn crds_in_the_chart_are_custom_resource_definitions() {
             }
         }
     }
-    if !kinds.is_empty() {
-        assert!(
-            kinds.contains("Issuer") && kinds.contains("ClusterIssuer"),
-            "{kinds:?}"
-        );
-    }
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["ClusterIssuer".to_string(), "Issuer".to_string()])
+    );
+    // Helm loads the same CRDs from crds/ (what `helm install` creates before the templates).
+    let chart = helm::chart().display().to_string();
+    let with_crds = helm::parse_stream(&helm::helm_ok(&["template", &chart, "--include-crds"]));
+    let from_helm: BTreeSet<String> = of_kind(&with_crds, "CustomResourceDefinition")
+        .into_iter()
+        .map(|c| c["spec"]["names"]["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(from_helm, kinds);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -596,6 +606,41 @@ fn two_cluster_config_names_both_clusters_and_intermediates() {
         url["valueFrom"]["secretKeyRef"],
         json!({"name": "canopy-postgres", "key": "url"})
     );
+}
+
+#[test]
+fn istio_settings_pass_through_to_the_config() {
+    let dir = canopy_testsupport::tempdir();
+    let values = values_file(
+        dir.path(),
+        "istio.yaml",
+        r#"
+clusters:
+  - {name: here, intermediate: default, inCluster: true, istio: {}}
+  - name: there
+    intermediate: default
+    kubeconfigSecret: {name: k}
+    istio: {mode: intermediate, namespace: mesh, workload_ttl: 12h}
+  - {name: elsewhere, intermediate: default, kubeconfigSecret: {name: k2}}
+istio:
+  config: {resync: 30s}
+"#,
+    );
+    let objects = template(&[&values]);
+    let (_, config) = config_of(&objects, &fullname());
+    let clusters = config["clusters"].as_sequence().unwrap();
+    assert_eq!(
+        clusters[0]["istio"],
+        serde_yaml::from_str::<serde_yaml::Value>("{}").unwrap()
+    );
+    assert_eq!(clusters[1]["istio"]["mode"].as_str(), Some("intermediate"));
+    assert_eq!(clusters[1]["istio"]["workload_ttl"].as_str(), Some("12h"));
+    assert!(clusters[2].get("istio").is_none());
+    assert_eq!(config["istio"]["resync"].as_str(), Some("30s"));
+    // The defaults set neither.
+    let (_, config) = config_of(&template(&[]), &fullname());
+    assert!(config.get("istio").is_none());
+    assert!(config["clusters"][0].get("istio").is_none());
 }
 
 // ---------------------------------------------------------------------------------------

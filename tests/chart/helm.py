@@ -52,6 +52,10 @@ def split_docs(text):
     return [d.strip("\n") for d in docs if d.strip()]
 
 
+def comment_only(doc):
+    return all(not l.strip() or l.lstrip().startswith("#") for l in doc.splitlines())
+
+
 def fail(error):
     print(f"Error: {error}", file=sys.stderr)
     return 1
@@ -77,16 +81,17 @@ def cmd_template(args):
         with helm.Chart.load(args.chart) as chart:
             out = []
             if args.include_crds:
-                for crd in chart.crds():
-                    for doc in split_docs(crd.get("data") or crd.get("content") or ""):
-                        out.append(f"---\n# Source: {crd.get('name') or crd.get('filename')}\n{doc}\n")
+                for crd in chart.crds:
+                    for doc in split_docs(crd["data"]):
+                        if not comment_only(doc):
+                            out.append(f"---\n# Source: {crd['filename']}\n{doc}\n")
             rendered = chart.render(user_values(args.values), name=args.name,
                                     namespace=args.namespace, is_install=True)
             for path in sorted(rendered):
                 if path.endswith("NOTES.txt") or path.rsplit("/", 1)[-1].startswith("_"):
                     continue
                 for doc in split_docs(rendered[path]):
-                    if all(not l.strip() or l.lstrip().startswith("#") for l in doc.splitlines()):
+                    if comment_only(doc):
                         continue
                     out.append(f"---\n# Source: {path}\n{doc}\n")
     except helm.HelmError as e:

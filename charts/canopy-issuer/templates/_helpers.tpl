@@ -119,6 +119,9 @@ Checks the values the schema cannot: names that must refer to each other. Render
 {{- fail (printf "clusters[%s].intermediate %q: no intermediate has this name" .name .intermediate) }}
 {{- end }}
 {{- if .inCluster }}{{ $inCluster = add1 $inCluster }}{{ end }}
+{{- if and .inCluster .istio .istio.namespace (ne .istio.namespace $.Values.istio.namespace) }}
+{{- fail (printf "clusters[%s].istio.namespace %q differs from istio.namespace %q, where the chart grants access to cacerts" .name .istio.namespace $.Values.istio.namespace) }}
+{{- end }}
 {{- end }}
 {{- if gt $inCluster 1 }}
 {{- fail "clusters: at most one cluster may set inCluster: true (the one the chart is installed in)" }}
@@ -182,13 +185,14 @@ and the URL below only names where it comes from.
 {{- end }}
 {{- $_ := set $c "jwt" $jwt }}
 {{- end }}
-{{- with .istio }}{{ $_ := set $c "istio" . }}{{ end }}
+{{- if hasKey . "istio" }}{{ $_ := set $c "istio" (default dict .istio) }}{{ end }}
 {{- $c = mergeOverwrite $c (deepCopy (default dict .extra)) }}
 {{- $clusters = append $clusters $c }}
 {{- end }}
 {{- $config := dict "trust_domain" .Values.trustDomain "listen" $listen "storage" $storage "roots" $roots "intermediates" $intermediates "clusters" $clusters "policies" .Values.policies }}
 {{- with .Values.defaultIntermediate }}{{ $_ := set $config "default_intermediate" . }}{{ end }}
 {{- with .Values.limits }}{{ $_ := set $config "limits" . }}{{ end }}
+{{- with .Values.istio.config }}{{ $_ := set $config "istio" . }}{{ end }}
 {{- $config = mergeOverwrite $config (deepCopy .Values.extraConfig) }}
 {{- toYaml $config }}
 {{- end }}
