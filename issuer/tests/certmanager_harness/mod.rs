@@ -151,6 +151,11 @@ impl Env {
     /// A PKI, an issuer, and one test API server per named cluster (`aws`, `azure`),
     /// with the cert-manager CRDs and ours installed.
     pub async fn new(clusters: &[&str]) -> Env {
+        Env::with_crds(clusters, true).await
+    }
+
+    /// Like [`Env::new`]; `ours` false leaves our CRDs out (to install them with kubectl).
+    pub async fn with_crds(clusters: &[&str], ours: bool) -> Env {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(
@@ -173,7 +178,7 @@ impl Env {
             for ns in NAMESPACES {
                 ensure_namespace(&server, ns);
             }
-            for (_, yaml) in crd_files() {
+            for (_, yaml) in crd_files().into_iter().filter(|_| ours) {
                 let crd: Value = serde_yaml::from_str(&yaml).unwrap();
                 server.create(crd).unwrap();
             }
