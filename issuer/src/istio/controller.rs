@@ -204,8 +204,9 @@ impl Controller {
             .fold(resync, OffsetDateTime::min)
     }
 
-    /// Runs passes on the wall clock until `shutdown` completes.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+    /// Runs passes on the wall clock until `shutdown` completes (borrowing, so a leader
+    /// elector can start it again after regaining the Lease).
+    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
             let now = crate::clock::now();

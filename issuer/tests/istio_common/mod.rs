@@ -179,7 +179,7 @@ impl Mesh {
             .iter()
             .map(|c| (c.clone(), settings(c.name.as_str())))
             .collect();
-        Arc::new(IstioSetup::load(&config, &istio, clusters).unwrap())
+        Arc::new(IstioSetup::load(&config, istio, clusters).unwrap())
     }
 
     /// Default settings everywhere, short request timeout.
