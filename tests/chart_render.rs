@@ -201,8 +201,12 @@ fn schema_rejects_bad_values() {
             out.contains(expected),
             "{yaml}: expected {expected:?} in:\n{out}"
         );
-        // `helm lint` reads the same schema.
+        // `helm lint` reads the same schema, and so does an install (client-side dry run).
         helm::helm_fails(&["lint", &chart, "-f", file]);
+        if i == 0 {
+            let out = helm::helm_fails(&["notes", &chart, "-f", file]);
+            assert!(out.contains(expected), "install of {yaml}: {out}");
+        }
     }
 }
 
