@@ -352,6 +352,9 @@ fn valid_name(s: &str) -> bool {
 /// Profiles the API may issue.
 pub const API_PROFILES: [&str; 3] = ["workload", "server", "client"];
 
+/// Environment variable that, when set, replaces `storage.url` from the config file.
+pub const STORAGE_URL_ENV: &str = "CANOPY_STORAGE_URL";
+
 impl Config {
     /// Reads, parses and validates a config file; relative paths in it are taken
     /// from the file's directory.
@@ -361,6 +364,18 @@ impl Config {
             reason: e.to_string(),
         })?;
         let mut config = Config::parse(&text, path)?;
+        // Deployments keep the database URL (it may hold a password) in a Secret, exposed
+        // as an environment variable rather than written into the config file.
+        if let Some(url) = std::env::var(STORAGE_URL_ENV).ok().filter(|u| !u.is_empty()) {
+            config.storage.url = url;
+            config
+                .validate()
+                .map_err(|(field, reason)| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    field: format!("{field} (from ${STORAGE_URL_ENV})"),
+                    reason,
+                })?;
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         Ok(config)
