@@ -108,6 +108,8 @@ fn codes(r: &istio::Report, c: &str) -> Vec<&'static str> {
 async fn handmade_cacerts_with_the_chain_mistake_is_reported_and_replaced_only_when_told() {
     let mesh = Mesh::start().await;
     let d = openssl_mesh_ca(&mesh);
+    // openssl does not backdate notBefore: look a minute later.
+    let at = canopy_issuer::clock::now() + time::Duration::minutes(1);
     // The classic mistake: cert-chain.pem holds only the CA certificate.
     std::fs::copy(d.join("ca-cert.pem"), d.join("cert-chain.pem")).unwrap();
     kubectl_create_cacerts(&mesh, &d);
@@ -115,12 +117,7 @@ async fn handmade_cacerts_with_the_chain_mistake_is_reported_and_replaced_only_w
     mesh.aws.clear_request_log();
 
     for p in [RepairPolicy::Adopt, RepairPolicy::Report] {
-        let r = istio::sync_once(
-            mesh.setup_with(&fast(), policy(p)),
-            mesh.store.clone(),
-            mesh.t0,
-        )
-        .await;
+        let r = istio::sync_once(mesh.setup_with(&fast(), policy(p)), mesh.store.clone(), at).await;
         assert!(
             matches!(r.cluster("aws").unwrap().outcome, Outcome::Reported(_)),
             "{r}"
@@ -138,7 +135,7 @@ async fn handmade_cacerts_with_the_chain_mistake_is_reported_and_replaced_only_w
         assert!(writes(&mesh.aws).is_empty(), "{:?}", writes(&mesh.aws));
     }
     // status shows the same, as text and JSON.
-    let status = istio::status(mesh.setup(), mesh.t0).await;
+    let status = istio::status(mesh.setup(), at).await;
     let json = status.to_json();
     let problems: Vec<&str> = json["clusters"][0]["problems"]
         .as_array()
@@ -157,7 +154,7 @@ async fn handmade_cacerts_with_the_chain_mistake_is_reported_and_replaced_only_w
     let r = istio::sync_once(
         mesh.setup_with(&fast(), policy(RepairPolicy::Replace)),
         mesh.store.clone(),
-        mesh.t0,
+        at,
     )
     .await;
     assert!(
@@ -166,7 +163,7 @@ async fn handmade_cacerts_with_the_chain_mistake_is_reported_and_replaced_only_w
     );
     assert_eq!(r.exit_code(), 0, "{r}");
     let files = mesh.files("aws");
-    openssl_check_secret(&mesh.path().join("replaced"), &files, mesh.t0);
+    openssl_check_secret(&mesh.path().join("replaced"), &files, at);
     assert_eq!(
         files["ca-cert.pem"],
         std::fs::read(d.join("ca-cert.pem")).unwrap()
@@ -176,7 +173,7 @@ async fn handmade_cacerts_with_the_chain_mistake_is_reported_and_replaced_only_w
         s["metadata"]["labels"]["app.kubernetes.io/managed-by"],
         "canopy"
     );
-    let r = istio::sync_once(mesh.setup(), mesh.store.clone(), mesh.t0).await;
+    let r = istio::sync_once(mesh.setup(), mesh.store.clone(), at).await;
     assert_eq!(r.cluster("aws").unwrap().outcome, Outcome::Unchanged, "{r}");
 }
 
@@ -184,6 +181,8 @@ async fn handmade_cacerts_with_the_chain_mistake_is_reported_and_replaced_only_w
 async fn a_correct_handmade_cacerts_is_adopted_and_its_ca_kept() {
     let mesh = Mesh::start().await;
     let d = openssl_mesh_ca(&mesh);
+    // openssl does not backdate notBefore: look a minute later.
+    let at = canopy_issuer::clock::now() + time::Duration::minutes(1);
     let chain = [
         std::fs::read_to_string(d.join("ca-cert.pem")).unwrap(),
         std::fs::read_to_string(mesh.path().join("aws.pem")).unwrap(),
@@ -192,7 +191,7 @@ async fn a_correct_handmade_cacerts_is_adopted_and_its_ca_kept() {
     .concat();
     std::fs::write(d.join("cert-chain.pem"), chain).unwrap();
     kubectl_create_cacerts(&mesh, &d);
-    let r = istio::sync_once(mesh.setup(), mesh.store.clone(), mesh.t0).await;
+    let r = istio::sync_once(mesh.setup(), mesh.store.clone(), at).await;
     let c = r.cluster("aws").unwrap();
     assert!(
         matches!(&c.outcome, Outcome::Updated(why) if why.contains("adopted")),
@@ -205,8 +204,8 @@ async fn a_correct_handmade_cacerts_is_adopted_and_its_ca_kept() {
         files["ca-cert.pem"],
         std::fs::read(d.join("ca-cert.pem")).unwrap()
     );
-    openssl_check_secret(&mesh.path().join("adopted"), &files, mesh.t0);
-    let r = istio::sync_once(mesh.setup(), mesh.store.clone(), mesh.t0).await;
+    openssl_check_secret(&mesh.path().join("adopted"), &files, at);
+    let r = istio::sync_once(mesh.setup(), mesh.store.clone(), at).await;
     assert_eq!(r.cluster("aws").unwrap().outcome, Outcome::Unchanged, "{r}");
 }
 

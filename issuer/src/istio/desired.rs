@@ -559,3 +559,98 @@ pub fn build(
         ca,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use canopy::ca::CertificateAuthority;
+    use canopy::key::KeyType;
+    use canopy::profile::{CertRequest, Profile, Subject};
+    use std::sync::Arc;
+    use time::Duration;
+
+    fn req(cn: &str) -> CertRequest {
+        CertRequest {
+            subject: Subject {
+                common_name: Some(cn.into()),
+                organization: None,
+            },
+            trust_domain: Some("mesh.example".parse().unwrap()),
+            ..Default::default()
+        }
+    }
+
+    fn current_of(d: &Desired) -> Current {
+        Current {
+            resource_version: Some("1".into()),
+            type_: Some("Opaque".into()),
+            labels: d.labels.clone(),
+            annotations: d.annotations.clone(),
+            data: d.data.clone(),
+        }
+    }
+
+    #[test]
+    fn decide_build_keep_renew_and_detect_hand_edits() {
+        let now = time::macros::datetime!(2026-01-01 0:00 UTC);
+        let key = Arc::new(KeyPair::generate(KeyType::EcdsaP256).unwrap());
+        let root = CertificateAuthority::new_root(key, &req("Root"), now).unwrap();
+        let (int, int_key) = root
+            .issue_with_new_key(Profile::Intermediate, &req("aws"), KeyType::EcdsaP256, now)
+            .unwrap();
+        let signing = Signing::new("aws", vec![int.certificate.clone()], int_key).unwrap();
+        let settings = IstioClusterConfig::default();
+        let td: TrustDomain = "mesh.example".parse().unwrap();
+        let t = Target {
+            cluster: "aws",
+            settings: &settings,
+            signing: &signing,
+            sign_root: root.certificate(),
+            trust: vec![root.certificate().clone()],
+            trust_domain: &td,
+        };
+        // Nothing there: mint.
+        assert!(matches!(assess(&t, None, now).plan, Ok(CaPlan::Mint(_))));
+        let (mesh, mesh_key) = signing
+            .ca
+            .issue_with_new_key(
+                Profile::MeshCa,
+                &req("aws mesh CA"),
+                KeyType::EcdsaP256,
+                now,
+            )
+            .unwrap();
+        let d = build(&t, Material::Minted(&mesh, &mesh_key), None, now).unwrap();
+        let cur = current_of(&d);
+        assert_eq!(cur.ownership(), Ownership::Canopy);
+        // Written and unchanged: keep, and the rebuilt Secret is identical (no write).
+        let later = now + Duration::days(30);
+        assert_eq!(assess(&t, Some(&cur), later).plan, Ok(CaPlan::Keep));
+        assert!(build(&t, Material::Keep(&cur), Some(&cur), later)
+            .unwrap()
+            .matches(&cur));
+        // At 2/3 of its life: renew.
+        let due = now + Duration::days(61);
+        assert!(
+            matches!(assess(&t, Some(&cur), due).plan, Ok(CaPlan::Mint(why)) if why.starts_with("renewal due"))
+        );
+        // A hand edit is detected and, under `report`, left alone.
+        let mut edited = cur.clone();
+        edited
+            .data
+            .insert("cert-chain.pem".into(), d.data["ca-cert.pem"].clone());
+        assert_eq!(edited.ownership(), Ownership::EditedByHand);
+        let report = IstioClusterConfig {
+            repair: RepairPolicy::Report,
+            ..Default::default()
+        };
+        let t2 = Target {
+            settings: &report,
+            trust: t.trust.clone(),
+            ..t
+        };
+        let a = assess(&t2, Some(&edited), later);
+        assert!(matches!(a.plan, Err(Blocked::Reported(_))));
+        assert!(a.problems.iter().any(|p| p.code == "chain-incomplete"));
+    }
+}
