@@ -347,11 +347,7 @@ async fn request_deleted_before_status_write_is_done() {
     // Signing blocks on the database: the request is deleted meanwhile (as istio-csr does).
     let lock = DbWriteLock::take(&env.db_url()).await;
     approve(server, "istio-system", "gone").await;
-    let cr = wait_reason(server, "istio-system", "gone", "Pending").await;
-    assert!(ready(&cr).unwrap()["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("Signing"));
+    wait_signing(server, "istio-system", "gone").await;
     let client = server.client().await;
     let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
         client,
@@ -454,7 +450,7 @@ async fn restart_between_sign_and_status_write_does_not_sign_twice() {
     );
     let lock = DbWriteLock::take(&env.db_url()).await;
     approve(server, "istio-system", "crash").await;
-    wait_reason(server, "istio-system", "crash", "Pending").await;
+    wait_signing(server, "istio-system", "crash").await;
     // The status write after signing will fail; then the process "crashes".
     server.set_fault_scoped(
         Fault::Error {

@@ -250,7 +250,7 @@ async fn two_clusters_issue_and_their_leaves_do_mutual_tls() {
         let web = wait_reason(server, "web", "web-tls-1", "Issued").await;
         let web_chain =
             Certificate::parse_pem_all(&b64_pem(&web["status"]["certificate"])).unwrap();
-        assert_eq!(web_chain[0].dns_names(), [dns_name.clone()]);
+        assert_eq!(web_chain[0].dns_names(), std::slice::from_ref(&dns_name));
         assert!(web_chain[0].spiffe_id().is_none());
         let ekus = web_chain[0].ext_key_usage().unwrap();
         assert!(ekus.server_auth);

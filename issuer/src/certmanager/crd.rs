@@ -36,6 +36,8 @@ pub struct SigningSpec {
 }
 
 /// A namespaced canopy issuer: signs CertificateRequests of its own namespace.
+// Several printer columns repeat `type_ = "string"`; that is not a mistake.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[kube(
     group = "pki.canopy.dev",
@@ -74,6 +76,8 @@ pub struct IssuerSpec {
 }
 
 /// A cluster-wide canopy issuer: signs CertificateRequests of every namespace.
+// Several printer columns repeat `type_ = "string"`; that is not a mistake.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[kube(
     group = "pki.canopy.dev",

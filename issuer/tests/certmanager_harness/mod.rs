@@ -520,6 +520,21 @@ pub async fn wait_reason(
     }
 }
 
+/// Waits until the controller has marked the request as being signed.
+pub async fn wait_signing(server: &TestApiServer, namespace: &str, name: &str) -> Value {
+    eventually(
+        &format!("{namespace}/{name} to be signing"),
+        Duration::from_secs(30),
+        || {
+            let cr = get_cr(server, namespace, name)?;
+            let c = ready(&cr)?;
+            (c["reason"] == "Pending" && c["message"].as_str()?.starts_with("Signing"))
+                .then_some(cr)
+        },
+    )
+    .await
+}
+
 /// Decodes a base64 PEM status field.
 pub fn b64_pem(v: &Value) -> String {
     let bytes = base64::engine::general_purpose::STANDARD
