@@ -76,6 +76,106 @@ impl Settings {
     }
 }
 
+/// The `cert_manager:` block of a cluster in the issuer's config file.
+///
+/// ```yaml
+/// clusters:
+///   - name: eks-prod
+///     intermediate: aws
+///     in_cluster: true
+///     cert_manager:
+///       policy: cert-manager          # policy the controller's requests are decided under
+///       lease: { namespace: canopy }  # leader election (omit for a single replica)
+///       max_retry: 1h                 # give up on transient errors after this
+///       signing_requests: true        # also the certificates.k8s.io CSR API
+/// ```
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertManagerConfig {
+    /// Policy (by name) the controller's sign requests are decided under.
+    pub policy: String,
+    /// Leader election; omit to run without (one replica).
+    #[serde(default)]
+    pub lease: Option<LeaseConfig>,
+    /// Maximum retry duration for transient errors, from a request's creation.
+    #[serde(default = "default_max_retry")]
+    pub max_retry: canopy::ttl::Ttl,
+    /// Also sign Kubernetes CertificateSigningRequests for our signer names.
+    #[serde(default = "default_true")]
+    pub signing_requests: bool,
+}
+
+/// Where the Lease lives.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseConfig {
+    /// Namespace of the Lease (the issuer's own).
+    pub namespace: String,
+    /// Lease name (default `canopy-issuer-<cluster>`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Lease duration (default 15s; renew deadline 2/3 of it, retry 2s or less).
+    #[serde(default)]
+    pub duration: Option<canopy::ttl::Ttl>,
+}
+
+fn default_max_retry() -> canopy::ttl::Ttl {
+    canopy::ttl::Ttl::hours(1)
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Settings {
+    /// Settings of a cluster from its config block; `identity` names this replica.
+    pub fn from_config(
+        cluster: &ClusterName,
+        config: &CertManagerConfig,
+        identity: &str,
+    ) -> Settings {
+        let mut s = Settings::new(config.policy.clone());
+        s.max_retry_duration = config.max_retry.as_duration().unsigned_abs();
+        s.signing_requests = config.signing_requests;
+        s.instance = identity.to_string();
+        s.lease = config.lease.as_ref().map(|l| {
+            let name = l
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("canopy-issuer-{cluster}"));
+            let mut lease = LeaseSettings::new(l.namespace.clone(), name, identity);
+            if let Some(d) = l.duration {
+                let d = d.as_duration().unsigned_abs().max(Duration::from_secs(3));
+                lease.lease_duration = d;
+                lease.renew_deadline = d * 2 / 3;
+                lease.retry_period = (d / 5).min(Duration::from_secs(2));
+            }
+            lease
+        });
+        s
+    }
+}
+
+/// This replica's identity for Leases and Events: `POD_NAME` (set it from the
+/// downward API), else the host name, plus a random suffix so a restarted pod with
+/// the same name is a new holder.
+pub fn replica_identity() -> String {
+    use rand::RngCore;
+    let base = std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "canopy-issuer".into());
+    let mut b = [0u8; 4];
+    rand::rng().fill_bytes(&mut b);
+    format!("{base}_{}", hex::encode(b))
+}
+
 /// Why a controller could not start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -293,5 +393,44 @@ async fn run_controllers(ctx: Arc<Context>) {
         tokio::join!(requests, issuers, signingrequest::run(ctx.clone()));
     } else {
         tokio::join!(requests, issuers);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_block_becomes_settings() {
+        let c: CertManagerConfig = serde_yaml::from_str(
+            "policy: cert-manager\nlease: { namespace: canopy, duration: 30s }\nmax_retry: 2h\n",
+        )
+        .unwrap();
+        let cluster: ClusterName = "eks-prod".parse().unwrap();
+        let s = Settings::from_config(&cluster, &c, "pod-1_ab");
+        assert_eq!(s.policy, "cert-manager");
+        assert_eq!(s.max_retry_duration, Duration::from_secs(7200));
+        assert!(s.signing_requests);
+        let lease = s.lease.unwrap();
+        assert_eq!(lease.name, "canopy-issuer-eks-prod");
+        assert_eq!(lease.lease_duration, Duration::from_secs(30));
+        assert!(
+            lease.retry_period < lease.renew_deadline
+                && lease.renew_deadline < lease.lease_duration
+        );
+        assert!(serde_yaml::from_str::<CertManagerConfig>("policy: x\nbogus: 1\n").is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Backoff::default();
+        let (base, max) = (Duration::from_millis(100), Duration::from_millis(500));
+        let delays: Vec<_> = (0..5).map(|_| b.next("x", base, max)).collect();
+        assert_eq!(
+            delays.iter().map(|d| d.as_millis()).collect::<Vec<_>>(),
+            [100, 200, 400, 500, 500]
+        );
+        b.reset("x");
+        assert_eq!(b.next("x", base, max), base);
     }
 }
