@@ -42,6 +42,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/revoke"),
     ("get", "/v1/certificates"),
     ("get", "/v1/certificates/{serial}"),
+    ("get", "/v1/status"),
     ("get", "/v1/openapi.json"),
     ("get", "/healthz"),
     ("get", "/readyz"),
@@ -61,6 +62,8 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The Istio cacerts sync's health, when any cluster has `istio` settings.
+    pub istio: Option<Arc<crate::istio::Health>>,
 }
 
 /// Builds the router with body limit and request timeout.
@@ -75,6 +78,7 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .route("/v1/revoke", post(revoke))
         .route("/v1/certificates", get(certificates))
         .route("/v1/certificates/{serial}", get(certificate))
+        .route("/v1/status", get(istio_status))
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -626,7 +630,38 @@ async fn readyz(State(state): State<AppState>) -> Response {
             .into_response();
         }
     }
+    if let Some(istio) = &state.istio {
+        if let Err(lines) = istio.readiness(crate::clock::now()) {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                lines.join("; "),
+            )
+            .into_response();
+        }
+    }
     Json(json!({"status": "ready"})).into_response()
+}
+
+/// Per cluster: roots trusted, mesh CA serial and expiry, rotation phase, problems found
+/// (from the last cacerts sync pass). Needs a policy with `list: true`.
+async fn istio_status(
+    State(state): State<AppState>,
+    Authenticated(requester): Authenticated,
+) -> Result<Json<Value>, ApiError> {
+    require_list(&state, &requester)?;
+    match state.istio.as_ref().and_then(|h| h.last()) {
+        Some(report) => Ok(Json(report.to_json())),
+        None => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            if state.istio.is_some() {
+                "no cacerts sync pass has run yet"
+            } else {
+                "no cluster in the config has istio settings"
+            },
+        )),
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

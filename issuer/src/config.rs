@@ -75,6 +75,9 @@ pub struct Config {
     /// Request limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Mesh-wide Istio settings (resync period, API timeout, root rotation).
+    #[serde(default)]
+    pub istio: Option<crate::istio::IstioConfig>,
 }
 
 /// The HTTPS listener.
@@ -184,6 +187,9 @@ pub struct ClusterConfig {
     /// Service-account JWT authentication for workloads of this cluster.
     #[serde(default)]
     pub jwt: Option<JwtConfig>,
+    /// Keep this cluster's Istio `cacerts` valid (absent: not managed).
+    #[serde(default)]
+    pub istio: Option<crate::istio::IstioClusterConfig>,
 }
 
 /// How to verify the cluster's service-account tokens, offline.
@@ -366,7 +372,10 @@ impl Config {
         let mut config = Config::parse(&text, path)?;
         // Deployments keep the database URL (it may hold a password) in a Secret, exposed
         // as an environment variable rather than written into the config file.
-        if let Some(url) = std::env::var(STORAGE_URL_ENV).ok().filter(|u| !u.is_empty()) {
+        if let Some(url) = std::env::var(STORAGE_URL_ENV)
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
             config.storage.url = url;
             config
                 .validate()
@@ -451,6 +460,24 @@ impl Config {
         }
     }
 
+    /// The Istio sync's setup, if any cluster has `istio` settings.
+    pub fn istio_setup(
+        &self,
+    ) -> Result<Option<std::sync::Arc<crate::istio::IstioSetup>>, crate::istio::SetupError> {
+        let clusters: Vec<_> = self
+            .clusters
+            .iter()
+            .filter_map(|c| c.istio.clone().map(|i| (c.clone(), i)))
+            .collect();
+        if clusters.is_empty() {
+            return Ok(None);
+        }
+        let istio = self.istio.clone().unwrap_or_default();
+        Ok(Some(std::sync::Arc::new(crate::istio::IstioSetup::load(
+            self, &istio, clusters,
+        )?)))
+    }
+
     /// Name of the intermediate used when nothing else selects one.
     pub fn default_intermediate(&self) -> &str {
         self.default_intermediate
@@ -528,6 +555,11 @@ impl Config {
                     format!("clusters[{i}].intermediate"),
                     "no intermediate has this name",
                 );
+            }
+            if let Some(istio) = &c.istio {
+                if let Err((field, reason)) = istio.validate() {
+                    return Err((format!("clusters[{i}].istio.{field}"), reason));
+                }
             }
             if c.in_cluster && c.kubeconfig.is_some() {
                 return err(

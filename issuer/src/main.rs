@@ -43,6 +43,36 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Istio `cacerts` in the configured clusters.
+    Cacerts {
+        #[command(subcommand)]
+        command: CacertsCommand,
+    },
+    /// Show, per cluster: roots trusted, mesh CA serial and expiry, rotation phase, problems.
+    Status {
+        #[command(flatten)]
+        source: Source,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacertsCommand {
+    /// Write a valid `cacerts` into every configured cluster (the Helm bootstrap Job).
+    /// Exits 0 when every cluster's Secret is valid, 1 with a message per failed cluster.
+    /// Safe to re-run and to run while istiod is up: a correct Secret is not rewritten.
+    Sync {
+        /// Run one pass and exit (`serve` keeps cacerts in sync continuously).
+        #[arg(long)]
+        once: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        source: Source,
+    },
 }
 
 #[derive(Subcommand)]
@@ -194,6 +224,45 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store.close().await;
             println!("database is up to date ({})", store.backend_name());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Cacerts {
+            command: CacertsCommand::Sync { once, json, source },
+        } => {
+            if !once {
+                bail!("use `cacerts sync --once` (serve keeps cacerts in sync continuously)");
+            }
+            let (config, _) = load(&source, None).await?;
+            let Some(setup) = config.istio_setup()? else {
+                bail!("no cluster in the config has `istio` settings");
+            };
+            let store = Store::connect(&config.storage.url, 2).await?;
+            store.migrate().await?;
+            let report =
+                canopy_issuer::istio::sync_once(setup, store.clone(), canopy_issuer::clock::now())
+                    .await;
+            store.close().await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+            } else {
+                print!("{report}");
+            }
+            for c in report.clusters.iter().filter(|c| !c.outcome.is_ok()) {
+                eprintln!("error: cluster {}: {}", c.cluster, c.outcome);
+            }
+            Ok(ExitCode::from(report.exit_code()))
+        }
+        Command::Status { source, json } => {
+            let (config, _) = load(&source, None).await?;
+            let Some(setup) = config.istio_setup()? else {
+                bail!("no cluster in the config has `istio` settings");
+            };
+            let report = canopy_issuer::istio::status(setup, canopy_issuer::clock::now()).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+            } else {
+                print!("{report}");
+            }
+            Ok(ExitCode::from(report.exit_code()))
         }
         Command::Audit {
             command: AuditCommand::Verify { source },

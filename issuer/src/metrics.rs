@@ -43,6 +43,8 @@ pub struct Metrics {
     pub sign_duration: Histogram,
     /// Seconds until each intermediate expires.
     pub intermediate_expiry: Family<IntermediateLabel, Gauge<i64, AtomicI64>>,
+    /// Istio cacerts sync: mesh CA expiry per cluster, mints, failed passes.
+    pub istio: std::sync::Arc<crate::istio::IstioMetrics>,
 }
 
 impl Default for Metrics {
@@ -87,8 +89,10 @@ impl Metrics {
             "Seconds until the intermediate certificate expires",
             intermediate_expiry.clone(),
         );
+        let istio = std::sync::Arc::new(crate::istio::IstioMetrics::register(&mut registry));
         Metrics {
             registry,
+            istio,
             issued,
             failed,
             denied,

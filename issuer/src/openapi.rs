@@ -115,6 +115,12 @@ pub fn document() -> Value {
                 "responses": with(json_ok("The record", json!({"$ref": "#/components/schemas/CertificateRecord"})),
                                   error_responses(&["400", "401", "403", "404", "429", "503"]))
             }},
+            "/v1/status": {"get": {
+                "summary": "Istio cacerts per cluster: roots trusted, mesh CA serial and expiry, rotation phase, problems (policy with list: true)",
+                "security": secured,
+                "responses": with(json_ok("Status of every cluster from the last sync pass", json!({"type": "object"})),
+                                  error_responses(&["401", "403", "429", "503"]))
+            }},
             "/v1/openapi.json": {"get": {
                 "summary": "This document",
                 "responses": json_ok("OpenAPI document", json!({"type": "object"}))

@@ -23,6 +23,9 @@ use crate::tls::{self, ServerCert};
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The Istio cacerts sync could not be set up.
+    #[error(transparent)]
+    Istio(#[from] crate::istio::SetupError),
     /// Storage.
     #[error("storage: {0}")]
     Store(#[from] crate::store::StoreError),
@@ -161,11 +164,25 @@ impl Service {
             }
         };
         let tls = tls::server_config(&authorities.roots, server_cert)?;
+        let istio = match config.istio_setup()? {
+            None => None,
+            Some(setup) => {
+                let controller = Arc::new(crate::istio::Controller::new(
+                    setup,
+                    store.clone(),
+                    Some(metrics.istio.clone()),
+                ));
+                let health = controller.health();
+                tokio::spawn(async move { controller.run(std::future::pending()).await });
+                Some(health)
+            }
+        };
         let state = AppState {
             issuer,
             auth,
             limiter,
             metrics,
+            istio,
         };
         let router = api::router(state, &config.limits);
         let addr = config.listen.address;

@@ -86,6 +86,19 @@ pub enum Outcome {
     Pending(String),
 }
 
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Created(d) => write!(f, "created: {d}"),
+            Outcome::Updated(d) => write!(f, "updated: {d}"),
+            Outcome::Unchanged => f.write_str("up to date, nothing written"),
+            Outcome::Reported(d) => write!(f, "not replaced (repair policy): {d}"),
+            Outcome::Failed(d) => write!(f, "failed: {d}"),
+            Outcome::Pending(d) => write!(f, "a sync would change it: {d}"),
+        }
+    }
+}
+
 impl Outcome {
     /// Whether the cluster ends the pass with a valid Secret written or kept by canopy.
     pub fn is_ok(&self) -> bool {
