@@ -48,6 +48,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 say "cargo deny (offline, RustSec snapshot from ../shared/advisory-db)"
 tests/deny.sh
 
+say "fuzz (coverage-guided, 10 s per target; FUZZ_SECONDS=600 tests/fuzz.sh for a long run)"
+tests/fuzz.sh
+
 say "build the binaries the end-to-end tests run"
 cargo build --workspace --bins --quiet
 

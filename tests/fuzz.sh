@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing (cargo fuzz / libFuzzer) of every parser in the core library that
+# outside input reaches. Short runs here; a longer run: FUZZ_SECONDS=600 tests/fuzz.sh
+# A crash stops the run with the input saved under fuzz/artifacts/TARGET/; turn it into a
+# regression test beside the parser before fixing it.
+set -euo pipefail
+cd "$(dirname "$0")/../fuzz"
+seconds="${FUZZ_SECONDS:-10}"
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked --quiet cargo-fuzz
+# The machine's toolchain is stable: RUSTC_BOOTSTRAP lets cargo-fuzz pass its -Z flags.
+# Safe Rust needs no AddressSanitizer (unsafe code is forbidden); libFuzzer's coverage
+# instrumentation and panics-as-crashes are what find bugs here.
+export RUSTC_BOOTSTRAP=1
+targets=$(cargo fuzz list)
+cargo fuzz build -s none --release $targets >/dev/null 2>&1 || cargo fuzz build -s none --release
+for t in $targets; do
+  mkdir -p "corpus/$t"
+  printf '%-12s ' "$t"
+  cargo fuzz run -s none --release "$t" "corpus/$t" -- -max_total_time="$seconds" -print_final_stats=1 2>&1 \
+    | grep -E '^stat::number_of_executed_units|^==|panicked|SUMMARY|ERROR' | sed 's/stat::number_of_executed_units: */runs: /' | tr '\n' ' '
+  echo
+done
