@@ -187,6 +187,9 @@ pub struct ClusterConfig {
     /// Service-account JWT authentication for workloads of this cluster.
     #[serde(default)]
     pub jwt: Option<JwtConfig>,
+    /// cert-manager external issuer for this cluster (controllers run when set).
+    #[serde(default)]
+    pub cert_manager: Option<crate::certmanager::CertManagerConfig>,
     /// Keep this cluster's Istio `cacerts` valid (absent: not managed).
     #[serde(default)]
     pub istio: Option<crate::istio::IstioClusterConfig>,
@@ -555,6 +558,14 @@ impl Config {
                     format!("clusters[{i}].intermediate"),
                     "no intermediate has this name",
                 );
+            }
+            if let Some(cm) = &c.cert_manager {
+                if !self.policies.iter().any(|p| p.name == cm.policy) {
+                    return err(
+                        format!("clusters[{i}].cert_manager.policy"),
+                        "no policy has this name",
+                    );
+                }
             }
             if let Some(istio) = &c.istio {
                 if let Err((field, reason)) = istio.validate() {

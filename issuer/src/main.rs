@@ -48,6 +48,12 @@ enum Command {
         #[command(subcommand)]
         command: CacertsCommand,
     },
+    /// Print the CRDs of our Issuer and ClusterIssuer (or write them into a folder).
+    Crds {
+        /// Folder to write one file per CRD into (e.g. charts/canopy-issuer/crds).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Show, per cluster: roots trusted, mesh CA serial and expiry, rotation phase, problems.
     Status {
         #[command(flatten)]
@@ -250,6 +256,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("error: cluster {}: {}", c.cluster, c.outcome);
             }
             Ok(ExitCode::from(report.exit_code()))
+        }
+        Command::Crds { out } => {
+            match out {
+                Some(dir) => {
+                    canopy_issuer::certmanager::write_crds(&dir)
+                        .with_context(|| format!("writing CRDs into {}", dir.display()))?;
+                    println!("wrote the CRDs into {}", dir.display());
+                }
+                None => print!("{}", canopy_issuer::certmanager::crds_yaml()),
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Status { source, json } => {
             let (config, _) = load(&source, None).await?;

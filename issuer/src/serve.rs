@@ -23,6 +23,9 @@ use crate::tls::{self, ServerCert};
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// A cluster's controllers could not start.
+    #[error(transparent)]
+    Controller(#[from] crate::certmanager::ControllerError),
     /// The Istio cacerts sync could not be set up.
     #[error(transparent)]
     Istio(#[from] crate::istio::SetupError),
@@ -56,6 +59,8 @@ pub struct Service {
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: axum::Router,
+    controllers_stop: tokio::sync::watch::Sender<bool>,
+    controllers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 fn record_of(cert: &Certificate, intermediate: &str, now: OffsetDateTime) -> CertificateRecord {
@@ -129,6 +134,7 @@ impl Service {
             store.clone(),
             metrics.clone(),
         ));
+        let (controllers_stop, controllers) = start_cert_manager(config, &issuer).await?;
         let auth = Arc::new(Authenticator::new(
             store.clone(),
             config.trust_domain.clone(),
@@ -201,13 +207,57 @@ impl Service {
             listener,
             tls,
             router,
+            controllers_stop,
+            controllers,
         })
     }
 
-    /// Serves until SIGINT or SIGTERM.
+    /// Serves until SIGINT or SIGTERM, then stops the controllers (releasing their Leases,
+    /// so a standby replica takes over at once instead of after a lease period).
     pub async fn run(self) {
         tls::serve(self.listener, self.tls, self.router, shutdown_signal()).await;
+        let _ = self.controllers_stop.send(true);
+        for c in self.controllers {
+            let _ = tokio::time::timeout(Duration::from_secs(10), c).await;
+        }
     }
+}
+
+type Controllers = (
+    tokio::sync::watch::Sender<bool>,
+    Vec<tokio::task::JoinHandle<()>>,
+);
+
+/// Starts the cert-manager external issuer of every cluster that has `cert_manager:`.
+async fn start_cert_manager(
+    config: &Config,
+    issuer: &Arc<Issuer>,
+) -> Result<Controllers, ServeError> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let identity = crate::certmanager::replica_identity();
+    let mut controllers = Vec::new();
+    for cluster in &config.clusters {
+        let Some(cm) = &cluster.cert_manager else {
+            continue;
+        };
+        let settings = crate::certmanager::Settings::from_config(&cluster.name, cm, &identity);
+        let client = crate::certmanager::client_for(cluster).await?;
+        let cluster = cluster.clone();
+        let issuer = issuer.clone();
+        let mut stop = stop_rx.clone();
+        controllers.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) =
+                crate::certmanager::Controller::run(&cluster, client, issuer, settings, shutdown)
+                    .await
+            {
+                tracing::error!(cluster = %cluster.name, error = %e, "cert-manager controllers failed");
+            }
+        }));
+    }
+    Ok((stop_tx, controllers))
 }
 
 /// Re-issues the self-made listener certificate at 2/3 of its life.
