@@ -186,6 +186,12 @@ and the URL below only names where it comes from.
 {{- $_ := set $c "jwt" $jwt }}
 {{- end }}
 {{- if hasKey . "istio" }}{{ $_ := set $c "istio" (default dict .istio) }}{{ end }}
+{{- with .certManager }}
+{{- if not .policy }}{{ fail (printf "clusters[%s].certManager.policy: name the policy the cert-manager controller signs under" $c.name) }}{{ end }}
+{{- $cm := dict "policy" .policy "lease" (dict "namespace" $.Release.Namespace) "signing_requests" $.Values.certManager.csrApi.enabled }}
+{{- with .maxRetry }}{{ $_ := set $cm "max_retry" . }}{{ end }}
+{{- $_ := set $c "cert_manager" $cm }}
+{{- end }}
 {{- $c = mergeOverwrite $c (deepCopy (default dict .extra)) }}
 {{- $clusters = append $clusters $c }}
 {{- end }}
