@@ -233,6 +233,7 @@ mod tests {
     use crate::key::{KeyPair, KeyType};
     use crate::profile::{CertRequest, Profile, Subject};
     use crate::spiffe::SpiffeId;
+    use rcgen::PublicKeyData;
     use std::sync::Arc;
     use time::Duration;
 
@@ -311,15 +312,52 @@ mod tests {
     #[test]
     fn a_leaf_cannot_sign() {
         let now = OffsetDateTime::now_utc();
-        let (root, int, leaf) = hierarchy(now);
-        // Pretend the leaf issued something: a path through a non-CA is refused.
-        let path = verify_path(
-            int.certificate(),
-            &[leaf.clone()],
-            &[root.certificate().clone()],
-            now,
+        let (root, int, _) = hierarchy(now);
+        // A server leaf whose key then "signs" a certificate of its own.
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let req = CertRequest {
+            subject: Subject {
+                common_name: Some("leaf.example".into()),
+                organization: None,
+            },
+            dns_names: vec!["leaf.example".into()],
+            ..Default::default()
+        };
+        let leaf = int
+            .issue(
+                Profile::Server,
+                &req,
+                &leaf_key.subject_public_key_info(),
+                now,
+            )
+            .unwrap()
+            .certificate;
+        assert!(CertificateAuthority::new(
+            leaf.clone(),
+            vec![],
+            Arc::new(KeyPair::generate(KeyType::EcdsaP256).unwrap())
+        )
+        .is_err());
+        let issuer =
+            rcgen::Issuer::from_ca_cert_der(&leaf.der().to_vec().into(), &leaf_key).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["victim.example".to_string()]).unwrap();
+        params.use_authority_key_identifier_extension = true;
+        let child_key = rcgen::KeyPair::generate().unwrap();
+        let child = Certificate::from_der(
+            params
+                .signed_by(&child_key, &issuer)
+                .unwrap()
+                .der()
+                .to_vec(),
         )
         .unwrap();
-        assert_eq!(path.len(), 2);
+        let err = verify_path(
+            &child,
+            &[leaf, int.certificate().clone()],
+            std::slice::from_ref(root.certificate()),
+            now,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ChainError::NotCa { .. }), "{err}");
     }
 }

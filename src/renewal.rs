@@ -65,7 +65,7 @@ mod tests {
             let at = renew_at(nb, na, jitter);
             prop_assert!(at > nb && at < na);
             let used = life_used(nb, na, at);
-            prop_assert!(used >= RENEW_FRACTION - MAX_JITTER_FRACTION - 1e-6 && used <= RENEW_FRACTION + 1e-6);
+            prop_assert!((RENEW_FRACTION - MAX_JITTER_FRACTION - 1e-6..=RENEW_FRACTION + 1e-6).contains(&used));
         }
     }
 }
