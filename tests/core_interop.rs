@@ -246,7 +246,6 @@ fn certificates_and_crls_pass_openssl_strict_checks() {
         }
     }
     // A leaf under aws does not verify with azure's intermediate as the only path.
-    let (_, aws_leaf, _) = &leaves[0];
     let (_, _, azure_int) = &leaves[1];
     let wrong_chain = dir.path().join("wrong-chain.pem");
     std::fs::write(&wrong_chain, azure_int.certificate().to_pem()).unwrap();
