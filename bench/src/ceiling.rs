@@ -1,0 +1,77 @@
+//! The in-process ceiling: what one core does with canopy's core and nothing else
+//! (no TLS, no HTTP, no JSON, no storage): CSR parse + signature check, then
+//! plan, sign and parse-back check of the certificate.
+
+use std::time::{Duration, Instant};
+
+use canopy::csr::Csr;
+use canopy::profile::{CertRequest, Profile};
+use canopy::spiffe::{SpiffeId, TrustDomain};
+use canopy::ttl::Ttl;
+
+use crate::canopy_side::BenchCa;
+use crate::workload::WorkloadCsr;
+
+/// Operations per second of each step on one thread.
+#[derive(Clone, Copy, Debug)]
+pub struct Ceiling {
+    /// `Csr::from_pem` alone (parse + verify the CSR's signature).
+    pub verify_per_sec: f64,
+    /// `Csr::from_pem` + `CertificateAuthority::issue_for_csr`.
+    pub verify_and_sign_per_sec: f64,
+}
+
+fn per_second(duration: Duration, mut op: impl FnMut(usize)) -> f64 {
+    let started = Instant::now();
+    let mut done = 0usize;
+    while started.elapsed() < duration {
+        for _ in 0..16 {
+            op(done);
+            done += 1;
+        }
+    }
+    done as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Measures each step for `duration` on the calling thread.
+pub fn measure(ca: &BenchCa, csrs: &[WorkloadCsr], duration: Duration) -> anyhow::Result<Ceiling> {
+    let td: TrustDomain = crate::canopy_side::TRUST_DOMAIN.parse()?;
+    let requests: Vec<CertRequest> = csrs
+        .iter()
+        .map(|c| {
+            Ok(CertRequest {
+                spiffe_id: Some(c.uri.parse::<SpiffeId>()?),
+                trust_domain: Some(td.clone()),
+                ttl: Some(Ttl::hours(1)),
+                clamp_to_issuer: true,
+                ..CertRequest::default()
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    // One real issue first, so a broken setup fails loudly instead of measuring errors.
+    let csr = Csr::from_pem(&csrs[0].pem)?;
+    ca.intermediate.issue_for_csr(
+        Profile::Workload,
+        &csr,
+        &requests[0],
+        time::OffsetDateTime::now_utc(),
+    )?;
+    let verify_per_sec = per_second(duration, |i| {
+        let csr = Csr::from_pem(&csrs[i % csrs.len()].pem).expect("the CSR verified before");
+        std::hint::black_box(csr);
+    });
+    let now = time::OffsetDateTime::now_utc();
+    let verify_and_sign_per_sec = per_second(duration, |i| {
+        let k = i % csrs.len();
+        let csr = Csr::from_pem(&csrs[k].pem).expect("the CSR verified before");
+        let issued = ca
+            .intermediate
+            .issue_for_csr(Profile::Workload, &csr, &requests[k], now)
+            .expect("the request signed before");
+        std::hint::black_box(issued);
+    });
+    Ok(Ceiling {
+        verify_per_sec,
+        verify_and_sign_per_sec,
+    })
+}
