@@ -300,9 +300,10 @@ fn pem_response(text: String) -> Response {
     ([(CONTENT_TYPE, PEM_TYPE)], text).into_response()
 }
 
+/// Body of `POST /v1/sign` (public so the fuzz target can feed it through [`ApiJson`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SignBody {
+pub struct SignBody {
     csr: String,
     #[serde(default)]
     profile: Option<String>,
@@ -430,9 +431,10 @@ async fn crl(
     Ok(([(CONTENT_TYPE, "application/pkix-crl")], crl.der().to_vec()).into_response())
 }
 
+/// Body of `POST /v1/revoke` (public so the fuzz target can feed it through [`ApiJson`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RevokeBody {
+pub struct RevokeBody {
     serial: String,
     #[serde(default)]
     reason: Option<String>,

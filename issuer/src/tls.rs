@@ -12,7 +12,7 @@ use canopy::cert::Certificate;
 use canopy::key::{KeyPair, KeyType, Passphrase};
 use canopy::profile::{CertRequest, Profile};
 use canopy::ttl::Ttl;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use rustls::crypto::aws_lc_rs;
@@ -31,6 +31,9 @@ use crate::intermediate::Intermediate;
 
 /// Time allowed for a TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for an HTTP/1 request head to arrive whole (from the connection's start,
+/// then from the end of each response), so slow clients cannot hold connections.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lifetime of the server certificate the issuer makes for itself.
 const SERVER_CERT_TTL: Ttl = Ttl::days(30);
 
@@ -230,7 +233,22 @@ async fn connection(
         request.extensions_mut().insert(client.clone());
         request
     });
-    auto::Builder::new(TokioExecutor::new())
+    // The protocol comes from ALPN (RFC 9113 §3.2: HTTP/2 over TLS is negotiated, never
+    // sniffed): sniffing the preface would wait for a client's first byte with no time
+    // limit. HTTP/1 heads must arrive whole within HEADER_READ_TIMEOUT (slowloris).
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
+    let builder = if h2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
+    builder
         .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
         .await
 }
