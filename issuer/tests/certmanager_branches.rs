@@ -127,7 +127,10 @@ async fn denied_becomes_denied_with_failure_time() {
     assert_eq!(ready(&cr).unwrap()["status"], "False");
     assert!(cr["status"]["failureTime"].is_string(), "{cr}");
     assert!(cr["status"]["certificate"].is_null());
-    let events = server.list("events.k8s.io/v1", "events", Some("team-a"));
+    let events = wait_event(server, "team-a", |e| {
+        e["reason"] == "Denied" && e["type"] == "Warning"
+    })
+    .await;
     assert!(events
         .iter()
         .any(|e| e["reason"] == "Denied" && e["type"] == "Warning"));
@@ -212,7 +215,10 @@ async fn unusable_requests_fail_with_failure_time() {
         );
         assert!(cr["status"]["certificate"].is_null());
     }
-    let events = server.list("events.k8s.io/v1", "events", Some("team-a"));
+    let events = wait_event(server, "team-a", |e| {
+        e["reason"] == "Failed" && e["regarding"]["name"] == "is-ca"
+    })
+    .await;
     assert!(events
         .iter()
         .any(|e| e["reason"] == "Failed" && e["regarding"]["name"] == "is-ca"));

@@ -264,7 +264,10 @@ async fn two_clusters_issue_and_their_leaves_do_mutual_tls() {
         assert!(approved, "our apply must not remove the Approved condition");
 
         // An Issued event was recorded on the request.
-        let events = server.list("events.k8s.io/v1", "events", Some("istio-system"));
+        let events = wait_event(server, "istio-system", |e| {
+            e["reason"] == "Issued" && e["regarding"]["name"] == "istio-csr-1"
+        })
+        .await;
         assert!(
             events
                 .iter()

@@ -192,7 +192,12 @@ async fn kubectl_apply_and_wait_for_ready() {
         ])
         .await;
     assert!(b64_pem(&serde_json::json!(ca.trim())).contains("BEGIN CERTIFICATE"));
-    // events.k8s.io/v1 (a real API server also serves them as core/v1 events).
+    // events.k8s.io/v1 (a real API server also serves them as core/v1 events). The Event
+    // trails the status write by a moment: wait for it before asking kubectl.
+    wait_event(&env.cluster("aws").server, "team-a", |e| {
+        e["reason"] == "Issued"
+    })
+    .await;
     let events = k
         .ok(&[
             "get",

@@ -494,6 +494,23 @@ pub async fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() ->
     }
 }
 
+/// Waits (up to 10 s) for an events.k8s.io Event in `namespace` matching `pred`: the
+/// controller publishes it just after the status write, so it may trail the status.
+pub async fn wait_event(
+    server: &TestApiServer,
+    namespace: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let events = server.list("events.k8s.io/v1", "events", Some(namespace));
+        if events.iter().any(&pred) || start.elapsed() > Duration::from_secs(10) {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits for the request's Ready condition to have `reason`; returns the request.
 pub async fn wait_reason(
     server: &TestApiServer,
