@@ -87,36 +87,44 @@ macro_rules! on_pool {
 /// Appends audit events inside an open transaction `$tx`, chaining their hashes.
 ///
 /// The first statement updates the single `audit_head` row, which takes its write
-/// lock: appenders (threads or replicas) are serialised until commit.
+/// lock (appenders, threads or replicas, are serialised until commit) and reads the
+/// head in the same round trip. The entries go in as multi-row INSERTs: each
+/// statement is a round trip to the database (for SQLite, to its worker thread), so a
+/// group commit costs a few statements, not a few per certificate.
 macro_rules! append_audit {
     ($tx:expr, $events:expr) => {{
-        sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
-            .execute(&mut *$tx)
-            .await?;
-        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        let head = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
             .fetch_one(&mut *$tx)
             .await?;
         let mut seq: i64 = head.try_get("seq")?;
         let mut prev: String = head.try_get("hash")?;
+        let mut entries = Vec::new();
         for event in $events {
             seq += 1;
             let entry = AuditEntry::chain(seq, prev, event);
-            sqlx::query(
-                "INSERT INTO audit_log (seq, at_ms, actor, action, target, outcome, detail, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(entry.seq)
-            .bind(entry.at_ms)
-            .bind(&entry.actor)
-            .bind(&entry.action)
-            .bind(&entry.target)
-            .bind(&entry.outcome)
-            .bind(&entry.detail)
-            .bind(&entry.prev_hash)
-            .bind(&entry.hash)
-            .execute(&mut *$tx)
-            .await?;
-            prev = entry.hash;
+            prev = entry.hash.clone();
+            entries.push(entry);
+        }
+        for chunk in entries.chunks(ROWS_PER_INSERT) {
+            let sql = multi_row_insert(
+                "INSERT INTO audit_log (seq, at_ms, actor, action, target, outcome, detail, prev_hash, hash)",
+                9,
+                chunk.len(),
+            );
+            let mut query = sqlx::query(&sql);
+            for entry in chunk {
+                query = query
+                    .bind(entry.seq)
+                    .bind(entry.at_ms)
+                    .bind(&entry.actor)
+                    .bind(&entry.action)
+                    .bind(&entry.target)
+                    .bind(&entry.outcome)
+                    .bind(&entry.detail)
+                    .bind(&entry.prev_hash)
+                    .bind(&entry.hash);
+            }
+            query.execute(&mut *$tx).await?;
         }
         sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(seq)
@@ -124,6 +132,29 @@ macro_rules! append_audit {
             .execute(&mut *$tx)
             .await?;
     }};
+}
+
+/// Most rows in one INSERT: 64 certificates x 16 columns stays far below the bind
+/// limits of SQLite (32766) and PostgreSQL (65535).
+const ROWS_PER_INSERT: usize = 64;
+
+/// `PREFIX VALUES ($1, .., $C), ($C+1, ..), ...` for `rows` rows of `columns` values.
+fn multi_row_insert(prefix: &str, columns: usize, rows: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::with_capacity(prefix.len() + 8 + rows * columns * 6);
+    sql.push_str(prefix);
+    sql.push_str(" VALUES ");
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "${}", row * columns + column + 1);
+        }
+        sql.push(')');
+    }
+    sql
 }
 
 /// Starts a write transaction. SQLite takes the write lock at BEGIN (so a
@@ -318,6 +349,9 @@ impl Store {
                 let pool = SqlitePoolOptions::new()
                     .max_connections(max_connections.max(1))
                     .acquire_timeout(Duration::from_secs(10))
+                    // A local file does not go away like a server connection: pinging it on
+                    // every acquire only costs a round trip to its worker thread.
+                    .test_before_acquire(false)
                     .connect_with(options)
                     .await?;
                 Backend::Sqlite(pool)
@@ -364,50 +398,53 @@ impl Store {
 
     /// Commits every write in one transaction: all or nothing.
     pub async fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+        let mut certificates = Vec::with_capacity(writes.len());
+        let mut events = Vec::with_capacity(writes.len());
+        for write in writes {
+            match write {
+                Write::Issued(cert, event) => {
+                    certificates.push(&**cert);
+                    events.push(event);
+                }
+                Write::Event(event) => events.push(event),
+            }
+        }
         macro_rules! body {
             ($kind:tt, $pool:expr) => {{
                 let mut tx = begin_write!($kind $pool);
-                let mut events = Vec::with_capacity(writes.len());
-                for write in writes {
-                    match write {
-                        Write::Issued(cert, event) => {
-                            insert_certificate!(tx, cert);
-                            events.push(event);
-                        }
-                        Write::Event(event) => events.push(event),
+                for chunk in certificates.chunks(ROWS_PER_INSERT) {
+                    let sql = multi_row_insert(
+                        "INSERT INTO certificates (serial, spiffe_id, subject, dns_names, ip_addresses, \
+                         not_before, not_after, issued_at, requester, auth_method, intermediate, cluster, \
+                         namespace, profile, fingerprint, certificate)",
+                        16,
+                        chunk.len(),
+                    );
+                    let mut query = sqlx::query(&sql);
+                    for c in chunk {
+                        query = query
+                            .bind(&c.serial)
+                            .bind(&c.spiffe_id)
+                            .bind(&c.subject)
+                            .bind(json_list(&c.dns_names))
+                            .bind(json_list(&c.ip_addresses))
+                            .bind(c.not_before)
+                            .bind(c.not_after)
+                            .bind(c.issued_at)
+                            .bind(&c.requester)
+                            .bind(&c.auth_method)
+                            .bind(&c.intermediate)
+                            .bind(&c.cluster)
+                            .bind(&c.namespace)
+                            .bind(&c.profile)
+                            .bind(&c.fingerprint)
+                            .bind(&c.certificate);
                     }
+                    query.execute(&mut *tx).await?;
                 }
-                append_audit!(tx, events);
+                append_audit!(tx, events.iter().copied());
                 tx.commit().await?;
             }};
-        }
-        macro_rules! insert_certificate {
-            ($tx:expr, $c:expr) => {
-                sqlx::query(
-                    "INSERT INTO certificates (serial, spiffe_id, subject, dns_names, ip_addresses, \
-                     not_before, not_after, issued_at, requester, auth_method, intermediate, cluster, \
-                     namespace, profile, fingerprint, certificate) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-                )
-                .bind(&$c.serial)
-                .bind(&$c.spiffe_id)
-                .bind(&$c.subject)
-                .bind(json_list(&$c.dns_names))
-                .bind(json_list(&$c.ip_addresses))
-                .bind($c.not_before)
-                .bind($c.not_after)
-                .bind($c.issued_at)
-                .bind(&$c.requester)
-                .bind(&$c.auth_method)
-                .bind(&$c.intermediate)
-                .bind(&$c.cluster)
-                .bind(&$c.namespace)
-                .bind(&$c.profile)
-                .bind(&$c.fingerprint)
-                .bind(&$c.certificate)
-                .execute(&mut *$tx)
-                .await?
-            };
         }
         match &self.backend {
             Backend::Sqlite(pool) => body!(sqlite, pool),
@@ -673,4 +710,18 @@ impl Store {
 
 fn json_list(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_row_insert_numbers_every_value() {
+        assert_eq!(
+            multi_row_insert("INSERT INTO t (a, b)", 2, 3),
+            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6)"
+        );
+        assert_eq!(multi_row_insert("INSERT INTO t (a)", 1, 1), "INSERT INTO t (a) VALUES ($1)");
+    }
 }
