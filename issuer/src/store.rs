@@ -722,6 +722,9 @@ mod tests {
             multi_row_insert("INSERT INTO t (a, b)", 2, 3),
             "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6)"
         );
-        assert_eq!(multi_row_insert("INSERT INTO t (a)", 1, 1), "INSERT INTO t (a) VALUES ($1)");
+        assert_eq!(
+            multi_row_insert("INSERT INTO t (a)", 1, 1),
+            "INSERT INTO t (a) VALUES ($1)"
+        );
     }
 }
