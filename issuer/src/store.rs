@@ -352,6 +352,22 @@ impl Store {
                     // A local file does not go away like a server connection: pinging it on
                     // every acquire only costs a round trip to its worker thread.
                     .test_before_acquire(false)
+                    // A COMMIT that fails with an I/O error (disk full) is rolled back by
+                    // SQLite itself; sqlx's own ROLLBACK then fails and leaves the connection
+                    // marked "in a transaction", refusing every later BEGIN. Close such a
+                    // connection instead of reusing it (found by tests/faults_sqlite.rs).
+                    .after_release(|conn, _| {
+                        Box::pin(async move {
+                            use sqlx::sqlite::SqliteTransactionManager as Tm;
+                            use sqlx::{Connection, TransactionManager};
+                            if Tm::get_transaction_depth(conn) == 0 {
+                                return Ok(true);
+                            }
+                            // A dropped transaction's rollback may still be queued: flush it.
+                            conn.ping().await?;
+                            Ok(Tm::get_transaction_depth(conn) == 0)
+                        })
+                    })
                     .connect_with(options)
                     .await?;
                 Backend::Sqlite(pool)
