@@ -301,7 +301,7 @@ async fn connection(
         let latency = sent.elapsed();
         match result {
             Ok(Ok((status, bytes))) => {
-                let deep = answers_on_connection % DEEP_CHECK_EVERY == 0;
+                let deep = answers_on_connection.is_multiple_of(DEEP_CHECK_EVERY);
                 answers_on_connection += 1;
                 match check_answer(status, &bytes, &body.uri, deep) {
                     Ok(()) => {

@@ -39,6 +39,12 @@ enum Command {
     Run(RunArgs),
     /// Drive one HTTPS sign endpoint and print what it sustained.
     Load(LoadArgs),
+    /// Only the in-process ceiling (one thread; handy under `perf record`).
+    Ceiling {
+        /// How long each step runs.
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        duration: Duration,
+    },
 }
 
 #[derive(Args)]
@@ -145,6 +151,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Load(args) => runtime.block_on(load_only(args)),
+        Command::Ceiling { duration } => ceiling_only(duration),
     };
     match result {
         Ok(code) => code,
@@ -186,13 +193,24 @@ async fn load_only(args: LoadArgs) -> anyhow::Result<ExitCode> {
     print_errors(&row);
     print!(
         "{}",
-        report::render("canopy-bench load", &[row.clone()], None, &[])
+        report::render("canopy-bench load", std::slice::from_ref(&row), None, &[])
     );
     Ok(if row.outcome.errors == 0 && row.outcome.ok > 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn ceiling_only(duration: Duration) -> anyhow::Result<ExitCode> {
+    let csrs = workload::generate(256, canopy_side::TRUST_DOMAIN)?;
+    let ca = canopy_side::make_ca()?;
+    let ceiling = ceiling::measure(&ca, &csrs, duration)?;
+    print!(
+        "{}",
+        report::render("canopy-bench ceiling", &[], Some(ceiling), &[])
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_errors(row: &Row) {

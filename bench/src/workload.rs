@@ -64,7 +64,7 @@ mod tests {
         let csrs = generate(2, "bench.example").unwrap();
         for c in &csrs {
             let parsed = canopy::csr::Csr::from_pem(&c.pem).unwrap();
-            assert_eq!(parsed.uris(), [c.uri.clone()]);
+            assert_eq!(parsed.uris(), std::slice::from_ref(&c.uri));
         }
         let bodies = render(r#"{"csr":"{csr}","uri_sans":"{uri}"}"#, &csrs);
         let v: serde_json::Value = serde_json::from_slice(&bodies[1].bytes).unwrap();

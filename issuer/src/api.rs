@@ -165,6 +165,7 @@ impl From<IssueError> for ApiError {
         let status = match &e {
             IssueError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             IssueError::Denied { .. } => StatusCode::FORBIDDEN,
+            IssueError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             IssueError::NotFound(_) => StatusCode::NOT_FOUND,
             IssueError::Storage(_) | IssueError::Unavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -201,34 +202,59 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = match parts.headers.get(AUTHORIZATION) {
-            Some(v) => Some(
-                v.to_str()
-                    .map_err(|_| ApiError::from(AuthError::Malformed))?,
-            ),
-            None => None,
-        };
-        let cert = parts
-            .extensions
-            .get::<crate::tls::ClientCert>()
-            .and_then(|c| c.0.clone());
-        let requester = state
-            .auth
-            .authenticate(header, cert.as_deref())
-            .await
-            .inspect_err(|e| state.metrics.deny(e.code()))?;
-        if let Err(wait) = state.limiter.check(&requester.rate_key(), Instant::now()) {
-            state.metrics.deny("rate_limited");
-            let mut err = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("too many requests from {requester}; retry later"),
-            );
-            err.retry_after = Some(wait.as_secs().max(1));
-            return Err(err);
-        }
-        Ok(Authenticated(requester))
+        authenticate(parts, state, false).await.map(Authenticated)
     }
+}
+
+/// An authenticated, rate-limited requester of a certificate: a token may come from
+/// the authenticator's short cache, because the store checks it again when it
+/// records the certificate (see [`crate::auth`]).
+#[derive(Debug)]
+pub struct AuthenticatedToSign(pub Requester);
+
+impl FromRequestParts<AppState> for AuthenticatedToSign {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        authenticate(parts, state, true)
+            .await
+            .map(AuthenticatedToSign)
+    }
+}
+
+async fn authenticate(
+    parts: &Parts,
+    state: &AppState,
+    to_sign: bool,
+) -> Result<Requester, ApiError> {
+    let header = match parts.headers.get(AUTHORIZATION) {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::from(AuthError::Malformed))?,
+        ),
+        None => None,
+    };
+    let cert = parts
+        .extensions
+        .get::<crate::tls::ClientCert>()
+        .and_then(|c| c.0.as_deref());
+    let requester = if to_sign {
+        state.auth.authenticate_to_sign(header, cert).await
+    } else {
+        state.auth.authenticate(header, cert).await
+    }
+    .inspect_err(|e| state.metrics.deny(e.code()))?;
+    if let Err(wait) = state.limiter.check(&requester.rate_key(), Instant::now()) {
+        state.metrics.deny("rate_limited");
+        let mut err = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many requests from {requester}; retry later"),
+        );
+        err.retry_after = Some(wait.as_secs().max(1));
+        return Err(err);
+    }
+    Ok(requester)
 }
 
 /// JSON body whose rejections are API errors (400, 413 for a body over the limit, 415).
@@ -316,7 +342,7 @@ pub struct SignBody {
 async fn sign(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Authenticated(requester): Authenticated,
+    AuthenticatedToSign(requester): AuthenticatedToSign,
     ApiJson(body): ApiJson<SignBody>,
 ) -> Result<Response, ApiError> {
     let ttl = match &body.ttl {

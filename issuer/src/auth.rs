@@ -6,9 +6,18 @@
 //!   hash and bound to one policy;
 //! - a Kubernetes service-account JWT, verified offline against the cluster's JWKS,
 //!   with audience and expiry checked: the identity is `spiffe://TD/ns/NS/sa/SA`.
+//!
+//! Signing may take a token from a short-lived in-memory cache instead of the
+//! database ([`Authenticator::authenticate_to_sign`]): the store checks the token again
+//! in the transaction that records the certificate ([`crate::store::Store::commit`]),
+//! so a token revoked a moment ago still gets no certificate, while the hot path does
+//! not ask the database twice per certificate.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use canopy::cert::Certificate;
 use canopy::spiffe::{SpiffeId, TrustDomain};
@@ -187,11 +196,27 @@ pub struct JwksError {
     reason: String,
 }
 
+/// How long a token found live in the database is taken as live before signing
+/// without asking again (the commit asks again anyway).
+const TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
+/// Tokens cached at most; past this the cache starts over.
+const TOKEN_CACHE_MAX: usize = 4096;
+
+/// A token found live in the database: its id and policy, and when it was looked up.
+#[derive(Clone, Debug)]
+struct CachedToken {
+    id: String,
+    policy: String,
+    looked_up: Instant,
+}
+
 /// Turns credentials into a [`Requester`].
 pub struct Authenticator {
     store: Store,
     trust_domain: TrustDomain,
     clusters: Vec<ClusterJwt>,
+    /// Live tokens by hash, for signing only (see the module docs).
+    tokens: Mutex<HashMap<String, CachedToken>>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -290,6 +315,7 @@ impl Authenticator {
             store,
             trust_domain,
             clusters: verifiers,
+            tokens: Mutex::new(HashMap::new()),
         })
     }
 
@@ -300,6 +326,29 @@ impl Authenticator {
         authorization: Option<&str>,
         client_cert: Option<&Certificate>,
     ) -> Result<Requester, AuthError> {
+        self.authenticate_with(authorization, client_cert, false)
+            .await
+    }
+
+    /// Like [`Self::authenticate`], for a sign request: a token seen live in the last
+    /// few seconds is taken from memory. Only for requests whose result is recorded
+    /// through [`crate::store::Store::commit`], which refuses a revoked token's
+    /// certificate in the same transaction that would record it.
+    pub async fn authenticate_to_sign(
+        &self,
+        authorization: Option<&str>,
+        client_cert: Option<&Certificate>,
+    ) -> Result<Requester, AuthError> {
+        self.authenticate_with(authorization, client_cert, true)
+            .await
+    }
+
+    async fn authenticate_with(
+        &self,
+        authorization: Option<&str>,
+        client_cert: Option<&Certificate>,
+        cached_token: bool,
+    ) -> Result<Requester, AuthError> {
         if let Some(header) = authorization {
             let credential = header
                 .strip_prefix("Bearer ")
@@ -308,7 +357,7 @@ impl Authenticator {
                 .filter(|c| !c.is_empty())
                 .ok_or(AuthError::Malformed)?;
             if credential.starts_with(TOKEN_PREFIX) {
-                return self.token(credential).await;
+                return self.token(credential, cached_token).await;
             }
             if credential.split('.').count() == 3 {
                 return self.service_account(credential);
@@ -321,22 +370,55 @@ impl Authenticator {
         Err(AuthError::Missing)
     }
 
-    async fn token(&self, token: &str) -> Result<Requester, AuthError> {
-        let record = self
-            .store
-            .token_by_hash(&token_hash(token))
-            .await?
-            .filter(|t| t.revoked_at.is_none())
-            .ok_or(AuthError::UnknownToken)?;
+    async fn token(&self, token: &str, cached: bool) -> Result<Requester, AuthError> {
+        let hash = token_hash(token);
+        let now = Instant::now();
+        let hit = cached.then(|| self.cached_token(&hash, now)).flatten();
+        let (id, policy) = match hit {
+            Some(hit) => hit,
+            None => {
+                let record = self
+                    .store
+                    .token_by_hash(&hash)
+                    .await?
+                    .filter(|t| t.revoked_at.is_none())
+                    .ok_or(AuthError::UnknownToken)?;
+                self.cache_token(hash, &record.id, &record.policy, now);
+                (record.id, record.policy)
+            }
+        };
         Ok(Requester {
             identity: Identity::Bound {
-                name: format!("token:{}", record.id),
-                policy: record.policy,
+                name: format!("token:{id}"),
+                policy,
             },
             method: AuthMethod::Token,
             cluster: None,
             namespace: None,
         })
+    }
+
+    fn cached_token(&self, hash: &str, now: Instant) -> Option<(String, String)> {
+        let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        tokens
+            .get(hash)
+            .filter(|t| now.saturating_duration_since(t.looked_up) < TOKEN_CACHE_TTL)
+            .map(|t| (t.id.clone(), t.policy.clone()))
+    }
+
+    fn cache_token(&self, hash: String, id: &str, policy: &str, now: Instant) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if tokens.len() >= TOKEN_CACHE_MAX {
+            tokens.clear();
+        }
+        tokens.insert(
+            hash,
+            CachedToken {
+                id: id.to_string(),
+                policy: policy.to_string(),
+                looked_up: now,
+            },
+        );
     }
 
     /// Verifies a service-account JWT against every cluster's keys.

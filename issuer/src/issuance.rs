@@ -84,6 +84,14 @@ pub enum IssueError {
     /// No such record (404).
     #[error("{0}")]
     NotFound(String),
+    /// The credential was revoked before the certificate could be recorded (401).
+    #[error("{message}")]
+    Unauthenticated {
+        /// Stable code.
+        code: &'static str,
+        /// Why.
+        message: String,
+    },
     /// The CA cannot sign now (an expired intermediate) (503).
     #[error("{message}")]
     Unavailable {
@@ -113,6 +121,7 @@ impl IssueError {
         match self {
             IssueError::BadRequest { code, .. }
             | IssueError::Denied { code, .. }
+            | IssueError::Unauthenticated { code, .. }
             | IssueError::Unavailable { code, .. } => code,
             IssueError::NotFound(_) => "not_found",
             IssueError::Storage(_) => "storage_unavailable",
@@ -125,6 +134,10 @@ impl From<StoreError> for IssueError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => IssueError::NotFound("no such certificate".into()),
+            StoreError::RevokedToken => IssueError::Unauthenticated {
+                code: "unknown_token",
+                message: StoreError::RevokedToken.to_string(),
+            },
             other => IssueError::Storage(other),
         }
     }
@@ -228,11 +241,15 @@ impl Issuer {
             }
             Err(e) => {
                 match e {
-                    IssueError::Denied { .. } => self.metrics.deny(e.code()),
+                    IssueError::Denied { .. } | IssueError::Unauthenticated { .. } => {
+                        self.metrics.deny(e.code())
+                    }
                     _ => self.metrics.fail(e.code()),
                 }
                 let outcome = match e {
-                    IssueError::Denied { .. } => Outcome::Denied,
+                    IssueError::Denied { .. } | IssueError::Unauthenticated { .. } => {
+                        Outcome::Denied
+                    }
                     IssueError::BadRequest { .. } | IssueError::NotFound(_) => Outcome::Rejected,
                     IssueError::Storage(_)
                     | IssueError::Internal(_)

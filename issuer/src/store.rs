@@ -27,6 +27,9 @@ pub enum StoreError {
     /// The record does not exist.
     #[error("not found")]
     NotFound,
+    /// A certificate asked for with a token that is no longer live: not recorded.
+    #[error("unknown or revoked token")]
+    RevokedToken,
     /// The storage URL is not one canopy understands.
     #[error("storage url must start with sqlite: or postgres:// (got scheme {0:?})")]
     BadUrl(String),
@@ -413,12 +416,25 @@ impl Store {
     }
 
     /// Commits every write in one transaction: all or nothing.
+    ///
+    /// A certificate asked for with a token (`auth_method` `token`, requester
+    /// `token:ID`) is recorded only if that token is live in this same transaction,
+    /// else nothing is and the answer is [`StoreError::RevokedToken`]: a token revoked
+    /// by any replica or the CLI gets no certificate from the moment it is revoked,
+    /// even when the requester was authenticated from a cache.
     pub async fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
         let mut certificates = Vec::with_capacity(writes.len());
         let mut events = Vec::with_capacity(writes.len());
+        let mut tokens: Vec<&str> = Vec::new();
         for write in writes {
             match write {
                 Write::Issued(cert, event) => {
+                    if cert.auth_method == "token" {
+                        let id = cert.requester.strip_prefix("token:").unwrap_or_default();
+                        if !tokens.contains(&id) {
+                            tokens.push(id);
+                        }
+                    }
                     certificates.push(&**cert);
                     events.push(event);
                 }
@@ -428,6 +444,22 @@ impl Store {
         macro_rules! body {
             ($kind:tt, $pool:expr) => {{
                 let mut tx = begin_write!($kind $pool);
+                if !tokens.is_empty() {
+                    let placeholders: Vec<String> =
+                        (1..=tokens.len()).map(|i| format!("${i}")).collect();
+                    let sql = format!(
+                        "SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL AND id IN ({})",
+                        placeholders.join(", ")
+                    );
+                    let mut query = sqlx::query_scalar::<_, i64>(&sql);
+                    for id in &tokens {
+                        query = query.bind(*id);
+                    }
+                    let live = query.fetch_one(&mut *tx).await?;
+                    if live != tokens.len() as i64 {
+                        return Err(StoreError::RevokedToken);
+                    }
+                }
                 for chunk in certificates.chunks(ROWS_PER_INSERT) {
                     let sql = multi_row_insert(
                         "INSERT INTO certificates (serial, spiffe_id, subject, dns_names, ip_addresses, \
