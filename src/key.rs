@@ -355,15 +355,15 @@ impl KeyPair {
         let doc = info
             .encrypt_with_params(params, passphrase.bytes())
             .map_err(|_| KeyError::Encryption)?;
-        Ok(Zeroizing::new(pem_encode(
+        Ok(crate::pem::encode_secret(
             "ENCRYPTED PRIVATE KEY",
             doc.as_bytes(),
-        )))
+        ))
     }
 
     /// The key unencrypted as PKCS#8 `PRIVATE KEY` PEM (only for consumers that need it, like istiod).
     pub fn to_unencrypted_pem(&self) -> Zeroizing<String> {
-        Zeroizing::new(pem_encode("PRIVATE KEY", &self.pkcs8_der()))
+        crate::pem::encode_secret("PRIVATE KEY", &self.pkcs8_der())
     }
 
     /// PKCS#8 v1 DER: the optional public key of v2 (aws-lc writes it for Ed25519) is dropped,

@@ -525,11 +525,10 @@ fn a_dropped_key_is_not_in_a_core_dump() {
     );
 }
 
-/// Finding: `KeyPair::to_unencrypted_pem` (and `to_encrypted_pem`' s PEM step) goes through
-/// `src/pem.rs::encode`, which copies the DER into a `pem::Pem` that is dropped without
-/// zeroizing: one whole PKCS#8 DER stays in freed heap memory after the key is dropped.
+/// A key written as PEM and then dropped leaves no copy either: the PEM step writes into
+/// one wiped allocation (`canopy::pem::encode_secret`; it once went through `pem::Pem`,
+/// whose buffer was freed unwiped, and this test found it).
 #[test]
-#[ignore = "finding: src/pem.rs encode() copies key DER into pem::Pem without zeroizing (core owner to fix, then un-ignore)"]
 fn a_key_written_as_pem_then_dropped_is_not_in_a_core_dump() {
     let (_, dropped) = core_dump_counts("pem,sign");
     assert_eq!(

@@ -254,6 +254,64 @@ fn tampered_ledger_is_found_and_blocks_signing() {
 }
 
 #[test]
+fn entries_cut_off_the_end_of_the_ledger_fail_against_the_written_down_head() {
+    let s = setup();
+    run_ok(&mut sign(&s, &s.csr, &s.pass));
+    let serial = serde_json::from_str::<serde_json::Value>(&run_ok(
+        pkictl()
+            .args(["inspect", "--output", "json"])
+            .arg(s.root.join("intermediates/aws/cert.pem")),
+    ))
+    .unwrap()["files"][0]["objects"][0]["serial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    run_ok(
+        pkictl()
+            .args(["revoke", "--reason", "superseded", "--root"])
+            .arg(&s.root)
+            .arg(&serial),
+    );
+    let out = run_ok(pkictl().args(["ledger", "--verify", "--root"]).arg(&s.root));
+    let head = out
+        .lines()
+        .find_map(|l| l.strip_prefix("head: entry 3 hash "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no head line in:\n{out}"))
+        .to_owned();
+    run_ok(
+        pkictl()
+            .args(["ledger", "--verify", "--expect-head", &head[..16], "--root"])
+            .arg(&s.root),
+    );
+
+    // Cut the revocation off the end: the chain is still intact and no file is
+    // unaccounted for, so only the written-down head shows it.
+    let ledger = s.root.join("ledger.jsonl");
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    let kept: Vec<&str> = text.lines().take(2).collect();
+    std::fs::write(&ledger, kept.join("\n") + "\n").unwrap();
+    run_ok(pkictl().args(["ledger", "--verify", "--root"]).arg(&s.root));
+    let err = run_fails(
+        pkictl()
+            .args(["ledger", "--verify", "--expect-head", &head, "--root"])
+            .arg(&s.root),
+        1,
+    );
+    assert!(
+        one_line(&err).contains("entries were removed from its end"),
+        "{err}"
+    );
+    let err = run_fails(
+        pkictl()
+            .args(["ledger", "--verify", "--expect-head", "xyz", "--root"])
+            .arg(&s.root),
+        1,
+    );
+    assert!(err.contains("12 or more digits"), "{err}");
+}
+
+#[test]
 fn a_certificate_file_missing_from_the_ledger_fails_verification() {
     let s = setup();
     // A certificate dropped into the root directory that the ledger never recorded.

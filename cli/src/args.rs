@@ -256,6 +256,10 @@ pub struct LedgerArgs {
     /// Check the hash chain and that every certificate file under the root is in the ledger.
     #[arg(long)]
     pub verify: bool,
+    /// With --verify: the last entry's hash as written down after the last ceremony (a
+    /// prefix of 12 or more hex digits); catches entries cut off the end of the ledger.
+    #[arg(long, value_name = "HASH", requires = "verify")]
+    pub expect_head: Option<String>,
     #[command(flatten)]
     pub output: OutputArgs,
 }

@@ -50,6 +50,9 @@ pub fn run(args: &LedgerArgs) -> Result<()> {
                 }
             }
         }
+        if let Some(expected) = &args.expect_head {
+            check_head(&entries, expected)?;
+        }
         if !missing.is_empty() {
             return Err(user(format!(
                 "ledger does not account for every file: {}",
@@ -62,6 +65,7 @@ pub fn run(args: &LedgerArgs) -> Result<()> {
             "entries": entries,
             "verified": args.verify,
             "files_checked": checked,
+            "head": entries.last().map(|e| json!({"seq": e.seq, "hash": e.hash})),
         })),
         Format::Text => {
             for e in &entries {
@@ -96,10 +100,47 @@ pub fn run(args: &LedgerArgs) -> Result<()> {
                     entries.len(),
                     root.dir().display()
                 );
+                if let Some(head) = entries.last() {
+                    println!(
+                        "head: entry {} hash {} (keep it with the ceremony record; --expect-head checks it)",
+                        head.seq, head.hash
+                    );
+                }
             }
         }
     }
     Ok(())
+}
+
+/// The ledger must end at the entry whose hash starts with `expected`: an entry cut off
+/// the end leaves a valid chain, and only a copy of the last hash shows it.
+fn check_head(entries: &[canopy::ledger::Entry], expected: &str) -> Result<()> {
+    let expected = expected.trim().to_ascii_lowercase();
+    if expected.len() < 12 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(user(
+            "--expect-head takes the hex hash printed by `pkictl ledger --verify` (12 or more digits)",
+        ));
+    }
+    let Some(head) = entries.last() else {
+        return Err(user(format!(
+            "the ledger is empty; expected it to end at hash {expected}"
+        )));
+    };
+    if head.hash.starts_with(&expected) {
+        return Ok(());
+    }
+    match entries.iter().find(|e| e.hash.starts_with(&expected)) {
+        Some(e) => Err(user(format!(
+            "the ledger has {} entries after the expected head (entry {}): review them with `pkictl ledger`",
+            head.seq - e.seq,
+            e.seq
+        ))),
+        None => Err(user(format!(
+            "the ledger does not contain the expected head {expected}: entries were removed from its end \
+             (it now ends at entry {} hash {}); restore it from the ceremony backup",
+            head.seq, head.hash
+        ))),
+    }
 }
 
 fn pem_files(dir: &Path) -> Vec<PathBuf> {

@@ -87,9 +87,7 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(axum::middleware::from_fn(
-            move |req: Request, next: axum::middleware::Next| {
-                reject_oversized(body_limit, req, next)
-            },
+            move |req: Request, next: axum::middleware::Next| buffer_body(body_limit, req, next),
         ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -98,9 +96,15 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .with_state(state)
 }
 
-/// Refuses a declared body over the limit before reading it (and before a client
-/// waiting on `Expect: 100-continue` sends it).
-async fn reject_oversized(limit: usize, req: Request, next: axum::middleware::Next) -> Response {
+/// Reads the whole request body (at most `limit` bytes) before any handler runs.
+///
+/// A declared body over the limit is refused before it is read (and before a client
+/// waiting on `Expect: 100-continue` sends it); an undeclared one when it passes the
+/// limit. Reading the rest first means an early answer (401, 403, 429) is never sent
+/// while the client is still sending: over HTTP/2 that answer would end with a
+/// RST_STREAM, which some clients (curl 7.88) report as a failed transfer.
+async fn buffer_body(limit: usize, req: Request, next: axum::middleware::Next) -> Response {
+    use http_body_util::BodyExt as _;
     let declared = req
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
@@ -109,7 +113,19 @@ async fn reject_oversized(limit: usize, req: Request, next: axum::middleware::Ne
     if declared.is_some_and(|n| n > limit as u64) {
         return body_too_large().into_response();
     }
-    next.run(req).await
+    let (parts, body) = req.into_parts();
+    let bytes = match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return body_too_large().into_response()
+        }
+        Err(_) => {
+            return ApiError::bad("bad_request", "the request body could not be read")
+                .into_response()
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 fn body_too_large() -> ApiError {
@@ -634,9 +650,15 @@ async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// How long `/readyz` waits for the database to answer.
+const READY_PING_TIMEOUT: Duration = Duration::from_millis(800);
+
 async fn readyz(State(state): State<AppState>) -> Response {
     let now = OffsetDateTime::now_utc();
-    if state.issuer.store().ping().await.is_err() {
+    // A database that does not answer in time is down: answer 503 inside the kubelet
+    // probe's default 1 s timeout instead of timing the probe out.
+    let ping = tokio::time::timeout(READY_PING_TIMEOUT, state.issuer.store().ping()).await;
+    if !matches!(ping, Ok(Ok(()))) {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",

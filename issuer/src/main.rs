@@ -58,9 +58,8 @@ enum Command {
     Status {
         #[command(flatten)]
         source: Source,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
 }
 
@@ -73,9 +72,8 @@ enum CacertsCommand {
         /// Run one pass and exit (`serve` keeps cacerts in sync continuously).
         #[arg(long)]
         once: bool,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArgs,
         #[command(flatten)]
         source: Source,
     },
@@ -107,6 +105,32 @@ enum AuditCommand {
         #[command(flatten)]
         source: Source,
     },
+}
+
+/// How a report is printed.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// For people.
+    Text,
+    /// For programs.
+    Json,
+}
+
+/// `--output text|json` (and `--json`, the same as `--output json`).
+#[derive(Args)]
+struct OutputArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    output: Format,
+    /// Same as `--output json`.
+    #[arg(long)]
+    json: bool,
+}
+
+impl OutputArgs {
+    fn json(&self) -> bool {
+        self.json || self.output == Format::Json
+    }
 }
 
 /// Where the configuration comes from.
@@ -232,7 +256,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Cacerts {
-            command: CacertsCommand::Sync { once, json, source },
+            command:
+                CacertsCommand::Sync {
+                    once,
+                    output,
+                    source,
+                },
         } => {
             if !once {
                 bail!("use `cacerts sync --once` (serve keeps cacerts in sync continuously)");
@@ -247,7 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 canopy_issuer::istio::sync_once(setup, store.clone(), canopy_issuer::clock::now())
                     .await;
             store.close().await;
-            if json {
+            if output.json() {
                 println!("{}", serde_json::to_string_pretty(&report.to_json())?);
             } else {
                 print!("{report}");
@@ -268,13 +297,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { source, json } => {
+        Command::Status { source, output } => {
             let (config, _) = load(&source, None).await?;
             let Some(setup) = config.istio_setup()? else {
                 bail!("no cluster in the config has `istio` settings");
             };
             let report = canopy_issuer::istio::status(setup, canopy_issuer::clock::now()).await;
-            if json {
+            if output.json() {
                 println!("{}", serde_json::to_string_pretty(&report.to_json())?);
             } else {
                 print!("{report}");

@@ -68,9 +68,11 @@ async fn run(store: Store, mut receiver: mpsc::Receiver<Pending>) {
                     let _ = waiter.send(Ok(()));
                 }
             }
-            // One bad write (say, a duplicate serial) must not fail the others:
-            // retry them one by one.
-            Err(_) if writes.len() > 1 => {
+            // One bad write (a duplicate serial, a token revoked meanwhile) must not
+            // fail the others: retry them one by one. Storage that is down fails them
+            // all at once, so every caller hears 503 now instead of waiting for one
+            // connection timeout per write.
+            Err(StoreError::Duplicate(_) | StoreError::RevokedToken) if writes.len() > 1 => {
                 for (write, waiter) in writes.into_iter().zip(waiters) {
                     let result = store.commit(std::slice::from_ref(&write)).await;
                     let _ = waiter.send(result);

@@ -440,6 +440,72 @@ async fn api_server_errors_are_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_watches_and_slow_answers_converge() {
+    let (env, running) = aws().await;
+    let server = &env.cluster("aws").server;
+    let csr = workload_csr("team-a", "app");
+    create(
+        &env,
+        "team-a",
+        "before",
+        &csr.pem,
+        cluster_issuer_ref("canopy"),
+        istio_csr_spec(),
+    );
+    approve(server, "team-a", "before").await;
+    wait_reason(server, "team-a", "before", "Issued").await;
+
+    // Every watch stream is cut, and the watches opened again hang (a slow API server)
+    // while a request arrives; the controllers must come back by themselves.
+    server.set_fault_scoped(
+        Fault::Hang { count: None },
+        FaultScope {
+            verb: Some("watch".into()),
+            ..FaultScope::default()
+        },
+    );
+    server.set_fault(Fault::DropWatches);
+    let csr2 = workload_csr("team-a", "app2");
+    create(
+        &env,
+        "team-a",
+        "during",
+        &csr2.pem,
+        cluster_issuer_ref("canopy"),
+        istio_csr_spec(),
+    );
+    approve(server, "team-a", "during").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.set_fault(Fault::None);
+    wait_reason(server, "team-a", "during", "Issued").await;
+
+    // Cut again with nothing hanging: a request after the reconnect is served too.
+    server.set_fault(Fault::DropWatches);
+    let csr3 = workload_csr("team-a", "app3");
+    create(
+        &env,
+        "team-a",
+        "after",
+        &csr3.pem,
+        cluster_issuer_ref("canopy"),
+        istio_csr_spec(),
+    );
+    approve(server, "team-a", "after").await;
+    wait_reason(server, "team-a", "after", "Issued").await;
+    let watches = server
+        .request_log()
+        .iter()
+        .filter(|r| {
+            r.path.contains("certificaterequests")
+                && matches!(r.query_param("watch").as_deref(), Some("true" | "1"))
+        })
+        .count();
+    assert!(watches >= 2, "the controller watched again after the cut");
+    assert_eq!(env.records().await.len(), 3, "each signed once");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_between_sign_and_status_write_does_not_sign_twice() {
     let env = Env::new(&["aws"]).await;
     let server = &env.cluster("aws").server;

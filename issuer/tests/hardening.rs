@@ -208,38 +208,57 @@ fn oversized_bodies_are_refused_declared_or_chunked() {
         text.lines().next()
     );
 
-    // HTTP/2 (curl, ALPN h2) with a body of undeclared length: a clean 413.
+    // HTTP/2 (curl, ALPN h2) with a body of undeclared length: the server answers 413
+    // once the body passes the limit and resets the rest of the stream (RST_STREAM
+    // NO_ERROR, RFC 9113 section 8.1). curl 7.88, still uploading, often reports that
+    // reset as exit 92 without showing the answer; so several tries, each must be a
+    // clean 413 or that reset, and at least one must show the 413.
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root.pem");
     std::fs::write(&root, &env.root).unwrap();
     let big = dir.path().join("big.json");
     std::fs::write(&big, vec![b' '; 1024 * 1024]).unwrap();
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--http2", "--max-time", "30", "--cacert"])
-        .arg(&root)
-        .arg("--resolve")
-        .arg(format!("localhost:{}:127.0.0.1", env.server.addr.port()))
-        .args(["-H", &format!("Authorization: Bearer {}", env.token)])
-        .args([
-            "-H",
-            "Content-Type: application/json",
-            "-H",
-            "Transfer-Encoding: chunked",
-        ])
-        .arg("--data-binary")
-        .arg(format!("@{}", big.display()))
-        .args(["-w", "\n%{http_version} %{http_code}"])
-        .arg(format!(
-            "https://localhost:{}/v1/sign",
-            env.server.addr.port()
-        ))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let mut clean_413 = 0;
+    for _ in 0..20 {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--http2", "--max-time", "30", "--cacert"])
+            .arg(&root)
+            .arg("--resolve")
+            .arg(format!("localhost:{}:127.0.0.1", env.server.addr.port()))
+            .args(["-H", &format!("Authorization: Bearer {}", env.token)])
+            .args([
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                "Transfer-Encoding: chunked",
+            ])
+            .arg("--data-binary")
+            .arg(format!("@{}", big.display()))
+            .args(["-w", "\n%{http_version} %{http_code}"])
+            .arg(format!(
+                "https://localhost:{}/v1/sign",
+                env.server.addr.port()
+            ))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.ends_with("2 413") && text.contains("body_too_large") {
+            clean_413 += 1;
+            if clean_413 == 2 {
+                break;
+            }
+            continue;
+        }
+        assert_eq!(
+            out.status.code(),
+            Some(92),
+            "HTTP/2 undeclared 1 MiB body: neither a 413 nor a reset stream: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     assert!(
-        text.ends_with("2 413") && text.contains("body_too_large"),
-        "HTTP/2 undeclared 1 MiB body: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
+        clean_413 > 0,
+        "HTTP/2 undeclared 1 MiB body: no 413 seen in 20 tries"
     );
     still_serving(&mut env);
 }

@@ -46,7 +46,9 @@ async fn sync_once_writes_every_cluster_is_idempotent_and_reports_failures() {
     let (rv_aws, rv_azure) = (mesh.rv("aws"), mesh.rv("azure"));
 
     // Re-running (as a pre-upgrade hook does) writes nothing.
-    let out = issuer(&["cacerts", "sync", "--once", "--json", "--config", config]);
+    let out = issuer(&[
+        "cacerts", "sync", "--once", "--output", "json", "--config", config,
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["clusters"].as_array().unwrap().len(), 2, "{report}");
