@@ -439,20 +439,26 @@ async fn api_server_errors_are_retried() {
     running.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropped_watches_and_slow_answers_converge() {
-    let (env, running) = aws().await;
-    let server = &env.cluster("aws").server;
-    let csr = workload_csr("team-a", "app");
+/// Creates an istio-csr style request for `team-a/SA` named `name` in cluster aws, and
+/// approves it.
+async fn create_approved(env: &Env, name: &str, sa: &str) {
+    let csr = workload_csr("team-a", sa);
     create(
-        &env,
+        env,
         "team-a",
-        "before",
+        name,
         &csr.pem,
         cluster_issuer_ref("canopy"),
         istio_csr_spec(),
     );
-    approve(server, "team-a", "before").await;
+    approve(&env.cluster("aws").server, "team-a", name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_watches_and_slow_answers_converge() {
+    let (env, running) = aws().await;
+    let server = &env.cluster("aws").server;
+    create_approved(&env, "before", "app").await;
     wait_reason(server, "team-a", "before", "Issued").await;
 
     // Every watch stream is cut, and the watches opened again hang (a slow API server)
@@ -465,32 +471,14 @@ async fn dropped_watches_and_slow_answers_converge() {
         },
     );
     server.set_fault(Fault::DropWatches);
-    let csr2 = workload_csr("team-a", "app2");
-    create(
-        &env,
-        "team-a",
-        "during",
-        &csr2.pem,
-        cluster_issuer_ref("canopy"),
-        istio_csr_spec(),
-    );
-    approve(server, "team-a", "during").await;
+    create_approved(&env, "during", "app2").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.set_fault(Fault::None);
     wait_reason(server, "team-a", "during", "Issued").await;
 
     // Cut again with nothing hanging: a request after the reconnect is served too.
     server.set_fault(Fault::DropWatches);
-    let csr3 = workload_csr("team-a", "app3");
-    create(
-        &env,
-        "team-a",
-        "after",
-        &csr3.pem,
-        cluster_issuer_ref("canopy"),
-        istio_csr_spec(),
-    );
-    approve(server, "team-a", "after").await;
+    create_approved(&env, "after", "app3").await;
     wait_reason(server, "team-a", "after", "Issued").await;
     let watches = server
         .request_log()

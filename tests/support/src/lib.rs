@@ -99,6 +99,25 @@ pub fn openssl() -> Command {
     c
 }
 
+/// `openssl req` that makes an unencrypted P-256 key at `key` and a CSR at `csr` with
+/// the given subject and, if any, one `subjectAltName` extension (e.g. `URI:spiffe://...`).
+pub fn openssl_p256_csr(key: &Path, csr: &Path, subject: &str, san: Option<&str>) -> Output {
+    let mut c = openssl();
+    c.args([
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+    ])
+    .args(["-nodes", "-subj", subject]);
+    if let Some(san) = san {
+        c.arg("-addext").arg(format!("subjectAltName={san}"));
+    }
+    run(c.arg("-keyout").arg(key).arg("-out").arg(csr))
+}
+
 /// `openssl verify -x509_strict` of `cert` against `root` with optional untrusted chain.
 pub fn openssl_verify(root: &Path, untrusted: Option<&Path>, cert: &Path) -> Output {
     let mut c = openssl();
