@@ -6,8 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-snapshot="${CANOPY_ADVISORY_DB:-../shared/advisory-db}"
-[ -d "$snapshot/crates" ] || { echo "advisory snapshot not found at $snapshot (set CANOPY_ADVISORY_DB)" >&2; exit 1; }
+# The snapshot lives beside the checkout (../shared); a clone made elsewhere on the same
+# machine finds it at the workplace's fixed path.
+snapshot=""
+for candidate in "${CANOPY_ADVISORY_DB:-}" ../shared/advisory-db /work/shared/advisory-db; do
+  if [ -n "$candidate" ] && [ -d "$candidate/crates" ]; then snapshot=$candidate; break; fi
+done
+[ -n "$snapshot" ] || { echo "advisory snapshot not found in ../shared/advisory-db or /work/shared/advisory-db (set CANOPY_ADVISORY_DB)" >&2; exit 1; }
 command -v cargo-deny >/dev/null 2>&1 || cargo install --locked --quiet cargo-deny
 
 db=target/advisory-dbs/advisory-db-3157b0e258782691
