@@ -1,17 +1,15 @@
 //! PEM text as canopy writes it: 64-column lines, LF, a final newline.
 
-/// Encodes DER as a PEM block with the given tag.
+/// Encodes DER as a PEM block with the given tag (the same text as [`encode_secret`],
+/// which writes it; public data needs no wiping, so the text is moved out).
 pub fn encode(tag: &str, der: &[u8]) -> String {
-    ::pem::encode_config(
-        &::pem::Pem::new(tag, der.to_vec()),
-        ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF),
-    )
+    std::mem::take(&mut *encode_secret(tag, der))
 }
 
-/// Encodes secret DER (a private key) as PEM, byte for byte as [`encode`] does, without
-/// leaving a copy of the secret behind in freed memory: the text is written into one
-/// allocation of its final size (a growing `String` would leave its old buffers behind),
-/// a line at a time through a buffer that is wiped, and the result wipes itself on drop.
+/// Encodes DER (a private key, say) as PEM without leaving a copy of it behind in freed
+/// memory: the text is written into one allocation of its final size (a growing `String`
+/// would leave its old buffers behind), a line at a time through a buffer that is wiped,
+/// and the result wipes itself on drop.
 pub fn encode_secret(tag: &str, der: &[u8]) -> zeroize::Zeroizing<String> {
     use base64::Engine as _;
     const BEGIN: &str = "-----BEGIN ";
@@ -48,11 +46,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn secret_encoding_is_the_same_text_in_one_allocation() {
+    fn encoding_matches_the_pem_crate_in_one_allocation() {
         for n in [0usize, 1, 2, 3, 47, 48, 49, 95, 96, 97, 121, 138, 1218] {
             let der: Vec<u8> = (0..n).map(|i| (i * 7 + 3) as u8).collect();
             let secret = encode_secret("PRIVATE KEY", &der);
-            assert_eq!(*secret, encode("PRIVATE KEY", &der), "length {n}");
+            let by_pem_crate = ::pem::encode_config(
+                &::pem::Pem::new("PRIVATE KEY", der.clone()),
+                ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF),
+            );
+            assert_eq!(*secret, by_pem_crate, "length {n}");
             assert_eq!(secret.capacity(), secret.len(), "length {n}");
         }
     }

@@ -11,26 +11,14 @@ use serde_json::json;
 fn burst_then_kill(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    dev_material(dir);
     let pg = (backend == Backend::Postgres).then(PgDb::create);
     let url = pg
         .as_ref()
         .map(|d| d.url.clone())
         .unwrap_or_else(|| "sqlite:crash.db".into());
-    let jwt = JwtKey::new("k");
-    let config = write_config(
-        dir,
-        &url,
-        &jwt.jwks,
-        "  burst: 100000\n  rate_per_second: 100000",
-    );
-    let config_s = config.to_str().unwrap();
-    let (ok, out, err) = run_bin(&["token", "create", "--policy", "dev", "--config", config_s]);
-    assert!(ok, "{err}");
-    let token = out.trim().to_string();
-    let mut server = Server::start(&["serve", "--config", config_s], dir);
-    let root = std::fs::read_to_string(dir.join("root.pem")).unwrap();
-    let client = Client::new(server.addr, &root, None);
+    let issuer = Configured::new(dir, &url, "  burst: 100000\n  rate_per_second: 100000");
+    let (config_s, token) = (issuer.config.as_str(), issuer.token.clone());
+    let (mut server, client) = issuer.serve(dir);
 
     let received = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -86,8 +74,7 @@ fn burst_then_kill(backend: Backend) {
     assert!(received.len() >= 40);
 
     // Restart on the same storage: every certificate a client got is there.
-    let server = Server::start(&["serve", "--config", config_s], dir);
-    let client = Client::new(server.addr, &root, None);
+    let (_server, client) = issuer.serve(dir);
     let auth = format!("Bearer {token}");
     for serial in &received {
         let r = client.get(

@@ -66,18 +66,12 @@ fn file_size(path: &std::path::Path) -> u64 {
 fn disk_full_answers_503_records_everything_returned_and_recovers() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    dev_material(dir);
-    let jwt = JwtKey::new("k1");
-    let config = write_config(
+    let issuer = Configured::new(
         dir,
         "sqlite:full.db",
-        &jwt.jwks,
         "  burst: 100000\n  rate_per_second: 100000",
     );
-    let config_s = config.to_str().unwrap().to_string();
-    let (ok, out, err) = run_bin(&["token", "create", "--policy", "dev", "--config", &config_s]);
-    assert!(ok, "{out}{err}");
-    let token = out.trim().to_string();
+    let (config_s, token) = (issuer.config.clone(), issuer.token.clone());
     let db = dir.join("full.db");
     let wal = dir.join("full.db-wal");
     // Room for the start (listener certificate) and some signing, then full.
@@ -85,8 +79,7 @@ fn disk_full_answers_503_records_everything_returned_and_recovers() {
     let kib = biggest / 1024 + 192;
     let mut server = start_limited(&config_s, kib);
     let pid = server.child.id();
-    let root = std::fs::read_to_string(dir.join("root.pem")).unwrap();
-    let client = Client::new(server.addr, &root, None);
+    let client = Client::new(server.addr, &issuer.root, None);
     let sign = || {
         let c = csr(Some(&format!("spiffe://{TD}/ns/default/sa/web")), &[]);
         client.post_json("/v1/sign", Some(&token), &json!({"csr": c.pem}))

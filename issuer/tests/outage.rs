@@ -18,17 +18,10 @@ use time::{Duration, OffsetDateTime};
 fn storage_outage_answers_503_then_recovers() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    dev_material(dir);
     let db = PgDb::create();
-    let jwt = JwtKey::new("k");
-    let config = write_config(dir, &db.url, &jwt.jwks, "  burst: 1000");
-    let config_s = config.to_str().unwrap();
-    let (ok, out, err) = run_bin(&["token", "create", "--policy", "dev", "--config", config_s]);
-    assert!(ok, "{err}");
-    let token = out.trim().to_string();
-    let server = Server::start(&["serve", "--config", config_s], dir);
-    let root = std::fs::read_to_string(dir.join("root.pem")).unwrap();
-    let client = Client::new(server.addr, &root, None);
+    let issuer = Configured::new(dir, &db.url, "  burst: 1000");
+    let (config_s, token) = (issuer.config.as_str(), issuer.token.clone());
+    let (_server, client) = issuer.serve(dir);
     let c = csr(Some(&format!("spiffe://{TD}/ns/default/sa/web")), &[]);
     assert_eq!(
         client

@@ -254,21 +254,9 @@ fn pg_stop_start_under_load_503s_then_recovers_and_loses_nothing() {
 
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    dev_material(dir);
-    let jwt = JwtKey::new("k");
-    let config = write_config(
-        dir,
-        &pg.url(),
-        &jwt.jwks,
-        "  burst: 100000\n  rate_per_second: 100000",
-    );
-    let config_s = config.to_str().unwrap();
-    let (ok, out, err) = run_bin(&["token", "create", "--policy", "dev", "--config", config_s]);
-    assert!(ok, "token create: {out}{err}");
-    let token = out.trim().to_string();
-    let mut server = Server::start(&["serve", "--config", config_s], dir);
-    let root = std::fs::read_to_string(dir.join("root.pem")).unwrap();
-    let client = Client::new(server.addr, &root, None);
+    let issuer = Configured::new(dir, &pg.url(), "  burst: 100000\n  rate_per_second: 100000");
+    let (config_s, token) = (issuer.config.as_str(), issuer.token.clone());
+    let (mut server, client) = issuer.serve(dir);
 
     // CSRs made up front so the load is all signing; reused (serials are fresh).
     const THREADS: usize = 6;

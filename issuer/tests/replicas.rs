@@ -12,26 +12,12 @@ use serde_json::json;
 fn two_replicas_share_one_postgres() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    dev_material(dir);
     let db = PgDb::create();
-    let jwt = JwtKey::new("k");
-    let config = write_config(
-        dir,
-        &db.url,
-        &jwt.jwks,
-        "  burst: 100000\n  rate_per_second: 100000",
-    );
-    let config_s = config.to_str().unwrap();
-    let (ok, out, err) = run_bin(&["token", "create", "--policy", "dev", "--config", config_s]);
-    assert!(ok, "{err}");
-    let token = out.trim().to_string();
-    let a = Server::start(&["serve", "--config", config_s], dir);
-    let b = Server::start(&["serve", "--config", config_s], dir);
-    let root = std::fs::read_to_string(dir.join("root.pem")).unwrap();
-    let clients = [
-        Client::new(a.addr, &root, None),
-        Client::new(b.addr, &root, None),
-    ];
+    let issuer = Configured::new(dir, &db.url, "  burst: 100000\n  rate_per_second: 100000");
+    let (config_s, token) = (issuer.config.as_str(), issuer.token.clone());
+    let (a, client_a) = issuer.serve(dir);
+    let (_b, client_b) = issuer.serve(dir);
+    let clients = [client_a, client_b];
 
     // 8 threads, alternating replicas, 25 signs each.
     let per_thread = 25;

@@ -571,6 +571,43 @@ limits:
     path
 }
 
+/// The dev CA material in a folder, a config from [`write_config`] over it and a token of
+/// its `dev` policy: what a test needs before it runs `serve`.
+pub struct Configured {
+    /// The config file's path.
+    pub config: String,
+    /// A bearer token of policy `dev`.
+    pub token: String,
+    /// The root certificate (PEM) clients trust.
+    pub root: String,
+}
+
+impl Configured {
+    /// Prepares `dir` for an issuer on `storage_url` with `extra_limits` (see [`write_config`]).
+    pub fn new(dir: &Path, storage_url: &str, extra_limits: &str) -> Configured {
+        dev_material(dir);
+        let jwt = JwtKey::new("k");
+        let config = write_config(dir, storage_url, &jwt.jwks, extra_limits)
+            .to_str()
+            .unwrap()
+            .to_string();
+        let (ok, out, err) = run_bin(&["token", "create", "--policy", "dev", "--config", &config]);
+        assert!(ok, "token create: {out}{err}");
+        Configured {
+            config,
+            token: out.trim().to_string(),
+            root: std::fs::read_to_string(dir.join("root.pem")).unwrap(),
+        }
+    }
+
+    /// Starts `serve` with this config (its log in `dir`) and a client that trusts the root.
+    pub fn serve(&self, dir: &Path) -> (Server, Client) {
+        let server = Server::start(&["serve", "--config", &self.config], dir);
+        let client = Client::new(server.addr, &self.root, None);
+        (server, client)
+    }
+}
+
 /// Waits until `f` is true or panics after `secs`.
 pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool, what: &str) {
     let end = Instant::now() + Duration::from_secs(secs);
