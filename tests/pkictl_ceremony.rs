@@ -79,24 +79,7 @@ fn ceremony() -> Ceremony {
 
     let aws_key = work.join("aws.key");
     let aws_csr = work.join("aws.csr");
-    run_ok(
-        openssl()
-            .args([
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-subj",
-                "/CN=aws",
-                "-keyout",
-            ])
-            .arg(&aws_key)
-            .arg("-out")
-            .arg(&aws_csr),
-    );
+    canopy_testsupport::openssl_p256_csr(&aws_key, &aws_csr, "/CN=aws", None);
     ok(
         &mut log,
         pkictl()

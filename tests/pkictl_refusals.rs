@@ -51,24 +51,7 @@ fn setup() -> Setup {
             .arg(&pass),
     );
     let csr = work.join("aws.csr");
-    run_ok(
-        openssl()
-            .args([
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-subj",
-                "/CN=aws",
-                "-keyout",
-            ])
-            .arg(work.join("aws.key"))
-            .arg("-out")
-            .arg(&csr),
-    );
+    canopy_testsupport::openssl_p256_csr(&work.join("aws.key"), &csr, "/CN=aws", None);
     Setup {
         _tmp: tmp,
         work,
@@ -220,24 +203,7 @@ fn tampered_ledger_is_found_and_blocks_signing() {
     assert!(one_line(&err).contains("line 2"), "{err}");
     // Signing refuses while the ledger is damaged, and writes nothing.
     let csr2 = s.work.join("gcp.csr");
-    run_ok(
-        openssl()
-            .args([
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-subj",
-                "/CN=gcp",
-                "-keyout",
-            ])
-            .arg(s.work.join("gcp.key"))
-            .arg("-out")
-            .arg(&csr2),
-    );
+    canopy_testsupport::openssl_p256_csr(&s.work.join("gcp.key"), &csr2, "/CN=gcp", None);
     let before = snapshot(&s.work);
     let err = run_fails(
         pkictl()

@@ -100,8 +100,9 @@ pub fn openssl() -> Command {
 }
 
 /// `openssl req` that makes an unencrypted P-256 key at `key` and a CSR at `csr` with
-/// the given subject and, if any, one `subjectAltName` extension (e.g. `URI:spiffe://...`).
-pub fn openssl_p256_csr(key: &Path, csr: &Path, subject: &str, san: Option<&str>) -> Output {
+/// the given subject and, if any, one `subjectAltName` extension (e.g. `URI:spiffe://...`);
+/// panics with openssl's output if it fails.
+pub fn openssl_p256_csr(key: &Path, csr: &Path, subject: &str, san: Option<&str>) {
     let mut c = openssl();
     c.args([
         "req",
@@ -115,7 +116,7 @@ pub fn openssl_p256_csr(key: &Path, csr: &Path, subject: &str, san: Option<&str>
     if let Some(san) = san {
         c.arg("-addext").arg(format!("subjectAltName={san}"));
     }
-    run(c.arg("-keyout").arg(key).arg("-out").arg(csr))
+    run_ok(c.arg("-keyout").arg(key).arg("-out").arg(csr));
 }
 
 /// `openssl verify -x509_strict` of `cert` against `root` with optional untrusted chain.
