@@ -36,7 +36,7 @@ fn fixture() -> &'static Fixture {
         let cluster: ClusterConfig = serde_json::from_value(serde_json::json!({
             "name": "eks-fuzz",
             "intermediate": "aws",
-            "jwt": {"audiences": ["canopy-issuer"], "jwks": jwks},
+            "jwt": {"audiences": ["canopy-issuer"], "issuer": "https://kubernetes.default.svc", "jwks": jwks},
         }))
         .expect("cluster config");
         let store = runtime
@@ -47,7 +47,7 @@ fn fixture() -> &'static Fixture {
             })
             .expect("store");
         let td = "mesh.example".parse().expect("trust domain");
-        let auth = Authenticator::new(store, td, &[cluster]).expect("authenticator");
+        let auth = Authenticator::new(store, td, &[cluster], Vec::new()).expect("authenticator");
         Fixture {
             runtime,
             auth,

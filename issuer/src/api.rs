@@ -368,18 +368,18 @@ async fn sign(
         })?),
         None => None,
     };
-    let issued = state
-        .issuer
-        .issue(
-            &requester,
-            SignRequest {
-                csr: body.csr,
-                profile: body.profile,
-                ttl,
-                intermediate: body.intermediate,
-            },
-        )
-        .await?;
+    let request =
+        match SignRequest::parse(&body.csr, body.profile.as_deref(), ttl, body.intermediate) {
+            Ok(request) => request,
+            Err(e) => {
+                state
+                    .issuer
+                    .refused(&requester, &e, crate::clock::now())
+                    .await;
+                return Err(e.into());
+            }
+        };
+    let issued = state.issuer.issue(&requester, request).await?;
     if wants_pem(&headers) {
         return Ok(pem_response(Certificate::pem_of(&issued.chain)));
     }
@@ -480,6 +480,9 @@ pub struct RevokeBody {
     serial: String,
     #[serde(default)]
     reason: Option<String>,
+    /// Also put the certificate's SPIFFE ID on the deny list (operators only).
+    #[serde(default)]
+    deny_renewal: bool,
 }
 
 async fn revoke(
@@ -489,7 +492,12 @@ async fn revoke(
 ) -> Result<Json<Value>, ApiError> {
     let outcome = state
         .issuer
-        .revoke(&requester, &body.serial, body.reason.as_deref())
+        .revoke(
+            &requester,
+            &body.serial,
+            body.reason.as_deref(),
+            body.deny_renewal,
+        )
         .await?;
     let (record, already) = match outcome {
         Revocation::Revoked(r) => (r, false),

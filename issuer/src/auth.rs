@@ -28,6 +28,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::{ClusterConfig, ClusterName};
+use crate::policy::Presented;
 use crate::store::{Store, StoreError};
 
 /// Prefix of canopy bearer tokens (tells them apart from JWTs at a glance).
@@ -36,13 +37,17 @@ pub const TOKEN_PREFIX: &str = "cnpy_";
 /// How the requester proved who it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthMethod {
-    /// mTLS client certificate.
+    /// mTLS client certificate issued by canopy.
     Mtls,
     /// canopy bearer token.
     Token,
     /// Kubernetes service-account JWT.
     Kubernetes,
-    /// A component of this issuer (a controller), not a network caller.
+    /// A cert-manager CertificateRequest (its creator, as cert-manager's webhook wrote it).
+    CertManager,
+    /// A Kubernetes CertificateSigningRequest (its creator, as the API server wrote it).
+    CsrApi,
+    /// A component of this issuer, not a network caller.
     Internal,
 }
 
@@ -53,73 +58,180 @@ impl AuthMethod {
             AuthMethod::Mtls => "mtls",
             AuthMethod::Token => "token",
             AuthMethod::Kubernetes => "kubernetes",
+            AuthMethod::CertManager => "cert-manager",
+            AuthMethod::CsrApi => "csr-api",
             AuthMethod::Internal => "internal",
         }
     }
 }
 
-/// Who the requester is.
+/// Which policies a requester is decided under.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Identity {
-    /// A workload with a SPIFFE ID.
-    Spiffe(SpiffeId),
-    /// A holder of a token (or an internal caller) bound to a named policy.
-    Bound {
-        /// Printable name: `token:ID`, `controller:NAME`.
-        name: String,
-        /// Policy it is bound to.
-        policy: String,
-    },
+pub enum PolicyScope {
+    /// The one policy a token (or a cluster's controller) is bound to.
+    Bound(String),
+    /// Every policy whose `identities` match the requester's SPIFFE ID.
+    ByIdentity,
 }
 
-/// An authenticated requester.
+/// An authenticated requester, parsed once at the edge (authorization.md).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Requester {
-    /// Who.
-    pub identity: Identity,
     /// How it authenticated.
     pub method: AuthMethod,
-    /// The cluster it belongs to, when known (service-account JWTs).
+    /// Printable identity, recorded with what it gets: a SPIFFE ID, `token:ID`,
+    /// `certificaterequest:CLUSTER/NS/NAME#UID`.
+    pub name: String,
+    /// The policies it is decided under.
+    pub scope: PolicyScope,
+    /// Its cluster, when known.
     pub cluster: Option<ClusterName>,
-    /// Its Kubernetes namespace, when known.
+    /// The namespace its names are bound to (`None`: not bound to one).
     pub namespace: Option<String>,
+    /// Its Kubernetes service account, when it is one.
+    pub service_account: Option<String>,
+    /// Its own SPIFFE ID, when it has one.
+    pub spiffe_id: Option<SpiffeId>,
+    /// Kubernetes user name (`spec.username` of a request).
+    pub username: Option<String>,
+    /// Kubernetes groups (`spec.groups` of a request).
+    pub groups: Vec<String>,
+    /// The token it presented, if any.
+    pub token_id: Option<String>,
+    /// For an mTLS renewal, the names of the certificate presented: the most it gets.
+    pub renewal_of: Option<Presented>,
 }
 
 impl Requester {
-    /// A requester inside the issuer (e.g. the cert-manager controller of a cluster),
-    /// bound to a policy like a token.
-    pub fn internal(name: impl Into<String>, policy: impl Into<String>) -> Self {
+    fn new(method: AuthMethod, name: String, scope: PolicyScope) -> Self {
         Requester {
-            identity: Identity::Bound {
-                name: name.into(),
-                policy: policy.into(),
-            },
-            method: AuthMethod::Internal,
+            method,
+            name,
+            scope,
             cluster: None,
             namespace: None,
+            service_account: None,
+            spiffe_id: None,
+            username: None,
+            groups: Vec::new(),
+            token_id: None,
+            renewal_of: None,
         }
+    }
+
+    /// A requester inside the issuer, bound to a policy like a token.
+    pub fn internal(name: impl Into<String>, policy: impl Into<String>) -> Self {
+        Requester::new(
+            AuthMethod::Internal,
+            name.into(),
+            PolicyScope::Bound(policy.into()),
+        )
+    }
+
+    /// The holder of token `id`, bound to `policy`.
+    pub fn token(id: &str, policy: &str) -> Self {
+        let mut r = Requester::new(
+            AuthMethod::Token,
+            format!("token:{id}"),
+            PolicyScope::Bound(policy.to_string()),
+        );
+        r.token_id = Some(id.to_string());
+        r
+    }
+
+    /// A service account of `cluster` (`spiffe://TD/ns/NS/sa/SA`), decided by identity.
+    pub fn service_account(method: AuthMethod, cluster: Option<ClusterName>, id: SpiffeId) -> Self {
+        let mut r = Requester::new(method, id.to_string(), PolicyScope::ByIdentity);
+        if let Some((ns, sa)) = id.kubernetes_parts() {
+            r.namespace = Some(ns.to_string());
+            r.service_account = Some(sa.to_string());
+        }
+        r.cluster = cluster;
+        r.spiffe_id = Some(id);
+        r
+    }
+
+    /// The creator of a Kubernetes request (cert-manager CertificateRequest or CSR),
+    /// from what the API server or cert-manager's webhook wrote (`spec.username`,
+    /// `spec.groups`). Its names are bound to `namespace` unless it is `trusted`
+    /// (a configured `trusted_requesters` entry, such as istio-csr).
+    pub fn kubernetes_request(request: KubernetesRequest<'_>, trust_domain: &TrustDomain) -> Self {
+        let path = match request.namespace {
+            Some(ns) => format!("{ns}/{}", request.name),
+            None => request.name.to_string(),
+        };
+        let mut r = Requester::new(
+            request.method,
+            format!(
+                "{}:{}/{path}#{}",
+                request.kind, request.cluster, request.uid
+            ),
+            PolicyScope::Bound(request.policy.to_string()),
+        );
+        r.cluster = Some(request.cluster.clone());
+        r.username = request.username.map(str::to_string);
+        r.groups = request.groups.to_vec();
+        let account = request
+            .username
+            .and_then(|u| u.strip_prefix("system:serviceaccount:"))
+            .and_then(|rest| rest.split_once(':'));
+        // A CSR is cluster-scoped: a service account's names are bound to its own
+        // namespace; a CertificateRequest's to the namespace it was created in.
+        let namespace = request
+            .namespace
+            .map(str::to_string)
+            .or_else(|| account.map(|(ns, _)| ns.to_string()));
+        if let Some((ns, sa)) = account {
+            if namespace.as_deref() == Some(ns) {
+                r.service_account = Some(sa.to_string());
+                r.spiffe_id = SpiffeId::kubernetes(trust_domain, ns, sa).ok();
+            }
+        }
+        if !request.trusted {
+            r.namespace = namespace;
+        }
+        r
     }
 
     /// The SPIFFE ID of the requester, if it has one.
     pub fn spiffe_id(&self) -> Option<&SpiffeId> {
-        match &self.identity {
-            Identity::Spiffe(id) => Some(id),
-            Identity::Bound { .. } => None,
-        }
+        self.spiffe_id.as_ref()
     }
 
     /// Key for rate limiting.
     pub fn rate_key(&self) -> String {
-        self.to_string()
+        self.name.clone()
     }
+}
+
+/// What a Kubernetes request says about its creator (see [`Requester::kubernetes_request`]).
+#[derive(Clone, Copy, Debug)]
+pub struct KubernetesRequest<'a> {
+    /// [`AuthMethod::CertManager`] or [`AuthMethod::CsrApi`].
+    pub method: AuthMethod,
+    /// `certificaterequest` or `certificatesigningrequest`.
+    pub kind: &'a str,
+    /// The cluster it was made in.
+    pub cluster: &'a ClusterName,
+    /// The policy of the cluster's controller.
+    pub policy: &'a str,
+    /// The request's namespace (CertificateRequest) or none (CSR).
+    pub namespace: Option<&'a str>,
+    /// Its name.
+    pub name: &'a str,
+    /// Its UID.
+    pub uid: &'a str,
+    /// `spec.username`.
+    pub username: Option<&'a str>,
+    /// `spec.groups`.
+    pub groups: &'a [String],
+    /// Whether `username` is one of the cluster's `trusted_requesters`.
+    pub trusted: bool,
 }
 
 impl fmt::Display for Requester {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.identity {
-            Identity::Spiffe(id) => write!(f, "{id}"),
-            Identity::Bound { name, .. } => f.write_str(name),
-        }
+        f.write_str(&self.name)
     }
 }
 
@@ -135,6 +247,9 @@ pub enum AuthError {
     /// Token not known (or revoked).
     #[error("unknown or revoked token")]
     UnknownToken,
+    /// Token past its expiry.
+    #[error("the token has expired: create a new one with `canopy-issuer token create`")]
+    ExpiredToken,
     /// JWT refused.
     #[error("service-account token rejected: {0}")]
     Jwt(String),
@@ -153,6 +268,7 @@ impl AuthError {
             AuthError::Missing => "unauthenticated",
             AuthError::Malformed => "bad_authorization",
             AuthError::UnknownToken => "unknown_token",
+            AuthError::ExpiredToken => "expired_token",
             AuthError::Jwt(_) => "bad_jwt",
             AuthError::ClientCert(_) => "bad_client_certificate",
             AuthError::Storage(_) => "storage_unavailable",
@@ -184,7 +300,8 @@ pub fn token_hash(token: &str) -> String {
 struct ClusterJwt {
     name: ClusterName,
     audiences: Vec<String>,
-    issuer: Option<String>,
+    issuer: String,
+    max_lifetime: i64,
     keys: Vec<(Option<String>, DecodingKey, Vec<Algorithm>)>,
 }
 
@@ -207,6 +324,7 @@ const TOKEN_CACHE_MAX: usize = 4096;
 struct CachedToken {
     id: String,
     policy: String,
+    expires_at: Option<i64>,
     looked_up: Instant,
 }
 
@@ -215,6 +333,10 @@ pub struct Authenticator {
     store: Store,
     trust_domain: TrustDomain,
     clusters: Vec<ClusterJwt>,
+    /// The intermediates whose leaves are identities (name, certificate), and the
+    /// cluster each serves.
+    intermediates: Vec<(String, Certificate)>,
+    cluster_of_intermediate: HashMap<String, ClusterName>,
     /// Live tokens by hash, for signing only (see the module docs).
     tokens: Mutex<HashMap<String, CachedToken>>,
 }
@@ -232,6 +354,8 @@ impl fmt::Debug for Authenticator {
 struct KubernetesClaims {
     #[serde(default)]
     sub: Option<String>,
+    exp: i64,
+    iat: i64,
     #[serde(default, rename = "kubernetes.io")]
     kubernetes: Option<KubernetesInfo>,
 }
@@ -270,11 +394,13 @@ fn algorithms_for(jwk: &Jwk) -> Vec<Algorithm> {
 }
 
 impl Authenticator {
-    /// Loads the JWKS of every cluster that has JWT authentication.
+    /// Loads the JWKS of every cluster that has JWT authentication; `intermediates`
+    /// (name, certificate) are those whose own leaves are accepted as mTLS identities.
     pub fn new(
         store: Store,
         trust_domain: TrustDomain,
         clusters: &[ClusterConfig],
+        intermediates: Vec<(String, Certificate)>,
     ) -> Result<Self, JwksError> {
         let mut verifiers = Vec::new();
         for cluster in clusters {
@@ -308,13 +434,22 @@ impl Authenticator {
                 name: cluster.name.clone(),
                 audiences: jwt.audiences.clone(),
                 issuer: jwt.issuer.clone(),
+                max_lifetime: jwt.max_token_lifetime.as_seconds(),
                 keys,
             });
+        }
+        let mut cluster_of_intermediate = HashMap::new();
+        for cluster in clusters {
+            cluster_of_intermediate
+                .entry(cluster.intermediate.clone())
+                .or_insert_with(|| cluster.name.clone());
         }
         Ok(Authenticator {
             store,
             trust_domain,
             clusters: verifiers,
+            intermediates,
+            cluster_of_intermediate,
             tokens: Mutex::new(HashMap::new()),
         })
     }
@@ -374,7 +509,7 @@ impl Authenticator {
         let hash = token_hash(token);
         let now = Instant::now();
         let hit = cached.then(|| self.cached_token(&hash, now)).flatten();
-        let (id, policy) = match hit {
+        let found = match hit {
             Some(hit) => hit,
             None => {
                 let record = self
@@ -383,42 +518,39 @@ impl Authenticator {
                     .await?
                     .filter(|t| t.revoked_at.is_none())
                     .ok_or(AuthError::UnknownToken)?;
-                self.cache_token(hash, &record.id, &record.policy, now);
-                (record.id, record.policy)
+                let found = CachedToken {
+                    id: record.id,
+                    policy: record.policy,
+                    expires_at: record.expires_at,
+                    looked_up: now,
+                };
+                self.cache_token(hash, found.clone());
+                found
             }
         };
-        Ok(Requester {
-            identity: Identity::Bound {
-                name: format!("token:{id}"),
-                policy,
-            },
-            method: AuthMethod::Token,
-            cluster: None,
-            namespace: None,
-        })
+        if found
+            .expires_at
+            .is_some_and(|at| at <= crate::clock::now().unix_timestamp())
+        {
+            return Err(AuthError::ExpiredToken);
+        }
+        Ok(Requester::token(&found.id, &found.policy))
     }
 
-    fn cached_token(&self, hash: &str, now: Instant) -> Option<(String, String)> {
+    fn cached_token(&self, hash: &str, now: Instant) -> Option<CachedToken> {
         let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         tokens
             .get(hash)
             .filter(|t| now.saturating_duration_since(t.looked_up) < TOKEN_CACHE_TTL)
-            .map(|t| (t.id.clone(), t.policy.clone()))
+            .cloned()
     }
 
-    fn cache_token(&self, hash: String, id: &str, policy: &str, now: Instant) {
+    fn cache_token(&self, hash: String, token: CachedToken) {
         let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         if tokens.len() >= TOKEN_CACHE_MAX {
             tokens.clear();
         }
-        tokens.insert(
-            hash,
-            CachedToken {
-                id: id.to_string(),
-                policy: policy.to_string(),
-                looked_up: now,
-            },
-        );
+        tokens.insert(hash, token);
     }
 
     /// Verifies a service-account JWT against every cluster's keys.
@@ -441,12 +573,20 @@ impl Authenticator {
                 let mut validation = Validation::new(header.alg);
                 validation.leeway = 30;
                 validation.set_audience(&cluster.audiences);
-                validation.set_required_spec_claims(&["exp", "aud"]);
-                if let Some(iss) = &cluster.issuer {
-                    validation.set_issuer(&[iss]);
-                }
+                validation.validate_nbf = true;
+                validation.set_required_spec_claims(&["exp", "aud", "iss", "iat"]);
+                validation.set_issuer(&[&cluster.issuer]);
                 match jsonwebtoken::decode::<KubernetesClaims>(jwt, key, &validation) {
-                    Ok(data) => return self.kubernetes_identity(&cluster.name, data.claims),
+                    Ok(data) => {
+                        let lifetime = data.claims.exp - data.claims.iat;
+                        if lifetime > cluster.max_lifetime {
+                            return Err(AuthError::Jwt(format!(
+                                "token lifetime {lifetime}s is longer than cluster {}'s maximum {}s: request a shorter-lived projected token",
+                                cluster.name, cluster.max_lifetime
+                            )));
+                        }
+                        return self.kubernetes_identity(&cluster.name, data.claims);
+                    }
                     Err(e) => {
                         use jsonwebtoken::errors::ErrorKind as K;
                         let reason = match e.kind() {
@@ -493,16 +633,54 @@ impl Authenticator {
         };
         let id = SpiffeId::kubernetes(&self.trust_domain, &namespace, &account)
             .map_err(|e| AuthError::Jwt(format!("service account name: {e}")))?;
-        Ok(Requester {
-            identity: Identity::Spiffe(id),
-            method: AuthMethod::Kubernetes,
-            cluster: Some(cluster.clone()),
-            namespace: Some(namespace),
-        })
+        Ok(Requester::service_account(
+            AuthMethod::Kubernetes,
+            Some(cluster.clone()),
+            id,
+        ))
     }
 
-    /// A client certificate already verified by TLS against our roots.
+    /// A client certificate already verified by TLS against our roots. It is an
+    /// identity only if canopy itself issued it: signed directly by one of this
+    /// issuer's intermediates (not by a mesh CA or any other CA under the root),
+    /// recorded, not revoked, not on the deny list, and valid now. The check runs on
+    /// every request, so a resumed TLS session is held to it as well.
     async fn client_certificate(&self, cert: &Certificate) -> Result<Requester, AuthError> {
+        let now = crate::clock::now();
+        if !cert.is_valid_at(now) {
+            return Err(AuthError::ClientCert(format!(
+                "it is not valid now (valid {} to {})",
+                cert.not_before(),
+                cert.not_after()
+            )));
+        }
+        let (intermediate, _) = self
+            .intermediates
+            .iter()
+            .find(|(_, ca)| cert.issuer_raw() == ca.subject_raw() && cert.verify_signed_by(ca).is_ok())
+            .ok_or_else(|| {
+                AuthError::ClientCert(
+                    "it was not issued by one of this issuer's intermediates (a leaf of a mesh CA or of any other CA is no identity here)".into(),
+                )
+            })?;
+        let serial = cert.serial().to_string();
+        let record = match self.store.certificate(&serial).await {
+            Ok(record) => record,
+            Err(StoreError::NotFound) => {
+                return Err(AuthError::ClientCert(
+                    "it is not in this issuer's records".into(),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if record.fingerprint != cert.fingerprint_sha256() {
+            return Err(AuthError::ClientCert(
+                "it does not match the certificate recorded under its serial".into(),
+            ));
+        }
+        if record.revoked_at.is_some() {
+            return Err(AuthError::ClientCert("it has been revoked".into()));
+        }
         let id = cert
             .spiffe_id()
             .ok_or_else(|| AuthError::ClientCert("it carries no SPIFFE ID URI SAN".into()))?;
@@ -512,16 +690,20 @@ impl Authenticator {
                 self.trust_domain
             )));
         }
-        if self.store.is_revoked(&cert.serial().to_string()).await? {
-            return Err(AuthError::ClientCert("it has been revoked".into()));
+        if let Some(reason) = self.store.denied(&id.to_string()).await? {
+            return Err(AuthError::ClientCert(format!(
+                "SPIFFE ID {id} is on the deny list ({reason})"
+            )));
         }
-        let namespace = id.kubernetes_parts().map(|(ns, _)| ns.to_string());
-        Ok(Requester {
-            identity: Identity::Spiffe(id),
-            method: AuthMethod::Mtls,
-            cluster: None,
-            namespace,
-        })
+        let cluster = self.cluster_of_intermediate.get(intermediate).cloned();
+        let presented = Presented {
+            spiffe_id: Some(id.clone()),
+            dns_names: cert.dns_names().to_vec(),
+            ip_addresses: cert.ip_addresses().to_vec(),
+        };
+        let mut requester = Requester::service_account(AuthMethod::Mtls, cluster, id);
+        requester.renewal_of = Some(presented);
+        Ok(requester)
     }
 }
 

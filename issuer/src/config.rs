@@ -75,6 +75,13 @@ pub struct Config {
     /// Request limits.
     #[serde(default)]
     pub limits: Limits,
+    /// API token lifetimes.
+    #[serde(default)]
+    pub tokens: TokenSettings,
+    /// CRL files (PEM or DER) of the root and of other CAs, honoured when a client
+    /// certificate is verified (the intermediates' own revocations are read from storage).
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
     /// Mesh-wide Istio settings (resync period, API timeout, root rotation).
     #[serde(default)]
     pub istio: Option<crate::istio::IstioConfig>,
@@ -122,6 +129,34 @@ fn default_server_names() -> Vec<String> {
 }
 fn default_server_ips() -> Vec<IpAddr> {
     vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]
+}
+
+/// Lifetimes of API tokens (`canopy-issuer token create --ttl`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    /// Lifetime of a token created without `--ttl` (default 30 days).
+    #[serde(default = "default_token_ttl")]
+    pub default_ttl: Ttl,
+    /// Longest lifetime a token may be given (default 365 days).
+    #[serde(default = "default_token_max_ttl")]
+    pub max_ttl: Ttl,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        TokenSettings {
+            default_ttl: default_token_ttl(),
+            max_ttl: default_token_max_ttl(),
+        }
+    }
+}
+
+fn default_token_ttl() -> Ttl {
+    Ttl::days(30)
+}
+fn default_token_max_ttl() -> Ttl {
+    Ttl::days(365)
 }
 
 /// A certificate chain and key on disk.
@@ -201,9 +236,12 @@ pub struct ClusterConfig {
 pub struct JwtConfig {
     /// Accepted audiences; a token must carry one of them.
     pub audiences: Vec<String>,
-    /// Expected `iss` claim, if checked.
-    #[serde(default)]
-    pub issuer: Option<String>,
+    /// Expected `iss` claim: the cluster's service-account issuer
+    /// (`kubectl get --raw /.well-known/openid-configuration`; `https://kubernetes.default.svc.cluster.local` on kind, the OIDC URL on EKS and AKS).
+    pub issuer: String,
+    /// Longest token lifetime (`exp - iat`) accepted; projected tokens default to 1 h.
+    #[serde(default = "default_max_token_lifetime")]
+    pub max_token_lifetime: Ttl,
     /// JWKS file (the cluster's `/openid/v1/jwks`).
     #[serde(default)]
     pub jwks_file: Option<PathBuf>,
@@ -242,7 +280,18 @@ pub struct PolicyConfig {
     /// Intermediates that may sign (empty: any).
     #[serde(default)]
     pub intermediates: Vec<String>,
-    /// May revoke certificates whose SPIFFE ID the policy covers.
+    /// Clusters whose requesters this policy serves (empty: any, and requesters without a cluster).
+    #[serde(default)]
+    pub clusters: Vec<ClusterName>,
+    /// Whether wildcard DNS names (`*.example`) may be issued.
+    #[serde(default)]
+    pub wildcards: bool,
+    /// Whether a requester with a namespace gets only its namespace's SPIFFE IDs and
+    /// DNS names (patterns that spell out `{namespace}`). Default true.
+    #[serde(default = "default_true")]
+    pub bind_namespace: bool,
+    /// May revoke certificates: any serial for a requester without a namespace (an
+    /// operator's token), its own namespace's for one with a namespace.
     #[serde(default)]
     pub revoke: bool,
     /// May list and read issued certificate records.
@@ -250,6 +299,12 @@ pub struct PolicyConfig {
     pub list: bool,
 }
 
+fn default_true() -> bool {
+    true
+}
+fn default_max_token_lifetime() -> Ttl {
+    Ttl::hours(24)
+}
 fn default_max_ttl() -> Ttl {
     Ttl::hours(24)
 }
@@ -566,6 +621,16 @@ impl Config {
                         "no policy has this name",
                     );
                 }
+                if let Some(j) = cm
+                    .trusted_requesters
+                    .iter()
+                    .position(|u| u.trim().is_empty())
+                {
+                    return err(
+                        format!("clusters[{i}].cert_manager.trusted_requesters[{j}]"),
+                        "name a Kubernetes user, e.g. system:serviceaccount:istio-system:istio-csr",
+                    );
+                }
             }
             if let Some(istio) = &c.istio {
                 if let Err((field, reason)) = istio.validate() {
@@ -589,6 +654,12 @@ impl Config {
                     return err(
                         format!("clusters[{i}].jwt.audiences"),
                         "name at least one non-empty audience",
+                    );
+                }
+                if jwt.issuer.trim().is_empty() {
+                    return err(
+                        format!("clusters[{i}].jwt.issuer"),
+                        "name the cluster's service-account issuer (the iss of its tokens)",
                     );
                 }
                 if jwt.jwks.is_some() == jwt.jwks_file.is_some() {
@@ -647,12 +718,26 @@ impl Config {
                     );
                 }
             }
+            for (j, cluster) in p.clusters.iter().enumerate() {
+                if !clusters.contains(cluster.as_str()) {
+                    return err(
+                        format!("policies[{i}].clusters[{j}]"),
+                        "no cluster has this name",
+                    );
+                }
+            }
             if p.key_types.is_empty() {
                 return err(
                     format!("policies[{i}].key_types"),
                     "allow at least one key type",
                 );
             }
+        }
+        if self.tokens.default_ttl > self.tokens.max_ttl {
+            return err(
+                "tokens.default_ttl".into(),
+                "must not be longer than tokens.max_ttl",
+            );
         }
         if self.limits.rate_per_second == 0 || self.limits.burst == 0 {
             return err("limits.rate_per_second".into(), "must be at least 1");
@@ -680,7 +765,7 @@ clusters:
     intermediate: aws
     kubeconfig: kube.yaml
     context: eks
-    jwt: { audiences: [canopy], jwks_file: jwks.json }
+    jwt: { audiences: [canopy], issuer: "https://kubernetes.default.svc", jwks_file: jwks.json }
   - { name: aks-prod, intermediate: azure, in_cluster: true }
 policies:
   - name: workloads

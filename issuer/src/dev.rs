@@ -25,6 +25,8 @@ pub const DEV_TRUST_DOMAIN: &str = "dev.canopy.internal";
 pub const DEV_INTERMEDIATES: [&str; 2] = ["aws", "azure"];
 /// Policy the dev token is bound to.
 pub const DEV_POLICY: &str = "dev";
+/// Lifetime of the dev token (made again when it has expired).
+const DEV_TOKEN_TTL: canopy::ttl::Ttl = canopy::ttl::Ttl::days(30);
 
 /// Why the dev setup failed.
 #[derive(Debug, thiserror::Error)]
@@ -228,19 +230,28 @@ async fn dev_token(store: &Store, dir: &Path) -> Result<String, DevError> {
         if store
             .token_by_hash(&crate::auth::token_hash(&token))
             .await?
-            .is_some_and(|t| t.revoked_at.is_none())
+            .is_some_and(|t| {
+                t.revoked_at.is_none()
+                    && t.expires_at
+                        .is_none_or(|e| e > OffsetDateTime::now_utc().unix_timestamp())
+            })
         {
             return Ok(token);
         }
         std::fs::remove_file(&path).map_err(io(&path))?;
     }
-    let token = create_token(store, DEV_POLICY, "dev").await?;
+    let token = create_token(store, DEV_POLICY, "dev", DEV_TOKEN_TTL).await?;
     write_private(&path, &format!("{token}\n"))?;
     Ok(token)
 }
 
 /// Creates a token bound to `policy`, stores its hash, audits it, returns the token.
-pub async fn create_token(store: &Store, policy: &str, actor: &str) -> Result<String, StoreError> {
+pub async fn create_token(
+    store: &Store,
+    policy: &str,
+    actor: &str,
+    ttl: canopy::ttl::Ttl,
+) -> Result<String, StoreError> {
     let (token, id, hash) = crate::auth::new_token();
     let now = OffsetDateTime::now_utc();
     let record = TokenRecord {
@@ -249,6 +260,7 @@ pub async fn create_token(store: &Store, policy: &str, actor: &str) -> Result<St
         policy: policy.to_string(),
         created_at: now.unix_timestamp(),
         revoked_at: None,
+        expires_at: Some(now.unix_timestamp() + ttl.as_seconds()),
     };
     let event = AuditEvent::new(
         (now.unix_timestamp_nanos() / 1_000_000) as i64,

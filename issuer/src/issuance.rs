@@ -1,6 +1,9 @@
-//! Issuing: the one path every certificate takes, whoever asks (the HTTP API, the
-//! cert-manager controller): parse → decide (policy) → sign (the core parses the
-//! result back and checks it against its profile) → record durably → return.
+//! Issuing: the one path every certificate takes, whoever asks (the HTTP API with a
+//! token, a service-account JWT or mTLS; cert-manager CertificateRequests; Kubernetes
+//! CSRs). Each entry point parses its caller into a typed [`Requester`] and its input
+//! into a [`SignRequest`] (the CSR parsed once) at the edge; then one pure decision
+//! ([`policy::decide`]) → sign (the core parses the result back and checks it against
+//! its profile) → record durably → return.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -20,25 +23,45 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::audit::{AuditEvent, Outcome};
-use crate::auth::{Identity, Requester};
+use crate::auth::Requester;
 use crate::config::{ClusterName, Config};
-use crate::intermediate::{Authorities, Intermediate};
+use crate::intermediate::Authorities;
 use crate::metrics::{Metrics, ProfileLabel};
 use crate::policy::{self, Ask, Policy};
 use crate::recorder::Recorder;
 use crate::store::{CertificateRecord, Revocation, Store, StoreError, Write};
 
-/// What a requester asks to be signed.
+/// What a requester asks to be signed, parsed at the edge.
 #[derive(Clone, Debug)]
 pub struct SignRequest {
-    /// The CSR, PEM. The key stays with the requester.
-    pub csr: String,
-    /// Profile name (default `workload`).
-    pub profile: Option<String>,
+    /// The CSR, its signature verified. The key stays with the requester.
+    pub csr: Csr,
+    /// Profile.
+    pub profile: Profile,
     /// Requested lifetime (default 24 h, capped by policy).
     pub ttl: Option<Ttl>,
     /// Intermediate to sign with (default: the requester's cluster's, else the default).
     pub intermediate: Option<String>,
+}
+
+impl SignRequest {
+    /// Parses the API's fields: a PEM CSR and a profile name (default `workload`).
+    pub fn parse(
+        csr_pem: &str,
+        profile: Option<&str>,
+        ttl: Option<Ttl>,
+        intermediate: Option<String>,
+    ) -> Result<SignRequest, IssueError> {
+        let profile = Profile::from_str(profile.unwrap_or("workload"))
+            .map_err(|e| IssueError::bad("bad_profile", e.to_string()))?;
+        let csr = Csr::from_pem(csr_pem).map_err(csr_error)?;
+        Ok(SignRequest {
+            csr,
+            profile,
+            ttl,
+            intermediate,
+        })
+    }
 }
 
 /// A signed and recorded certificate.
@@ -138,12 +161,17 @@ impl From<StoreError> for IssueError {
                 code: "unknown_token",
                 message: StoreError::RevokedToken.to_string(),
             },
+            e @ StoreError::DeniedIdentity(_) => IssueError::Denied {
+                code: "identity_denied",
+                message: e.to_string(),
+            },
             other => IssueError::Storage(other),
         }
     }
 }
 
-fn csr_error(e: CsrError) -> IssueError {
+/// The error of a CSR that does not parse or verify.
+pub fn csr_error(e: CsrError) -> IssueError {
     let code = match e {
         CsrError::TooLarge => "csr_too_large",
         CsrError::BadSignature => "bad_csr_signature",
@@ -160,6 +188,9 @@ pub struct Issuer {
     authorities: Arc<Authorities>,
     policies: Vec<Policy>,
     cluster_intermediates: HashMap<ClusterName, String>,
+    reserved_dns: Vec<String>,
+    reserved_ips: Vec<IpAddr>,
+    crls: CrlCache,
     store: Store,
     recorder: Recorder,
     metrics: Arc<Metrics>,
@@ -191,6 +222,9 @@ impl Issuer {
                 .iter()
                 .map(|c| (c.name.clone(), c.intermediate.clone()))
                 .collect(),
+            reserved_dns: config.listen.server_names.clone(),
+            reserved_ips: config.listen.server_ips.clone(),
+            crls: CrlCache::default(),
             recorder: Recorder::start(store.clone()),
             store,
             metrics,
@@ -239,95 +273,65 @@ impl Issuer {
                     .sign_duration
                     .observe(started.elapsed().as_secs_f64());
             }
-            Err(e) => {
-                match e {
-                    IssueError::Denied { .. } | IssueError::Unauthenticated { .. } => {
-                        self.metrics.deny(e.code())
-                    }
-                    _ => self.metrics.fail(e.code()),
-                }
-                let outcome = match e {
-                    IssueError::Denied { .. } | IssueError::Unauthenticated { .. } => {
-                        Outcome::Denied
-                    }
-                    IssueError::BadRequest { .. } | IssueError::NotFound(_) => Outcome::Rejected,
-                    IssueError::Storage(_)
-                    | IssueError::Internal(_)
-                    | IssueError::Unavailable { .. } => Outcome::Failed,
-                };
-                let event = AuditEvent::new(
-                    now_ms(now),
-                    requester.to_string(),
-                    "sign",
-                    "",
-                    outcome,
-                    json!({"code": e.code(), "reason": e.to_string(), "auth": requester.method.as_str()}),
-                );
-                // Storage being down is the one failure the audit log cannot take.
-                if !matches!(e, IssueError::Storage(_)) {
-                    if let Err(store_error) = self.recorder.record(Write::Event(event)).await {
-                        tracing::warn!(error = %store_error, "could not audit a refused sign request");
-                    }
-                }
-                if matches!(e, IssueError::Internal(_)) {
-                    tracing::error!(requester = %requester, error = %e, "sign failed");
-                }
-            }
+            Err(e) => self.refused(requester, e, now).await,
         }
         result
     }
 
-    fn intermediate_for(
-        &self,
-        requester: &Requester,
-        asked: Option<&str>,
-    ) -> Result<&Arc<Intermediate>, IssueError> {
-        let name = match asked {
-            Some(name) => name,
-            None => match requester
-                .cluster
-                .as_ref()
-                .and_then(|c| self.cluster_intermediates.get(c))
-            {
-                Some(name) => name.as_str(),
-                None => return Ok(self.authorities.default_intermediate()),
-            },
+    /// Counts and audits a refused or failed sign request (before or inside [`Self::issue`]).
+    pub async fn refused(&self, requester: &Requester, e: &IssueError, now: OffsetDateTime) {
+        match e {
+            IssueError::Denied { .. } | IssueError::Unauthenticated { .. } => {
+                self.metrics.deny(e.code())
+            }
+            _ => self.metrics.fail(e.code()),
+        }
+        let outcome = match e {
+            IssueError::Denied { .. } | IssueError::Unauthenticated { .. } => Outcome::Denied,
+            IssueError::BadRequest { .. } | IssueError::NotFound(_) => Outcome::Rejected,
+            IssueError::Storage(_) | IssueError::Internal(_) | IssueError::Unavailable { .. } => {
+                Outcome::Failed
+            }
         };
-        self.authorities.get(name).ok_or_else(|| {
-            IssueError::bad(
-                "unknown_intermediate",
-                format!(
-                    "unknown intermediate {:?} (this issuer has: {})",
-                    name.chars().take(64).collect::<String>(),
-                    self.authorities.names().join(", ")
-                ),
-            )
-        })
-    }
-
-    fn policies_for(&self, requester: &Requester) -> Vec<&Policy> {
-        match &requester.identity {
-            Identity::Spiffe(id) => policy::applicable(&self.policies, id),
-            Identity::Bound { policy, .. } => self
-                .policies
-                .iter()
-                .filter(|p| &p.config.name == policy)
-                .collect(),
+        let event = AuditEvent::new(
+            now_ms(now),
+            requester.to_string(),
+            "sign",
+            "",
+            outcome,
+            json!({"code": e.code(), "reason": e.to_string(), "auth": requester.method.as_str()}),
+        );
+        // Storage being down is the one failure the audit log cannot take.
+        if !matches!(e, IssueError::Storage(_)) {
+            if let Err(store_error) = self.recorder.record(Write::Event(event)).await {
+                tracing::warn!(error = %store_error, "could not audit a refused sign request");
+            }
+        }
+        if matches!(e, IssueError::Internal(_)) {
+            tracing::error!(requester = %requester, error = %e, "sign failed");
         }
     }
 
-    async fn try_issue(
+    fn rules<'a>(&'a self, intermediates: &'a [&'a str]) -> policy::Rules<'a> {
+        policy::Rules {
+            trust_domain: &self.trust_domain,
+            policies: &self.policies,
+            intermediates,
+            default_intermediate: &self.authorities.default_intermediate().name,
+            cluster_intermediates: &self.cluster_intermediates,
+            reserved_dns: &self.reserved_dns,
+            reserved_ips: &self.reserved_ips,
+        }
+    }
+
+    /// Decides `request` for `requester` without signing: the names it would get, or
+    /// the rule that refuses it. Pure apart from reading the CSR's SANs.
+    pub fn decide(
         &self,
         requester: &Requester,
-        request: SignRequest,
-        now: OffsetDateTime,
-    ) -> Result<Issued, IssueError> {
-        let profile_name = request.profile.as_deref().unwrap_or("workload");
-        let profile = Profile::from_str(profile_name)
-            .map_err(|e| IssueError::bad("bad_profile", e.to_string()))?;
-        let csr = Csr::from_pem(&request.csr).map_err(csr_error)?;
-        let intermediate = self.intermediate_for(requester, request.intermediate.as_deref())?;
-
+        request: &SignRequest,
+    ) -> Result<(Option<SpiffeId>, policy::Decision), IssueError> {
+        let csr = &request.csr;
         let mut spiffe_ids = Vec::new();
         for uri in csr.uris() {
             let id = SpiffeId::from_str(uri).map_err(|e| {
@@ -356,48 +360,52 @@ impl Issuer {
         // No SPIFFE ID in the CSR: a workload gets its own identity.
         let spiffe_id = match spiffe_ids.pop() {
             Some(id) => Some(id),
-            None if profile == Profile::Workload => requester.spiffe_id().cloned(),
+            None if request.profile == Profile::Workload => requester.spiffe_id().cloned(),
             None => None,
         };
-        if let Some(id) = &spiffe_id {
-            if id.trust_domain() != &self.trust_domain {
-                return Err(IssueError::Denied {
-                    code: "spiffe_id_not_allowed",
-                    message: format!(
-                        "SPIFFE ID {id} is outside trust domain {}",
-                        self.trust_domain
-                    ),
-                });
-            }
-        }
-        let dns_names: Vec<String> = csr.dns_names().to_vec();
-        for name in &dns_names {
+        for name in csr.dns_names() {
             check_dns_name(name, true)
                 .map_err(|e| IssueError::bad("bad_dns_name", e.to_string()))?;
         }
-        let ip_addresses: Vec<IpAddr> = csr.ip_addresses().to_vec();
-
-        let policies = self.policies_for(requester);
+        let names = self.authorities.names();
         let ask = Ask {
-            profile: profile_name,
+            profile: request.profile,
             spiffe_id: spiffe_id.as_ref(),
-            dns_names: &dns_names,
-            ip_addresses: &ip_addresses,
+            dns_names: csr.dns_names(),
+            ip_addresses: csr.ip_addresses(),
             ttl: request.ttl,
             key_type: csr.key_type(),
-            intermediate: &intermediate.name,
+            intermediate: request.intermediate.as_deref(),
             requests_ca: csr.requests_ca(),
         };
-        let grant = policy::decide(
-            &policies,
-            requester.spiffe_id(),
-            &requester.to_string(),
-            &ask,
-        )
-        .map_err(|d| IssueError::Denied {
-            code: d.code,
-            message: d.reason,
+        let decision = policy::decide(requester, &ask, &self.rules(&names)).map_err(|d| {
+            if d.rule == policy::Rule::UnknownIntermediate {
+                IssueError::bad(d.code(), d.reason)
+            } else {
+                IssueError::Denied {
+                    code: d.code(),
+                    message: d.reason,
+                }
+            }
         })?;
+        Ok((spiffe_id, decision))
+    }
+
+    async fn try_issue(
+        &self,
+        requester: &Requester,
+        request: SignRequest,
+        now: OffsetDateTime,
+    ) -> Result<Issued, IssueError> {
+        let (spiffe_id, grant) = self.decide(requester, &request)?;
+        let profile = request.profile;
+        let csr = request.csr;
+        let intermediate = self
+            .authorities
+            .get(&grant.intermediate)
+            .ok_or_else(|| IssueError::Internal("decided intermediate is not loaded".into()))?;
+        let dns_names: Vec<String> = csr.dns_names().to_vec();
+        let ip_addresses: Vec<IpAddr> = csr.ip_addresses().to_vec();
 
         // The CN is kept only when it repeats a DNS SAN the policy allowed: a free CN
         // would be a name nobody checked.
@@ -417,6 +425,7 @@ impl Issuer {
             ttl: Some(grant.ttl),
             path_len: None,
             clamp_to_issuer: true,
+            // Wildcards got here only through a policy with `wildcards: true`.
             allow_wildcard_dns: true,
         };
         let issued = intermediate
@@ -469,6 +478,7 @@ impl Issuer {
             certificate: cert.to_pem(),
             revoked_at: None,
             revocation_reason: None,
+            token_id: requester.token_id.clone(),
         };
         let event = AuditEvent::new(
             now_ms(now),
@@ -504,16 +514,59 @@ impl Issuer {
 
     /// Whether the requester may read certificate records (a policy with `list: true`).
     pub fn may_list(&self, requester: &Requester) -> bool {
-        self.policies_for(requester).iter().any(|p| p.config.list)
+        policy::applicable(&self.policies, requester)
+            .iter()
+            .any(|p| p.config.list)
     }
 
-    /// Revokes a certificate. Allowed for its own holder (same SPIFFE ID) and for
-    /// policies with `revoke: true` that cover its SPIFFE ID.
+    /// Whether `requester` may revoke `record`: its own holder (same SPIFFE ID), an
+    /// operator (a policy with `revoke: true` and no namespace: any serial, DNS-only
+    /// certificates, mesh CAs and the listener's included), or a namespaced requester
+    /// with `revoke: true` for its own namespace's certificates.
+    fn may_revoke(&self, requester: &Requester, record: &CertificateRecord) -> bool {
+        let own = record.spiffe_id.is_some()
+            && requester.spiffe_id().map(ToString::to_string) == record.spiffe_id;
+        if own {
+            return true;
+        }
+        let revokers = policy::applicable(&self.policies, requester)
+            .into_iter()
+            .any(|p| p.config.revoke);
+        if !revokers {
+            return false;
+        }
+        match &requester.namespace {
+            None => true,
+            Some(ns) => {
+                let in_ns = |id: &str| {
+                    id.parse::<SpiffeId>()
+                        .ok()
+                        .and_then(|id| id.kubernetes_parts().map(|(n, _)| n == ns))
+                        .unwrap_or(false)
+                };
+                record.spiffe_id.as_deref().is_some_and(in_ns)
+            }
+        }
+    }
+
+    /// Whether `requester` is an operator: a policy with `revoke: true`, no namespace.
+    pub fn is_operator(&self, requester: &Requester) -> bool {
+        requester.namespace.is_none()
+            && requester.renewal_of.is_none()
+            && policy::applicable(&self.policies, requester)
+                .iter()
+                .any(|p| p.config.revoke)
+    }
+
+    /// Revokes a certificate (see [`Self::may_revoke`] for who may). With
+    /// `deny_renewal`, an operator also puts its SPIFFE ID on the deny list, so a
+    /// certificate renewed from it before the revocation cannot renew again.
     pub async fn revoke(
         &self,
         requester: &Requester,
         serial: &str,
         reason: Option<&str>,
+        deny_renewal: bool,
     ) -> Result<Revocation, IssueError> {
         let now = OffsetDateTime::now_utc();
         let serial: Serial = serial.parse().map_err(|e: canopy::serial::SerialError| {
@@ -526,19 +579,14 @@ impl Issuer {
         };
         let serial = serial.to_string();
         let record = self.store.certificate(&serial).await?;
-        let cert_id: Option<SpiffeId> = record.spiffe_id.as_deref().and_then(|s| s.parse().ok());
-        let own = cert_id.is_some() && requester.spiffe_id() == cert_id.as_ref();
-        let by_policy = self.policies_for(requester).iter().any(|p| {
-            p.config.revoke
-                && cert_id.as_ref().is_some_and(|id| {
-                    p.config
-                        .spiffe_ids
-                        .iter()
-                        .any(|pat| pat.matches(id, requester.spiffe_id()))
-                })
-        });
-        if !own && !by_policy {
-            let message = format!("{requester} may not revoke certificate {serial}");
+        let allowed =
+            self.may_revoke(requester, &record) && (!deny_renewal || self.is_operator(requester));
+        if !allowed {
+            let message = if deny_renewal && self.may_revoke(requester, &record) {
+                format!("{requester} may revoke certificate {serial} but only an operator may deny its SPIFFE ID renewal")
+            } else {
+                format!("{requester} may not revoke certificate {serial}")
+            };
             let event = AuditEvent::new(
                 now_ms(now),
                 requester.to_string(),
@@ -564,7 +612,7 @@ impl Issuer {
             Outcome::Ok,
             json!({"reason": reason.to_string(), "spiffe_id": record.spiffe_id, "intermediate": record.intermediate}),
         );
-        Ok(self
+        let revocation = self
             .store
             .revoke(
                 &serial,
@@ -572,12 +620,52 @@ impl Issuer {
                 now.unix_timestamp(),
                 event,
             )
+            .await?;
+        if deny_renewal {
+            if let Some(id) = &record.spiffe_id {
+                self.deny_identity(
+                    requester,
+                    id,
+                    &format!("certificate {serial} revoked ({reason})"),
+                )
+                .await?;
+            }
+        }
+        Ok(revocation)
+    }
+
+    /// Puts a SPIFFE ID on the deny list: nothing is issued for it (and its
+    /// certificates are no mTLS identity) until [`Self::allow_identity`].
+    pub async fn deny_identity(
+        &self,
+        requester: &Requester,
+        spiffe_id: &str,
+        reason: &str,
+    ) -> Result<bool, IssueError> {
+        let id: SpiffeId = spiffe_id
+            .parse()
+            .map_err(|e: canopy::spiffe::SpiffeError| {
+                IssueError::bad("bad_spiffe_id", e.to_string())
+            })?;
+        let now = OffsetDateTime::now_utc();
+        let event = AuditEvent::new(
+            now_ms(now),
+            requester.to_string(),
+            "deny-identity",
+            id.to_string(),
+            Outcome::Ok,
+            json!({"reason": reason}),
+        );
+        Ok(self
+            .store
+            .deny_identity(&id.to_string(), reason, now.unix_timestamp(), event)
             .await?)
     }
 
-    /// The CRL of an intermediate, built from the database now (so a revocation on
-    /// any replica shows at once).
-    pub async fn crl(&self, intermediate: &str) -> Result<Crl, IssueError> {
+    /// The CRL of an intermediate. Signed again only when its revocations changed or
+    /// its nextUpdate comes near; otherwise the cached one is served (a revocation on
+    /// any replica shows at once, since the list is read from the database).
+    pub async fn crl(&self, intermediate: &str) -> Result<Arc<Crl>, IssueError> {
         let now = crate::clock::now();
         let inter = self.authorities.get(intermediate).ok_or_else(|| {
             IssueError::NotFound(format!("unknown intermediate {intermediate:?}"))
@@ -603,13 +691,79 @@ impl Issuer {
                     .unwrap_or(RevocationReason::Unspecified),
             });
         }
+        if let Some(crl) = self.crls.get(intermediate, &entries, now) {
+            return Ok(crl);
+        }
         // Milliseconds since the epoch: increases across restarts and replicas.
         let number = u64::try_from(now_ms(now)).unwrap_or_default();
         let this_update = now - time::Duration::seconds(60);
-        let next_update = now + time::Duration::hours(1);
-        inter
-            .ca
-            .sign_crl(&entries, number, this_update, next_update)
-            .map_err(|e| IssueError::Internal(e.to_string()))
+        let next_update = now + CRL_VALIDITY;
+        let crl = Arc::new(
+            inter
+                .ca
+                .sign_crl(&entries, number, this_update, next_update)
+                .map_err(|e| IssueError::Internal(e.to_string()))?,
+        );
+        self.metrics.crl_signed();
+        self.crls
+            .put(intermediate, entries, next_update, crl.clone());
+        Ok(crl)
+    }
+}
+
+/// How long a CRL is valid (its nextUpdate).
+const CRL_VALIDITY: time::Duration = time::Duration::hours(1);
+/// A cached CRL is signed again this long before its nextUpdate.
+const CRL_REFRESH_BEFORE: time::Duration = time::Duration::minutes(15);
+
+/// The last CRL signed per intermediate and the entries it lists.
+#[derive(Debug, Default)]
+struct CrlCache {
+    by_intermediate: std::sync::Mutex<HashMap<String, CachedCrl>>,
+}
+
+#[derive(Debug)]
+struct CachedCrl {
+    entries: Vec<RevokedEntry>,
+    next_update: OffsetDateTime,
+    crl: Arc<Crl>,
+}
+
+impl CrlCache {
+    fn get(
+        &self,
+        intermediate: &str,
+        entries: &[RevokedEntry],
+        now: OffsetDateTime,
+    ) -> Option<Arc<Crl>> {
+        let cache = self
+            .by_intermediate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        cache
+            .get(intermediate)
+            .filter(|c| c.entries == entries && now < c.next_update - CRL_REFRESH_BEFORE)
+            .map(|c| c.crl.clone())
+    }
+
+    fn put(
+        &self,
+        intermediate: &str,
+        entries: Vec<RevokedEntry>,
+        next_update: OffsetDateTime,
+        crl: Arc<Crl>,
+    ) {
+        let mut cache = self
+            .by_intermediate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        cache.insert(
+            intermediate.to_string(),
+            CachedCrl {
+                entries,
+                next_update,
+                crl,
+            },
+        );
     }
 }

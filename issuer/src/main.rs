@@ -33,6 +33,27 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Revoke any certificate canopy recorded, by serial (workload, server, mesh CA,
+    /// listener): the operator's way, straight on the database.
+    Revoke {
+        /// Serial, hex.
+        serial: String,
+        /// Reason (unspecified, key-compromise, ca-compromise, affiliation-changed,
+        /// superseded, cessation-of-operation).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Also put its SPIFFE ID on the deny list, so certificates renewed from it
+        /// cannot renew again.
+        #[arg(long)]
+        deny_renewal: bool,
+        #[command(flatten)]
+        source: Source,
+    },
+    /// The deny list: SPIFFE IDs nothing is issued for (renewal included).
+    Deny {
+        #[command(subcommand)]
+        command: DenyCommand,
+    },
     /// Apply the embedded database migrations.
     Migrate {
         #[command(flatten)]
@@ -86,8 +107,18 @@ enum TokenCommand {
         /// Policy the token grants.
         #[arg(long)]
         policy: String,
+        /// Lifetime (default `tokens.default_ttl`, 30d; at most `tokens.max_ttl`, 365d).
+        #[arg(long)]
+        ttl: Option<canopy::ttl::Ttl>,
         #[command(flatten)]
         source: Source,
+    },
+    /// List tokens: id, policy, created, expires, revoked (never the secret).
+    List {
+        #[command(flatten)]
+        source: Source,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Revoke a token by its id (the part after `cnpy_` and before the dot).
     Revoke {
@@ -95,6 +126,34 @@ enum TokenCommand {
         id: String,
         #[command(flatten)]
         source: Source,
+    },
+}
+
+#[derive(Subcommand)]
+enum DenyCommand {
+    /// Put a SPIFFE ID on the deny list.
+    Add {
+        /// SPIFFE ID.
+        spiffe_id: String,
+        /// Why (recorded and shown to the refused requester).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        source: Source,
+    },
+    /// Take a SPIFFE ID off the deny list.
+    Remove {
+        /// SPIFFE ID.
+        spiffe_id: String,
+        #[command(flatten)]
+        source: Source,
+    },
+    /// List the deny list.
+    List {
+        #[command(flatten)]
+        source: Source,
+        #[command(flatten)]
+        output: OutputArgs,
     },
 }
 
@@ -205,7 +264,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Token {
-            command: TokenCommand::Create { policy, source },
+            command:
+                TokenCommand::Create {
+                    policy,
+                    ttl,
+                    source,
+                },
         } => {
             let (config, _) = load(&source, None).await?;
             if !config.policies.iter().any(|p| p.name == policy) {
@@ -217,11 +281,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let store = Store::connect(&config.storage.url, 1).await?;
             store.migrate().await?;
-            let token = dev::create_token(&store, &policy, "cli")
+            let ttl = ttl.unwrap_or(config.tokens.default_ttl);
+            if ttl > config.tokens.max_ttl {
+                bail!(
+                    "--ttl {ttl} is longer than tokens.max_ttl {} of the config",
+                    config.tokens.max_ttl
+                );
+            }
+            let token = dev::create_token(&store, &policy, "cli", ttl)
                 .await
                 .context("storing the token")?;
             store.close().await;
-            eprintln!("token for policy {policy:?} (shown once; only its hash is stored):");
+            eprintln!(
+                "token for policy {policy:?}, valid {ttl} (shown once; only its hash is stored):"
+            );
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
@@ -247,6 +320,66 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("token {id} revoked");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Token {
+            command: TokenCommand::List { source, output },
+        } => {
+            let (config, _) = load(&source, None).await?;
+            let store = Store::connect(&config.storage.url, 1).await?;
+            let tokens = store.tokens().await?;
+            store.close().await;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let rows: Vec<serde_json::Value> = tokens
+                .iter()
+                .map(|t| {
+                    let state = if t.revoked_at.is_some() {
+                        "revoked"
+                    } else if t.expires_at.is_some_and(|e| e <= now) {
+                        "expired"
+                    } else {
+                        "live"
+                    };
+                    serde_json::json!({
+                        "id": t.id, "policy": t.policy, "created_at": rfc3339(t.created_at),
+                        "expires_at": t.expires_at.map(rfc3339), "revoked_at": t.revoked_at.map(rfc3339),
+                        "state": state,
+                    })
+                })
+                .collect();
+            if output.json() {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<14} {:<16} {:<8} {:<21} EXPIRES",
+                    "ID", "POLICY", "STATE", "CREATED"
+                );
+                for r in &rows {
+                    println!(
+                        "{:<14} {:<16} {:<8} {:<21} {}",
+                        r["id"].as_str().unwrap_or_default(),
+                        r["policy"].as_str().unwrap_or_default(),
+                        r["state"].as_str().unwrap_or_default(),
+                        r["created_at"].as_str().unwrap_or_default(),
+                        r["expires_at"].as_str().unwrap_or("never"),
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Revoke {
+            serial,
+            reason,
+            deny_renewal,
+            source,
+        } => {
+            let (config, _) = load(&source, None).await?;
+            let store = Store::connect(&config.storage.url, 1).await?;
+            store.migrate().await?;
+            let result = operator_revoke(&store, &serial, reason.as_deref(), deny_renewal).await;
+            store.close().await;
+            println!("{}", result?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deny { command } => deny(command).await,
         Command::Migrate { source } => {
             let (config, _) = load(&source, None).await?;
             let store = Store::connect(&config.storage.url, 1).await?;
@@ -327,6 +460,141 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+    }
+}
+
+fn rfc3339(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn cli_event(
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) -> canopy_issuer::audit::AuditEvent {
+    let now = time::OffsetDateTime::now_utc();
+    canopy_issuer::audit::AuditEvent::new(
+        (now.unix_timestamp_nanos() / 1_000_000) as i64,
+        "cli",
+        action,
+        target,
+        canopy_issuer::audit::Outcome::Ok,
+        detail,
+    )
+}
+
+/// `canopy-issuer revoke SERIAL`: any recorded certificate, by an operator.
+async fn operator_revoke(
+    store: &Store,
+    serial: &str,
+    reason: Option<&str>,
+    deny_renewal: bool,
+) -> anyhow::Result<String> {
+    use canopy::crl::RevocationReason;
+    use canopy_issuer::store::{Revocation, StoreError};
+    let serial: canopy::serial::Serial = serial.parse()?;
+    let serial = serial.to_string();
+    let reason: RevocationReason = match reason {
+        Some(r) => r.parse()?,
+        None => RevocationReason::Unspecified,
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let record = match store.certificate(&serial).await {
+        Err(StoreError::NotFound) => bail!("no certificate with serial {serial} is recorded"),
+        other => other?,
+    };
+    let event = cli_event(
+        "revoke",
+        &serial,
+        serde_json::json!({"reason": reason.to_string(), "spiffe_id": record.spiffe_id, "intermediate": record.intermediate}),
+    );
+    let outcome = store
+        .revoke(&serial, Some(&reason.to_string()), now, event)
+        .await?;
+    let mut message = match outcome {
+        Revocation::Revoked(r) => format!("revoked {} ({}, {})", r.serial, r.profile, r.subject),
+        Revocation::AlreadyRevoked(r) => format!("{} was already revoked", r.serial),
+    };
+    if deny_renewal {
+        match &record.spiffe_id {
+            Some(id) => {
+                let why = format!("certificate {serial} revoked ({reason})");
+                let event = cli_event("deny-identity", id, serde_json::json!({"reason": why}));
+                store.deny_identity(id, &why, now, event).await?;
+                message.push_str(&format!("; {id} is on the deny list"));
+            }
+            None => bail!("{message}, but it carries no SPIFFE ID to put on the deny list"),
+        }
+    }
+    Ok(message)
+}
+
+async fn deny(command: DenyCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DenyCommand::Add {
+            spiffe_id,
+            reason,
+            source,
+        } => {
+            let id: canopy::spiffe::SpiffeId = spiffe_id.parse()?;
+            let (config, _) = load(&source, None).await?;
+            let store = Store::connect(&config.storage.url, 1).await?;
+            store.migrate().await?;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let event = cli_event(
+                "deny-identity",
+                &id.to_string(),
+                serde_json::json!({"reason": reason}),
+            );
+            let added = store
+                .deny_identity(&id.to_string(), &reason, now, event)
+                .await;
+            store.close().await;
+            if added? {
+                println!("{id} is on the deny list: nothing is issued for it");
+            } else {
+                println!("{id} was already on the deny list");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DenyCommand::Remove { spiffe_id, source } => {
+            let id: canopy::spiffe::SpiffeId = spiffe_id.parse()?;
+            let (config, _) = load(&source, None).await?;
+            let store = Store::connect(&config.storage.url, 1).await?;
+            let event = cli_event("allow-identity", &id.to_string(), serde_json::json!({}));
+            let removed = store.allow_identity(&id.to_string(), event).await;
+            store.close().await;
+            if !removed? {
+                bail!("{id} is not on the deny list");
+            }
+            println!("{id} is off the deny list");
+            Ok(ExitCode::SUCCESS)
+        }
+        DenyCommand::List { source, output } => {
+            let (config, _) = load(&source, None).await?;
+            let store = Store::connect(&config.storage.url, 1).await?;
+            let rows = store.denied_identities().await;
+            store.close().await;
+            let rows = rows?;
+            if output.json() {
+                let list: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|(id, reason, at)| serde_json::json!({"spiffe_id": id, "reason": reason, "since": rfc3339(*at)}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for (id, reason, at) in &rows {
+                    println!("{id}\t{}\t{reason}", rfc3339(*at));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

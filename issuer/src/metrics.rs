@@ -41,6 +41,8 @@ pub struct Metrics {
     pub denied: Family<ReasonLabel, Counter>,
     /// Time to sign and record a certificate.
     pub sign_duration: Histogram,
+    /// CRLs signed (a cached CRL is served until its revocations change).
+    pub crls_signed: Counter,
     /// Seconds until each intermediate expires.
     pub intermediate_expiry: Family<IntermediateLabel, Gauge<i64, AtomicI64>>,
     /// Istio cacerts sync: mesh CA expiry per cluster, mints, failed passes.
@@ -64,6 +66,12 @@ impl Metrics {
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
         ]);
         let intermediate_expiry = Family::<IntermediateLabel, Gauge<i64, AtomicI64>>::default();
+        let crls_signed = Counter::default();
+        registry.register(
+            "crls_signed",
+            "CRLs signed (cached between revocations)",
+            crls_signed.clone(),
+        );
         registry.register(
             "certificates_issued",
             "Certificates issued, by profile",
@@ -97,8 +105,14 @@ impl Metrics {
             failed,
             denied,
             sign_duration,
+            crls_signed,
             intermediate_expiry,
         }
+    }
+
+    /// Counts a CRL signed.
+    pub fn crl_signed(&self) {
+        self.crls_signed.inc();
     }
 
     /// Counts a failure.

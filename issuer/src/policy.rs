@@ -1,66 +1,260 @@
-//! Policy: who may obtain which certificates. Deny by default; every denial carries
-//! a reason that is returned to the requester and written to the audit log.
+//! Policy: who may obtain which certificates (shared/contracts/authorization.md).
+//! Deny by default; every denial names the rule that refused it, and that reason is
+//! returned to the requester and written to the audit log.
 //!
-//! Deciding is pure: it takes the requester, what it asks for and the policies, and
-//! returns either the grant (with the TTL to use) or the reason for refusal.
+//! [`decide`] is the one decision every entry point goes through (HTTP API with a token,
+//! a service-account JWT or mTLS, cert-manager CertificateRequests, Kubernetes CSRs):
+//! requester × request × policies → the names granted, the TTL, the intermediate, or a
+//! typed [`Denial`]. It is pure, so the whole authorization table is tested without I/O.
+//!
+//! Patterns are templates: `{namespace}`, `{sa}`, `{cluster}` stand for the requester's
+//! own values and `{self}` for its SPIFFE ID. A requester with a namespace gets, unless
+//! the policy says `bind_namespace: false`, only `spiffe://TD/ns/{namespace}/...`
+//! identities and DNS names matched by a pattern that spells `{namespace}` out.
+//! Matching is linear in the length of the name: segment by segment, at most one `*`
+//! per segment, `**` only at the end; no backtracking.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
 use canopy::key::KeyType;
-use canopy::profile::MIN_TTL;
+use canopy::profile::{Profile, MIN_TTL};
 use canopy::spiffe::{SpiffeId, TrustDomain};
 use canopy::ttl::Ttl;
 use serde::Deserialize;
 
-use crate::config::PolicyConfig;
+use crate::auth::{PolicyScope, Requester};
+use crate::config::{ClusterName, PolicyConfig};
 
-/// A SPIFFE ID pattern: `*` matches within one path segment, `**` matches the rest
-/// (any number of segments), `{self}` is the requester's own SPIFFE ID.
+/// A value a template stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Var {
+    Namespace,
+    ServiceAccount,
+    Cluster,
+}
+
+impl Var {
+    fn parse(s: &str) -> Option<Var> {
+        match s {
+            "{namespace}" => Some(Var::Namespace),
+            "{sa}" => Some(Var::ServiceAccount),
+            "{cluster}" => Some(Var::Cluster),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Var::Namespace => "{namespace}",
+            Var::ServiceAccount => "{sa}",
+            Var::Cluster => "{cluster}",
+        }
+    }
+
+    fn value<'a>(self, who: &Vars<'a>) -> Option<&'a str> {
+        match self {
+            Var::Namespace => who.namespace,
+            Var::ServiceAccount => who.service_account,
+            Var::Cluster => who.cluster,
+        }
+    }
+}
+
+/// What a requester's templates expand to.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Vars<'a> {
+    /// `{self}`.
+    pub spiffe_id: Option<&'a SpiffeId>,
+    /// `{namespace}`.
+    pub namespace: Option<&'a str>,
+    /// `{sa}`.
+    pub service_account: Option<&'a str>,
+    /// `{cluster}`.
+    pub cluster: Option<&'a str>,
+}
+
+impl<'a> Vars<'a> {
+    /// The values of `requester`.
+    pub fn of(requester: &'a Requester) -> Vars<'a> {
+        Vars {
+            spiffe_id: requester.spiffe_id.as_ref(),
+            namespace: requester.namespace.as_deref(),
+            service_account: requester.service_account.as_deref(),
+            cluster: requester.cluster.as_ref().map(ClusterName::as_str),
+        }
+    }
+}
+
+/// One path segment of a SPIFFE ID pattern.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SpiffePattern(String);
+enum Segment {
+    /// Exactly this text.
+    Literal(String),
+    /// `prefix*suffix`: one `*`, never across a `/`.
+    Glob { prefix: String, suffix: String },
+    /// A template value.
+    Var(Var),
+}
+
+/// A SPIFFE ID pattern: `spiffe://TD/seg/...`, where a segment is literal text, text
+/// with one `*` (within the segment), `{namespace}`, `{sa}` or `{cluster}`; a last
+/// segment `**` matches one or more segments; `{self}` alone is the requester's own ID.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpiffePattern {
+    text: String,
+    shape: Shape,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Shape {
+    OwnId,
+    Path {
+        trust_domain: String,
+        segments: Vec<Segment>,
+        rest: bool,
+    },
+}
+
+/// Longest pattern accepted (SPIFFE IDs are at most 2048 bytes).
+const MAX_PATTERN: usize = 2048;
 
 impl SpiffePattern {
     /// Whether this is the `{self}` placeholder.
     pub fn is_self(&self) -> bool {
-        self.0 == "{self}"
+        self.shape == Shape::OwnId
     }
 
     /// Whether the pattern is confined to `td` (so it cannot match another domain).
     pub fn in_trust_domain(&self, td: &TrustDomain) -> bool {
-        let prefix = format!("spiffe://{td}");
-        self.0 == prefix || self.0.starts_with(&format!("{prefix}/"))
+        match &self.shape {
+            Shape::OwnId => true,
+            Shape::Path { trust_domain, .. } => trust_domain == td.as_str(),
+        }
     }
 
-    /// Whether `id` matches; `requester` is what `{self}` stands for.
-    pub fn matches(&self, id: &SpiffeId, requester: Option<&SpiffeId>) -> bool {
-        if self.is_self() {
-            return requester == Some(id);
+    /// Whether `id` matches with the requester's values `who`.
+    pub fn matches(&self, id: &SpiffeId, who: &Vars<'_>) -> bool {
+        let (trust_domain, segments, rest) = match &self.shape {
+            Shape::OwnId => return who.spiffe_id == Some(id),
+            Shape::Path {
+                trust_domain,
+                segments,
+                rest,
+            } => (trust_domain, segments, *rest),
+        };
+        if id.trust_domain().as_str() != trust_domain {
+            return false;
         }
-        glob(self.0.as_bytes(), id.to_string().as_bytes())
+        let path = id.path();
+        let mut parts = path.split('/').skip(1).filter(|_| !path.is_empty());
+        for segment in segments {
+            let Some(part) = parts.next() else {
+                return false;
+            };
+            let ok = match segment {
+                Segment::Literal(text) => part == text,
+                Segment::Glob { prefix, suffix } => {
+                    part.len() >= prefix.len() + suffix.len()
+                        && part.starts_with(prefix.as_str())
+                        && part.ends_with(suffix.as_str())
+                }
+                Segment::Var(var) => var.value(who) == Some(part),
+            };
+            if !ok {
+                return false;
+            }
+        }
+        let left = parts.count();
+        if rest {
+            left >= 1
+        } else {
+            left == 0
+        }
     }
 }
 
 impl fmt::Display for SpiffePattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
 impl FromStr for SpiffePattern {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("invalid SPIFFE ID pattern {s:?}: {why}");
         if s == "{self}" {
-            return Ok(SpiffePattern(s.to_string()));
+            return Ok(SpiffePattern {
+                text: s.to_string(),
+                shape: Shape::OwnId,
+            });
         }
-        // The pattern with every wildcard replaced must itself be a valid SPIFFE ID.
-        let probe = s.replace("**", "x").replace('*', "x");
-        SpiffeId::from_str(&probe).map_err(|e| format!("invalid SPIFFE ID pattern {s:?}: {e}"))?;
-        if s.contains("***") {
-            return Err(format!("invalid SPIFFE ID pattern {s:?}: use * or **"));
+        if s.len() > MAX_PATTERN {
+            return Err(bad("longer than 2048 bytes"));
         }
-        Ok(SpiffePattern(s.to_string()))
+        let rest_of = s
+            .strip_prefix("spiffe://")
+            .ok_or_else(|| bad("must start with spiffe:// (or be {self})"))?;
+        let (trust_domain, path) = rest_of.split_once('/').unwrap_or((rest_of, ""));
+        let mut segments = Vec::new();
+        let mut rest = false;
+        let raw: Vec<&str> = if path.is_empty() {
+            Vec::new()
+        } else {
+            path.split('/').collect()
+        };
+        for (i, seg) in raw.iter().enumerate() {
+            if *seg == "**" {
+                if i + 1 != raw.len() {
+                    return Err(bad("** may only be the last segment"));
+                }
+                rest = true;
+                continue;
+            }
+            if let Some(var) = Var::parse(seg) {
+                segments.push(Segment::Var(var));
+                continue;
+            }
+            if seg.contains('{') || seg.contains('}') {
+                return Err(bad(
+                    "a template is a whole segment: {namespace}, {sa} or {cluster} ({self} stands alone)",
+                ));
+            }
+            match seg.matches('*').count() {
+                0 => segments.push(Segment::Literal(seg.to_string())),
+                1 => {
+                    let (prefix, suffix) = seg.split_once('*').expect("one star");
+                    segments.push(Segment::Glob {
+                        prefix: prefix.to_string(),
+                        suffix: suffix.to_string(),
+                    });
+                }
+                _ => return Err(bad("use at most one * per segment, or ** as the last one")),
+            }
+        }
+        // With every wildcard and template replaced, it must be a valid SPIFFE ID.
+        let probe_path: String = segments
+            .iter()
+            .map(|seg| match seg {
+                Segment::Literal(t) => format!("/{t}"),
+                Segment::Glob { prefix, suffix } => format!("/{prefix}x{suffix}"),
+                Segment::Var(_) => "/x".to_string(),
+            })
+            .chain(rest.then(|| "/x".to_string()))
+            .collect();
+        SpiffeId::from_str(&format!("spiffe://{trust_domain}{probe_path}"))
+            .map_err(|e| bad(&e.to_string()))?;
+        Ok(SpiffePattern {
+            text: s.to_string(),
+            shape: Shape::Path {
+                trust_domain: trust_domain.to_string(),
+                segments,
+                rest,
+            },
+        })
     }
 }
 
@@ -72,62 +266,93 @@ impl<'de> Deserialize<'de> for SpiffePattern {
     }
 }
 
-/// Glob over bytes: `**` matches anything, `*` anything but `/`.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.first() {
-        None => text.is_empty(),
-        Some(b'*') if pattern.get(1) == Some(&b'*') => {
-            let rest = &pattern[2..];
-            (0..=text.len()).any(|i| glob(rest, &text[i..]))
-        }
-        Some(b'*') => {
-            let rest = &pattern[1..];
-            let mut i = 0;
-            loop {
-                if glob(rest, &text[i..]) {
-                    return true;
-                }
-                if i == text.len() || text[i] == b'/' {
-                    return false;
-                }
-                i += 1;
-            }
-        }
-        Some(c) => text.first() == Some(c) && glob(&pattern[1..], &text[1..]),
-    }
+/// One label of a DNS pattern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Label {
+    /// `*`: exactly one label.
+    Any,
+    /// A template value.
+    Var(Var),
+    /// Exactly this label (lowercase).
+    Literal(String),
 }
 
-/// A DNS name pattern: labels, where a `*` label stands for exactly one label.
+/// A DNS name pattern: labels, where `*` stands for exactly one label and
+/// `{namespace}`, `{sa}`, `{cluster}` for the requester's values.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DnsPattern(Vec<String>);
+pub struct DnsPattern(Vec<Label>);
+
+/// How a DNS name matched a pattern.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsMatch {
+    /// The pattern spells `{namespace}` out (the name is under the requester's namespace).
+    pub in_namespace: bool,
+}
 
 impl DnsPattern {
-    /// Whether `name` (already checked as a DNS name) matches.
-    pub fn matches(&self, name: &str) -> bool {
+    /// Whether `name` (already checked as a DNS name) matches with the values `who`.
+    /// A literal `*` label of `name` (a wildcard certificate) is matched only by `*`.
+    pub fn matches(&self, name: &str, who: &Vars<'_>) -> Option<DnsMatch> {
         let labels: Vec<&str> = name.split('.').collect();
-        labels.len() == self.0.len()
-            && self
-                .0
-                .iter()
-                .zip(&labels)
-                .all(|(p, l)| p == "*" || p.eq_ignore_ascii_case(l))
+        if labels.len() != self.0.len() {
+            return None;
+        }
+        let mut in_namespace = false;
+        for (pattern, label) in self.0.iter().zip(&labels) {
+            let ok = match pattern {
+                Label::Any => true,
+                Label::Var(var) => {
+                    in_namespace |= *var == Var::Namespace;
+                    *label != "*"
+                        && var
+                            .value(who)
+                            .is_some_and(|v| v.eq_ignore_ascii_case(label))
+                }
+                Label::Literal(text) => text.eq_ignore_ascii_case(label),
+            };
+            if !ok {
+                return None;
+            }
+        }
+        Some(DnsMatch { in_namespace })
     }
 }
 
 impl fmt::Display for DnsPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.join("."))
+        let labels: Vec<&str> = self
+            .0
+            .iter()
+            .map(|l| match l {
+                Label::Any => "*",
+                Label::Var(v) => v.name(),
+                Label::Literal(t) => t.as_str(),
+            })
+            .collect();
+        f.write_str(&labels.join("."))
     }
 }
 
 impl FromStr for DnsPattern {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let labels: Vec<String> = s.split('.').map(str::to_ascii_lowercase).collect();
-        for label in &labels {
-            if label != "*" && !valid_label(label) {
+        if s.len() > 253 {
+            return Err(format!(
+                "invalid DNS name pattern {:?}: longer than 253 bytes",
+                s.chars().take(64).collect::<String>()
+            ));
+        }
+        let mut labels = Vec::new();
+        for label in s.split('.') {
+            if label == "*" {
+                labels.push(Label::Any);
+            } else if let Some(var) = Var::parse(label) {
+                labels.push(Label::Var(var));
+            } else if valid_label(label) {
+                labels.push(Label::Literal(label.to_ascii_lowercase()));
+            } else {
                 return Err(format!(
-                    "invalid DNS name pattern {s:?}: label {label:?} is not a DNS label or *"
+                    "invalid DNS name pattern {s:?}: label {label:?} is not a DNS label, *, {{namespace}}, {{sa}} or {{cluster}}"
                 ));
             }
         }
@@ -160,11 +385,11 @@ pub struct Policy {
     pub config: PolicyConfig,
 }
 
-/// What a requester asks for, as the policy sees it.
-#[derive(Clone, Debug)]
+/// What a requester asks for, as the policy sees it (parsed from the CSR at the edge).
+#[derive(Clone, Copy, Debug)]
 pub struct Ask<'a> {
-    /// Profile name (`workload`, `server`, `client`, or a CA profile).
-    pub profile: &'a str,
+    /// Profile.
+    pub profile: Profile,
     /// SPIFFE ID of the certificate, if any.
     pub spiffe_id: Option<&'a SpiffeId>,
     /// DNS SANs.
@@ -175,141 +400,385 @@ pub struct Ask<'a> {
     pub ttl: Option<Ttl>,
     /// Key type of the CSR.
     pub key_type: KeyType,
-    /// Intermediate that would sign.
-    pub intermediate: &'a str,
-    /// Whether the CSR asks for a CA certificate.
+    /// Intermediate named by the request (`None`: the requester's own).
+    pub intermediate: Option<&'a str>,
+    /// Whether the request asks for a CA certificate.
     pub requests_ca: bool,
 }
 
-/// What policy grants.
+/// What the issuer knows beside the policies: its trust domain, intermediates and its
+/// own serving names.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules<'a> {
+    /// The trust domain.
+    pub trust_domain: &'a TrustDomain,
+    /// Every policy.
+    pub policies: &'a [Policy],
+    /// Intermediates this issuer holds.
+    pub intermediates: &'a [&'a str],
+    /// Intermediate of a requester without a cluster.
+    pub default_intermediate: &'a str,
+    /// Each cluster's intermediate.
+    pub cluster_intermediates: &'a HashMap<ClusterName, String>,
+    /// The listener's DNS names: never issued to anybody but the issuer.
+    pub reserved_dns: &'a [String],
+    /// The listener's IP addresses: likewise.
+    pub reserved_ips: &'a [IpAddr],
+}
+
+/// What a request is granted.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Grant {
+pub struct Decision {
     /// Name of the policy that allowed it.
     pub policy: String,
     /// Lifetime to issue (requested, capped by the policy).
     pub ttl: Ttl,
     /// Whether the requested TTL was cut to the policy's maximum.
     pub ttl_capped: bool,
+    /// Intermediate that signs.
+    pub intermediate: String,
 }
 
-/// A refusal and its reason.
+/// The rule a request broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// CA certificates are never issued to requesters.
+    CaNotAllowed,
+    /// Below the minimum lifetime.
+    TtlTooShort,
+    /// No policy applies to the requester.
+    NoPolicy,
+    /// The policy is limited to other clusters.
+    ClusterNotAllowed,
+    /// The policy does not allow the profile.
+    ProfileNotAllowed,
+    /// Unknown intermediate (a request error rather than a denial).
+    UnknownIntermediate,
+    /// Another cluster's intermediate, not listed by the policy.
+    IntermediateNotAllowed,
+    /// Key type refused.
+    KeyTypeNotAllowed,
+    /// SPIFFE ID outside the trust domain or the policy.
+    SpiffeIdNotAllowed,
+    /// SPIFFE ID of another namespace than the requester's.
+    SpiffeIdOutsideNamespace,
+    /// DNS name outside the policy.
+    DnsNameNotAllowed,
+    /// DNS name not under the requester's namespace.
+    DnsNameOutsideNamespace,
+    /// Wildcard DNS name where the policy has no `wildcards: true`.
+    WildcardNotAllowed,
+    /// IP address outside the policy.
+    IpAddressNotAllowed,
+    /// One of the issuer's own serving names.
+    ReservedName,
+    /// An mTLS renewal asking for more than the presented certificate carries.
+    RenewalWidens,
+}
+
+impl Rule {
+    /// Stable code (API errors, metrics, audit, cert-manager status messages).
+    pub fn code(self) -> &'static str {
+        match self {
+            Rule::CaNotAllowed => "ca_not_allowed",
+            Rule::TtlTooShort => "ttl_too_short",
+            Rule::NoPolicy => "no_policy",
+            Rule::ClusterNotAllowed => "cluster_not_allowed",
+            Rule::ProfileNotAllowed => "profile_not_allowed",
+            Rule::UnknownIntermediate => "unknown_intermediate",
+            Rule::IntermediateNotAllowed => "intermediate_not_allowed",
+            Rule::KeyTypeNotAllowed => "key_type_not_allowed",
+            Rule::SpiffeIdNotAllowed => "spiffe_id_not_allowed",
+            Rule::SpiffeIdOutsideNamespace => "spiffe_id_outside_namespace",
+            Rule::DnsNameNotAllowed => "dns_name_not_allowed",
+            Rule::DnsNameOutsideNamespace => "dns_name_outside_namespace",
+            Rule::WildcardNotAllowed => "wildcard_not_allowed",
+            Rule::IpAddressNotAllowed => "ip_address_not_allowed",
+            Rule::ReservedName => "reserved_name",
+            Rule::RenewalWidens => "renewal_widens",
+        }
+    }
+}
+
+/// A refusal: the rule and a reason a person can act on.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
 pub struct Denial {
-    /// Stable code for metrics and clients.
-    pub code: &'static str,
+    /// The rule that refused.
+    pub rule: Rule,
     /// Human-readable reason.
     pub reason: String,
 }
 
 impl Denial {
-    fn new(code: &'static str, reason: impl Into<String>) -> Self {
+    fn new(rule: Rule, reason: impl Into<String>) -> Self {
         Denial {
-            code,
+            rule,
             reason: reason.into(),
         }
+    }
+
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        self.rule.code()
     }
 }
 
 /// Default lifetime of a workload certificate.
 pub const DEFAULT_TTL: Ttl = Ttl::hours(24);
 
-/// The policies that apply to a SPIFFE identity (mTLS or service-account JWT).
-pub fn applicable<'p>(policies: &'p [Policy], identity: &SpiffeId) -> Vec<&'p Policy> {
-    policies
-        .iter()
-        .filter(|p| {
-            p.config
-                .identities
+/// The policies `requester` is decided under: its bound policy, or those whose
+/// `identities` match its SPIFFE ID.
+pub fn applicable<'p>(policies: &'p [Policy], requester: &Requester) -> Vec<&'p Policy> {
+    match &requester.scope {
+        PolicyScope::Bound(name) => policies.iter().filter(|p| &p.config.name == name).collect(),
+        PolicyScope::ByIdentity => {
+            let Some(id) = requester.spiffe_id.as_ref() else {
+                return Vec::new();
+            };
+            let who = Vars::of(requester);
+            policies
                 .iter()
-                .any(|pat| pat.matches(identity, None))
-        })
-        .collect()
+                .filter(|p| p.config.identities.iter().any(|pat| pat.matches(id, &who)))
+                .collect()
+        }
+    }
 }
 
-/// Decides a request against the policies that apply to the requester.
-pub fn decide(
-    policies: &[&Policy],
-    requester: Option<&SpiffeId>,
-    requester_name: &str,
-    ask: &Ask<'_>,
-) -> Result<Grant, Denial> {
-    if ask.requests_ca || !crate::config::API_PROFILES.contains(&ask.profile) {
+fn is_wildcard(name: &str) -> bool {
+    name.starts_with("*.")
+}
+
+/// Whether DNS name `asked` (maybe a wildcard) is, or covers, `reserved`.
+fn covers(asked: &str, reserved: &str) -> bool {
+    if asked.eq_ignore_ascii_case(reserved) {
+        return true;
+    }
+    match asked.strip_prefix("*.") {
+        Some(parent) => reserved
+            .split_once('.')
+            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(parent)),
+        None => false,
+    }
+}
+
+/// Decides `ask` for `requester`.
+pub fn decide(requester: &Requester, ask: &Ask<'_>, rules: &Rules<'_>) -> Result<Decision, Denial> {
+    if ask.requests_ca
+        || !matches!(
+            ask.profile,
+            Profile::Workload | Profile::Server | Profile::Client
+        )
+    {
         return Err(Denial::new(
-            "ca_not_allowed",
+            Rule::CaNotAllowed,
             format!(
-                "a CA certificate was requested (profile {:?}{}): CA certificates are never issued to workloads",
+                "a CA certificate was requested (profile {}{}): CA certificates are never issued to requesters",
                 ask.profile,
-                if ask.requests_ca { ", CSR asks for CA:TRUE or keyCertSign" } else { "" }
+                if ask.requests_ca { ", CA:TRUE or keyCertSign" } else { "" }
             ),
         ));
     }
     if let Some(ttl) = ask.ttl {
         if ttl < MIN_TTL {
             return Err(Denial::new(
-                "ttl_too_short",
+                Rule::TtlTooShort,
                 format!("requested ttl {ttl} is shorter than the minimum {MIN_TTL}"),
             ));
         }
     }
+    if let Some(id) = ask.spiffe_id {
+        if id.trust_domain() != rules.trust_domain {
+            return Err(Denial::new(
+                Rule::SpiffeIdNotAllowed,
+                format!(
+                    "SPIFFE ID {id} is outside trust domain {}",
+                    rules.trust_domain
+                ),
+            ));
+        }
+    }
+    for name in ask.dns_names {
+        if let Some(reserved) = rules.reserved_dns.iter().find(|r| covers(name, r)) {
+            return Err(Denial::new(
+                Rule::ReservedName,
+                format!("DNS name {name:?} is (or covers) {reserved:?}, a name this issuer serves on: it is issued to nobody else"),
+            ));
+        }
+    }
+    for ip in ask.ip_addresses {
+        if rules.reserved_ips.contains(ip) {
+            return Err(Denial::new(
+                Rule::ReservedName,
+                format!(
+                    "IP address {ip} is one this issuer serves on: it is issued to nobody else"
+                ),
+            ));
+        }
+    }
+    if let Some(presented) = &requester.renewal_of {
+        check_renewal(presented, ask)?;
+    }
+    let home = match &requester.cluster {
+        Some(cluster) => rules
+            .cluster_intermediates
+            .get(cluster)
+            .map(String::as_str)
+            .unwrap_or(rules.default_intermediate),
+        None => rules.default_intermediate,
+    };
+    let intermediate = ask.intermediate.unwrap_or(home);
+    if !rules.intermediates.contains(&intermediate) {
+        return Err(Denial::new(
+            Rule::UnknownIntermediate,
+            format!(
+                "unknown intermediate {:?} (this issuer has: {})",
+                intermediate.chars().take(64).collect::<String>(),
+                rules.intermediates.join(", ")
+            ),
+        ));
+    }
+    let policies = applicable(rules.policies, requester);
     if policies.is_empty() {
         return Err(Denial::new(
-            "no_policy",
-            format!("no policy applies to {requester_name}"),
+            Rule::NoPolicy,
+            format!("no policy applies to {requester}"),
         ));
     }
     let mut reasons = Vec::new();
-    for policy in policies {
-        match decide_one(policy, requester, ask) {
-            Ok(grant) => return Ok(grant),
+    for policy in &policies {
+        match decide_one(policy, requester, ask, intermediate, home) {
+            Ok((ttl, ttl_capped)) => {
+                return Ok(Decision {
+                    policy: policy.config.name.clone(),
+                    ttl,
+                    ttl_capped,
+                    intermediate: intermediate.to_string(),
+                })
+            }
             Err(denial) => reasons.push((policy.config.name.as_str(), denial)),
         }
     }
-    if reasons.len() == 1 {
-        let (name, denial) = reasons.remove(0);
-        return Err(Denial::new(
-            denial.code,
-            format!("policy {name:?}: {}", denial.reason),
-        ));
-    }
-    let code = reasons[0].1.code;
+    let rule = reasons[0].1.rule;
     let joined = reasons
         .iter()
         .map(|(name, d)| format!("policy {name:?}: {}", d.reason))
         .collect::<Vec<_>>()
         .join("; ");
     Err(Denial::new(
-        code,
-        format!("no policy allows this request ({joined})"),
+        rule,
+        if reasons.len() == 1 {
+            joined
+        } else {
+            format!("no policy allows this request ({joined})")
+        },
     ))
+}
+
+/// An mTLS renewal gets at most what the presented certificate carries: an identity
+/// obtained with one credential never widens into another policy's names.
+fn check_renewal(presented: &Presented, ask: &Ask<'_>) -> Result<(), Denial> {
+    let widens = |what: String| {
+        Err(Denial::new(
+            Rule::RenewalWidens,
+            format!(
+                "{what}: a renewal over mTLS gets at most the names of the certificate presented"
+            ),
+        ))
+    };
+    if ask.spiffe_id != presented.spiffe_id.as_ref() {
+        let asked = ask
+            .spiffe_id
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "none".into());
+        return widens(format!(
+            "SPIFFE ID {asked} is not the presented certificate's"
+        ));
+    }
+    for name in ask.dns_names {
+        if !presented
+            .dns_names
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(name))
+        {
+            return widens(format!(
+                "DNS name {name:?} is not in the presented certificate"
+            ));
+        }
+    }
+    for ip in ask.ip_addresses {
+        if !presented.ip_addresses.contains(ip) {
+            return widens(format!(
+                "IP address {ip} is not in the presented certificate"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The names of a certificate presented for renewal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Presented {
+    /// Its SPIFFE ID.
+    pub spiffe_id: Option<SpiffeId>,
+    /// Its DNS names.
+    pub dns_names: Vec<String>,
+    /// Its IP addresses.
+    pub ip_addresses: Vec<IpAddr>,
 }
 
 fn decide_one(
     policy: &Policy,
-    requester: Option<&SpiffeId>,
+    requester: &Requester,
     ask: &Ask<'_>,
-) -> Result<Grant, Denial> {
+    intermediate: &str,
+    home: &str,
+) -> Result<(Ttl, bool), Denial> {
     let p = &policy.config;
-    if !p.profiles.iter().any(|x| x == ask.profile) {
+    let who = Vars::of(requester);
+    if !p.clusters.is_empty()
+        && !requester
+            .cluster
+            .as_ref()
+            .is_some_and(|c| p.clusters.contains(c))
+    {
+        let cluster = requester
+            .cluster
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "none".into());
         return Err(Denial::new(
-            "profile_not_allowed",
+            Rule::ClusterNotAllowed,
+            format!("requester's cluster ({cluster}) is not one of the policy's clusters"),
+        ));
+    }
+    let profile = ask.profile.to_string();
+    if !p.profiles.contains(&profile) {
+        return Err(Denial::new(
+            Rule::ProfileNotAllowed,
             format!(
-                "profile {:?} is not allowed (allowed: {})",
-                ask.profile,
+                "profile {profile:?} is not allowed (allowed: {})",
                 p.profiles.join(", ")
             ),
         ));
     }
-    if !p.intermediates.is_empty() && !p.intermediates.iter().any(|x| x == ask.intermediate) {
+    let listed = p.intermediates.iter().any(|x| x == intermediate);
+    let own_cluster = requester.cluster.is_some() && intermediate == home;
+    let allowed =
+        listed || own_cluster || (requester.cluster.is_none() && p.intermediates.is_empty());
+    if !allowed {
         return Err(Denial::new(
-            "intermediate_not_allowed",
-            format!("intermediate {:?} is not allowed", ask.intermediate),
+            Rule::IntermediateNotAllowed,
+            match &requester.cluster {
+                Some(c) => format!("intermediate {intermediate:?} is not cluster {c}'s ({home}) and the policy does not list it"),
+                None => format!("intermediate {intermediate:?} is not allowed"),
+            },
         ));
     }
     if !p.key_types.contains(&ask.key_type) {
         let allowed: Vec<String> = p.key_types.iter().map(|k| k.to_string()).collect();
         return Err(Denial::new(
-            "key_type_not_allowed",
+            Rule::KeyTypeNotAllowed,
             format!(
                 "key type {} is not allowed (allowed: {})",
                 ask.key_type,
@@ -317,219 +786,654 @@ fn decide_one(
             ),
         ));
     }
+    let bound_namespace = requester.namespace.as_deref().filter(|_| p.bind_namespace);
     if let Some(id) = ask.spiffe_id {
-        if !p.spiffe_ids.iter().any(|pat| pat.matches(id, requester)) {
+        if let Some(ns) = bound_namespace {
+            let mut segs = id.path().split('/').skip(1);
+            if !(segs.next() == Some("ns") && segs.next() == Some(ns)) {
+                return Err(Denial::new(
+                    Rule::SpiffeIdOutsideNamespace,
+                    format!("SPIFFE ID {id} is not in the requester's namespace {ns} (spiffe://{}/ns/{ns}/...)", id.trust_domain()),
+                ));
+            }
+        }
+        if !p.spiffe_ids.iter().any(|pat| pat.matches(id, &who)) {
             return Err(Denial::new(
-                "spiffe_id_not_allowed",
+                Rule::SpiffeIdNotAllowed,
                 format!("SPIFFE ID {id} is outside this policy"),
             ));
         }
     }
     for name in ask.dns_names {
-        if name.starts_with("*.")
-            && !p
-                .dns_names
-                .iter()
-                .any(|pat| pat.0.first().is_some_and(|l| l == "*") && pat.matches(name))
-        {
+        if is_wildcard(name) && !p.wildcards {
             return Err(Denial::new(
-                "wildcard_not_allowed",
-                format!("wildcard DNS name {name:?} is not allowed by this policy"),
+                Rule::WildcardNotAllowed,
+                format!("wildcard DNS name {name:?}: the policy does not say wildcards: true"),
             ));
         }
-        if !p.dns_names.iter().any(|pat| pat.matches(name)) {
+        let matched: Vec<DnsMatch> = p
+            .dns_names
+            .iter()
+            .filter_map(|pat| pat.matches(name, &who))
+            .collect();
+        if matched.is_empty() {
             return Err(Denial::new(
-                "dns_name_not_allowed",
+                Rule::DnsNameNotAllowed,
                 format!("DNS name {name:?} is outside this policy"),
             ));
+        }
+        if let Some(ns) = bound_namespace {
+            if !matched.iter().any(|m| m.in_namespace) {
+                return Err(Denial::new(
+                    Rule::DnsNameOutsideNamespace,
+                    format!("DNS name {name:?} is not under the requester's namespace {ns} (only patterns that spell out {{namespace}} grant names to a namespaced requester)"),
+                ));
+            }
         }
     }
     for ip in ask.ip_addresses {
         if !p.ip_addresses.contains(ip) {
             return Err(Denial::new(
-                "ip_address_not_allowed",
+                Rule::IpAddressNotAllowed,
                 format!("IP address {ip} is outside this policy"),
             ));
         }
     }
     let wanted = ask.ttl.unwrap_or(DEFAULT_TTL);
-    let (ttl, ttl_capped) = if wanted > p.max_ttl {
+    Ok(if wanted > p.max_ttl {
         (p.max_ttl, ask.ttl.is_some())
     } else {
         (wanted, false)
-    };
-    Ok(Grant {
-        policy: p.name.clone(),
-        ttl,
-        ttl_capped,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::{AuthMethod, KubernetesRequest};
+
+    const TD: &str = "mesh.example";
+    const ISSUER_NAME: &str = "canopy-issuer.canopy.svc.cluster.local";
+
+    fn td() -> TrustDomain {
+        TD.parse().unwrap()
+    }
 
     fn id(s: &str) -> SpiffeId {
         s.parse().unwrap()
     }
 
-    fn policy(yaml: &str) -> Policy {
-        Policy {
-            config: serde_yaml::from_str(yaml).unwrap(),
+    fn who(path: &str) -> SpiffeId {
+        id(&format!("spiffe://{TD}{path}"))
+    }
+
+    fn policies() -> Vec<Policy> {
+        let yaml = format!(
+            r#"
+- name: ops
+  spiffe_ids: ["spiffe://{TD}/**"]
+  dns_names: ["*.*.svc.cluster.local", "*.canopy.svc.cluster.local"]
+  profiles: [workload, server]
+  revoke: true
+- name: workloads
+  identities: ["spiffe://{TD}/ns/*/sa/*"]
+  spiffe_ids: ["{{self}}"]
+  dns_names: ["{{sa}}.{{namespace}}.svc.cluster.local", "*.{{namespace}}.svc.cluster.local"]
+  max_ttl: 2h
+- name: cert-manager
+  spiffe_ids: ["spiffe://{TD}/ns/*/sa/*"]
+  dns_names: ["*.{{namespace}}.svc.cluster.local", "*.*.svc.cluster.local"]
+  profiles: [workload, server]
+  wildcards: true
+- name: azure-only
+  identities: ["spiffe://{TD}/batch/*"]
+  spiffe_ids: ["{{self}}"]
+  clusters: [azure]
+"#
+        );
+        serde_yaml::from_str::<Vec<PolicyConfig>>(&yaml)
+            .unwrap()
+            .into_iter()
+            .map(|config| Policy { config })
+            .collect()
+    }
+
+    fn cluster(name: &str) -> ClusterName {
+        name.parse().unwrap()
+    }
+
+    /// Requester kinds, one per column of the contract's table.
+    #[derive(Clone, Copy, Debug)]
+    enum Kind {
+        Token,
+        JwtAws,
+        JwtAzure,
+        MtlsAws,
+        CertManagerOwnNs,
+        CertManagerTrusted,
+        CsrApi,
+    }
+
+    fn requester(kind: Kind) -> Requester {
+        let web = || who("/ns/shop/sa/web");
+        match kind {
+            Kind::Token => Requester::token("t1", "ops"),
+            Kind::JwtAws => {
+                Requester::service_account(AuthMethod::Kubernetes, Some(cluster("aws")), web())
+            }
+            Kind::JwtAzure => {
+                Requester::service_account(AuthMethod::Kubernetes, Some(cluster("azure")), web())
+            }
+            Kind::MtlsAws => {
+                let mut r =
+                    Requester::service_account(AuthMethod::Mtls, Some(cluster("aws")), web());
+                r.renewal_of = Some(Presented {
+                    spiffe_id: Some(web()),
+                    dns_names: vec!["web.shop.svc.cluster.local".into()],
+                    ip_addresses: vec![],
+                });
+                r
+            }
+            Kind::CertManagerOwnNs | Kind::CertManagerTrusted | Kind::CsrApi => {
+                let (method, kind_name, ns, user, trusted) = match kind {
+                    Kind::CertManagerOwnNs => (
+                        AuthMethod::CertManager,
+                        "certificaterequest",
+                        Some("shop"),
+                        "system:serviceaccount:shop:deployer",
+                        false,
+                    ),
+                    Kind::CertManagerTrusted => (
+                        AuthMethod::CertManager,
+                        "certificaterequest",
+                        Some("istio-system"),
+                        "system:serviceaccount:cert-manager:istio-csr",
+                        true,
+                    ),
+                    _ => (
+                        AuthMethod::CsrApi,
+                        "certificatesigningrequest",
+                        Some("shop"),
+                        "system:serviceaccount:shop:web",
+                        false,
+                    ),
+                };
+                Requester::kubernetes_request(
+                    KubernetesRequest {
+                        method,
+                        kind: kind_name,
+                        cluster: &cluster("aws"),
+                        policy: "cert-manager",
+                        namespace: ns,
+                        name: "r",
+                        uid: "u",
+                        username: Some(user),
+                        groups: &[],
+                        trusted,
+                    },
+                    &td(),
+                )
+            }
         }
     }
 
-    fn ask<'a>(spiffe: Option<&'a SpiffeId>, dns: &'a [String]) -> Ask<'a> {
-        Ask {
-            profile: "workload",
-            spiffe_id: spiffe,
-            dns_names: dns,
+    /// What is asked: SPIFFE ID, DNS names, intermediate named.
+    #[derive(Clone, Copy, Debug)]
+    enum Names {
+        /// spiffe://TD/ns/shop/sa/web.
+        OwnId,
+        /// spiffe://TD/ns/istio-system/sa/istiod.
+        OtherNamespaceId,
+        /// Own ID + web.shop.svc.cluster.local.
+        OwnDns,
+        /// Own ID + api.payments.svc.cluster.local.
+        OtherNamespaceDns,
+        /// Own ID + *.shop.svc.cluster.local.
+        Wildcard,
+        /// Own ID + the issuer's own serving name.
+        IssuersName,
+        /// Own ID + the IP the issuer serves on.
+        IssuersIp,
+        /// Own ID, the other cloud's intermediate named.
+        OtherIntermediate,
+        /// Own ID, the own cluster's intermediate named.
+        OwnIntermediate,
+        /// Own ID, a CA asked for.
+        Ca,
+    }
+
+    const KINDS: [Kind; 7] = [
+        Kind::Token,
+        Kind::JwtAws,
+        Kind::JwtAzure,
+        Kind::MtlsAws,
+        Kind::CertManagerOwnNs,
+        Kind::CertManagerTrusted,
+        Kind::CsrApi,
+    ];
+
+    /// The expected outcome per requester kind, in [`KINDS`] order: `Ok(intermediate)`
+    /// or the rule that refuses.
+    type Row = (Names, [Result<&'static str, Rule>; 7]);
+
+    #[rustfmt::skip]
+    fn table() -> Vec<Row> {
+        use Rule::*;
+        vec![
+            //                          token          jwt aws        jwt azure        mtls aws       cm own ns       cm trusted      csr api
+            (Names::OwnId,             [Ok("aws"),     Ok("aws"),     Ok("azure"),     Ok("aws"),     Ok("aws"),      Ok("aws"),      Ok("aws")]),
+            (Names::OtherNamespaceId,  [Ok("aws"),     Err(SpiffeIdOutsideNamespace), Err(SpiffeIdOutsideNamespace), Err(RenewalWidens), Err(SpiffeIdOutsideNamespace), Ok("aws"), Err(SpiffeIdOutsideNamespace)]),
+            (Names::OwnDns,            [Ok("aws"),     Ok("aws"),     Ok("azure"),     Ok("aws"),     Ok("aws"),      Ok("aws"),      Ok("aws")]),
+            (Names::OtherNamespaceDns, [Ok("aws"),     Err(DnsNameNotAllowed), Err(DnsNameNotAllowed), Err(RenewalWidens), Err(DnsNameOutsideNamespace), Ok("aws"), Err(DnsNameOutsideNamespace)]),
+            (Names::Wildcard,          [Err(WildcardNotAllowed), Err(WildcardNotAllowed), Err(WildcardNotAllowed), Err(RenewalWidens), Ok("aws"), Ok("aws"), Ok("aws")]),
+            (Names::IssuersName,       [Err(ReservedName), Err(ReservedName), Err(ReservedName), Err(ReservedName), Err(ReservedName), Err(ReservedName), Err(ReservedName)]),
+            (Names::IssuersIp,         [Err(ReservedName), Err(ReservedName), Err(ReservedName), Err(ReservedName), Err(ReservedName), Err(ReservedName), Err(ReservedName)]),
+            (Names::OtherIntermediate, [Ok("azure"),   Err(IntermediateNotAllowed), Ok("azure"), Err(IntermediateNotAllowed), Err(IntermediateNotAllowed), Err(IntermediateNotAllowed), Err(IntermediateNotAllowed)]),
+            (Names::OwnIntermediate,   [Ok("aws"),     Ok("aws"),     Err(IntermediateNotAllowed), Ok("aws"), Ok("aws"),      Ok("aws"),      Ok("aws")]),
+            (Names::Ca,                [Err(CaNotAllowed), Err(CaNotAllowed), Err(CaNotAllowed), Err(CaNotAllowed), Err(CaNotAllowed), Err(CaNotAllowed), Err(CaNotAllowed)]),
+        ]
+    }
+
+    fn ask_for(
+        names: Names,
+        dns: &mut Vec<String>,
+        ips: &mut Vec<IpAddr>,
+    ) -> (SpiffeId, Option<&'static str>, bool) {
+        let own = who("/ns/shop/sa/web");
+        match names {
+            Names::OwnId => (own, None, false),
+            Names::OtherNamespaceId => (who("/ns/istio-system/sa/istiod"), None, false),
+            Names::OwnDns => {
+                dns.push("web.shop.svc.cluster.local".into());
+                (own, None, false)
+            }
+            Names::OtherNamespaceDns => {
+                dns.push("api.payments.svc.cluster.local".into());
+                (own, None, false)
+            }
+            Names::Wildcard => {
+                dns.push("*.shop.svc.cluster.local".into());
+                (own, None, false)
+            }
+            Names::IssuersName => {
+                dns.push(ISSUER_NAME.into());
+                (own, None, false)
+            }
+            Names::IssuersIp => {
+                ips.push("10.0.0.53".parse().unwrap());
+                (own, None, false)
+            }
+            Names::OtherIntermediate => (own, Some("azure"), false),
+            Names::OwnIntermediate => (own, Some("aws"), false),
+            Names::Ca => (own, None, true),
+        }
+    }
+
+    fn run(kind: Kind, names: Names) -> Result<String, Rule> {
+        let policies = policies();
+        let clusters: HashMap<ClusterName, String> = [
+            (cluster("aws"), "aws".to_string()),
+            (cluster("azure"), "azure".to_string()),
+        ]
+        .into();
+        let td = td();
+        let reserved_dns = [ISSUER_NAME.to_string()];
+        let reserved_ips: [IpAddr; 1] = ["10.0.0.53".parse().unwrap()];
+        let rules = Rules {
+            trust_domain: &td,
+            policies: &policies,
+            intermediates: &["aws", "azure"],
+            default_intermediate: "aws",
+            cluster_intermediates: &clusters,
+            reserved_dns: &reserved_dns,
+            reserved_ips: &reserved_ips,
+        };
+        let requester = requester(kind);
+        let (mut dns, mut ips) = (Vec::new(), Vec::new());
+        let (mut spiffe, intermediate, ca) = ask_for(names, &mut dns, &mut ips);
+        // The trusted requester and the namespaced cert-manager creator ask for the
+        // names of the namespace they act for.
+        if matches!(
+            kind,
+            Kind::CertManagerOwnNs | Kind::CertManagerTrusted | Kind::CsrApi
+        ) && matches!(names, Names::OwnId)
+        {
+            spiffe = who("/ns/shop/sa/web");
+        }
+        let ask = Ask {
+            profile: Profile::Workload,
+            spiffe_id: Some(&spiffe),
+            dns_names: &dns,
+            ip_addresses: &ips,
+            ttl: None,
+            key_type: KeyType::EcdsaP256,
+            intermediate,
+            requests_ca: ca,
+        };
+        decide(&requester, &ask, &rules)
+            .map(|d| d.intermediate)
+            .map_err(|d| d.rule)
+    }
+
+    /// Every rule a request can break; a rule added to [`Rule`] must be listed here
+    /// (the match is exhaustive) and then has to show up in a test below.
+    fn every_rule() -> Vec<Rule> {
+        let all = [
+            Rule::CaNotAllowed,
+            Rule::TtlTooShort,
+            Rule::NoPolicy,
+            Rule::ClusterNotAllowed,
+            Rule::ProfileNotAllowed,
+            Rule::UnknownIntermediate,
+            Rule::IntermediateNotAllowed,
+            Rule::KeyTypeNotAllowed,
+            Rule::SpiffeIdNotAllowed,
+            Rule::SpiffeIdOutsideNamespace,
+            Rule::DnsNameNotAllowed,
+            Rule::DnsNameOutsideNamespace,
+            Rule::WildcardNotAllowed,
+            Rule::IpAddressNotAllowed,
+            Rule::ReservedName,
+            Rule::RenewalWidens,
+        ];
+        for rule in all {
+            // Exhaustive: a new variant does not compile until it is listed above.
+            match rule {
+                Rule::CaNotAllowed
+                | Rule::TtlTooShort
+                | Rule::NoPolicy
+                | Rule::ClusterNotAllowed
+                | Rule::ProfileNotAllowed
+                | Rule::UnknownIntermediate
+                | Rule::IntermediateNotAllowed
+                | Rule::KeyTypeNotAllowed
+                | Rule::SpiffeIdNotAllowed
+                | Rule::SpiffeIdOutsideNamespace
+                | Rule::DnsNameNotAllowed
+                | Rule::DnsNameOutsideNamespace
+                | Rule::WildcardNotAllowed
+                | Rule::IpAddressNotAllowed
+                | Rule::ReservedName
+                | Rule::RenewalWidens => {}
+            }
+        }
+        all.to_vec()
+    }
+
+    #[test]
+    fn authorization_table() {
+        let mut failures = Vec::new();
+        for (names, expected) in table() {
+            for (kind, want) in KINDS.iter().zip(expected) {
+                let got = run(*kind, names);
+                if got.as_deref().map_err(|r| *r) != want {
+                    failures.push(format!(
+                        "{kind:?} × {names:?}: expected {want:?}, got {got:?}"
+                    ));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    /// The rules the table does not reach, each refused once with its own case.
+    fn other_rules() -> Vec<(Rule, Result<String, Rule>)> {
+        let policies = policies();
+        let clusters: HashMap<ClusterName, String> = [(cluster("aws"), "aws".to_string())].into();
+        let td = td();
+        let rules = Rules {
+            trust_domain: &td,
+            policies: &policies,
+            intermediates: &["aws", "azure"],
+            default_intermediate: "aws",
+            cluster_intermediates: &clusters,
+            reserved_dns: &[],
+            reserved_ips: &[],
+        };
+        let token = Requester::token("t1", "ops");
+        let jwt = requester(Kind::JwtAws);
+        let own = who("/ns/shop/sa/web");
+        let base = Ask {
+            profile: Profile::Workload,
+            spiffe_id: Some(&own),
+            dns_names: &[],
             ip_addresses: &[],
             ttl: None,
             key_type: KeyType::EcdsaP256,
-            intermediate: "aws",
+            intermediate: None,
             requests_ca: false,
+        };
+        let go = |r: &Requester, a: &Ask<'_>| {
+            decide(r, a, &rules)
+                .map(|d| d.intermediate)
+                .map_err(|d| d.rule)
+        };
+        let other_td = id("spiffe://other.example/ns/shop/sa/web");
+        let outside = ["api.example.com".to_string()];
+        let ip = ["192.0.2.1".parse().unwrap()];
+        let batch = Requester::service_account(
+            AuthMethod::Kubernetes,
+            Some(cluster("aws")),
+            who("/batch/job"),
+        );
+        let nobody = Requester::token("t2", "no-such-policy");
+        vec![
+            (
+                Rule::TtlTooShort,
+                go(
+                    &token,
+                    &Ask {
+                        ttl: Some(Ttl::from_seconds(60).unwrap()),
+                        ..base
+                    },
+                ),
+            ),
+            (Rule::NoPolicy, go(&nobody, &base)),
+            (
+                Rule::ClusterNotAllowed,
+                go(
+                    &batch,
+                    &Ask {
+                        spiffe_id: batch.spiffe_id(),
+                        ..base
+                    },
+                ),
+            ),
+            (
+                Rule::ProfileNotAllowed,
+                go(
+                    &token,
+                    &Ask {
+                        profile: Profile::Client,
+                        ..base
+                    },
+                ),
+            ),
+            (
+                Rule::UnknownIntermediate,
+                go(
+                    &token,
+                    &Ask {
+                        intermediate: Some("gcp"),
+                        ..base
+                    },
+                ),
+            ),
+            (
+                Rule::KeyTypeNotAllowed,
+                go(
+                    &token,
+                    &Ask {
+                        key_type: KeyType::Ed25519,
+                        ..base
+                    },
+                ),
+            ),
+            (
+                Rule::SpiffeIdNotAllowed,
+                go(
+                    &token,
+                    &Ask {
+                        spiffe_id: Some(&other_td),
+                        ..base
+                    },
+                ),
+            ),
+            (
+                Rule::SpiffeIdNotAllowed,
+                go(
+                    &jwt,
+                    &Ask {
+                        spiffe_id: Some(&who("/ns/shop/sa/db")),
+                        ..base
+                    },
+                ),
+            ),
+            (
+                Rule::DnsNameNotAllowed,
+                go(
+                    &token,
+                    &Ask {
+                        dns_names: &outside,
+                        ..base
+                    },
+                ),
+            ),
+            (
+                Rule::IpAddressNotAllowed,
+                go(
+                    &token,
+                    &Ask {
+                        ip_addresses: &ip,
+                        ..base
+                    },
+                ),
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_rule_has_a_case() {
+        let mut seen: Vec<Rule> = table()
+            .into_iter()
+            .flat_map(|(_, row)| row.into_iter().filter_map(Result::err))
+            .collect();
+        for (rule, got) in other_rules() {
+            assert_eq!(got, Err(rule), "case for {rule:?}");
+            seen.push(rule);
         }
+        for rule in every_rule() {
+            assert!(
+                seen.contains(&rule),
+                "no test case refuses with {rule:?}: add a row"
+            );
+        }
+    }
+
+    #[test]
+    fn templates_expand_to_the_requester_only() {
+        let p: SpiffePattern = format!("spiffe://{TD}/ns/{{namespace}}/sa/{{sa}}")
+            .parse()
+            .unwrap();
+        let vars = Vars {
+            namespace: Some("shop"),
+            service_account: Some("web"),
+            ..Vars::default()
+        };
+        assert!(p.matches(&who("/ns/shop/sa/web"), &vars));
+        assert!(!p.matches(&who("/ns/shop/sa/db"), &vars));
+        assert!(!p.matches(&who("/ns/shop/sa/web"), &Vars::default()));
+        let d: DnsPattern = "*.{namespace}.svc".parse().unwrap();
+        assert_eq!(
+            d.matches("a.shop.svc", &vars),
+            Some(DnsMatch { in_namespace: true })
+        );
+        assert_eq!(d.matches("a.other.svc", &vars), None);
+        // A template never expands to a wildcard label.
+        let star = Vars {
+            namespace: Some("*"),
+            ..Vars::default()
+        };
+        assert_eq!(d.matches("a.*.svc", &star), None);
     }
 
     #[test]
     fn spiffe_patterns() {
+        let none = Vars::default();
         let p: SpiffePattern = "spiffe://td/ns/*/sa/*".parse().unwrap();
-        assert!(p.matches(&id("spiffe://td/ns/a/sa/b"), None));
-        assert!(!p.matches(&id("spiffe://td/ns/a/sa/b/c"), None));
-        assert!(!p.matches(&id("spiffe://td/ns/a/x/b"), None));
+        assert!(p.matches(&id("spiffe://td/ns/a/sa/b"), &none));
+        assert!(!p.matches(&id("spiffe://td/ns/a/sa/b/c"), &none));
+        assert!(!p.matches(&id("spiffe://td/ns/a/x/b"), &none));
         let p: SpiffePattern = "spiffe://td/**".parse().unwrap();
-        assert!(p.matches(&id("spiffe://td/ns/a/sa/b/c"), None));
-        assert!(!p.matches(&id("spiffe://tdx/ns/a"), None));
-        assert!(!p.matches(&id("spiffe://other/td/a"), None));
+        assert!(p.matches(&id("spiffe://td/ns/a/sa/b/c"), &none));
+        assert!(!p.matches(&id("spiffe://tdx/ns/a"), &none));
+        assert!(!p.matches(&id("spiffe://other/td/a"), &none));
         let p: SpiffePattern = "spiffe://td/ns/prod-*/sa/web".parse().unwrap();
-        assert!(p.matches(&id("spiffe://td/ns/prod-eu/sa/web"), None));
-        assert!(!p.matches(&id("spiffe://td/ns/dev/sa/web"), None));
+        assert!(p.matches(&id("spiffe://td/ns/prod-eu/sa/web"), &none));
+        assert!(!p.matches(&id("spiffe://td/ns/dev/sa/web"), &none));
         let me = id("spiffe://td/ns/a/sa/b");
         let p: SpiffePattern = "{self}".parse().unwrap();
-        assert!(p.matches(&me, Some(&me)));
-        assert!(!p.matches(&id("spiffe://td/ns/a/sa/c"), Some(&me)));
-        assert!(!p.matches(&me, None));
-        assert!("spiffe://td/a b".parse::<SpiffePattern>().is_err());
-        assert!("http://td/*".parse::<SpiffePattern>().is_err());
+        let vars = Vars {
+            spiffe_id: Some(&me),
+            ..Vars::default()
+        };
+        assert!(p.matches(&me, &vars));
+        assert!(!p.matches(&id("spiffe://td/ns/a/sa/c"), &vars));
+        assert!(!p.matches(&me, &none));
+        for bad in [
+            "spiffe://td/a b",
+            "http://td/*",
+            "spiffe://td/**/x",
+            "spiffe://td/a*b*c",
+            "spiffe://td/x{namespace}",
+        ] {
+            assert!(bad.parse::<SpiffePattern>().is_err(), "{bad}");
+        }
     }
 
     #[test]
-    fn dns_patterns_match_one_label_per_star() {
-        let p: DnsPattern = "*.svc.cluster.local".parse().unwrap();
-        assert!(p.matches("web.svc.cluster.local"));
-        assert!(!p.matches("a.web.svc.cluster.local"));
-        assert!(!p.matches("svc.cluster.local"));
-    }
-
-    const WORKLOADS: &str = r#"
-name: workloads
-identities: ["spiffe://td/ns/*/sa/*"]
-spiffe_ids: ["{self}"]
-dns_names: ["*.svc.cluster.local"]
-max_ttl: 2h
-"#;
-
-    #[test]
-    fn self_only_and_ttl_capped() {
-        let p = policy(WORKLOADS);
-        let me = id("spiffe://td/ns/a/sa/b");
-        let ps = applicable(std::slice::from_ref(&p), &me);
-        assert_eq!(ps.len(), 1);
-        let grant = decide(&ps, Some(&me), "me", &ask(Some(&me), &[])).unwrap();
-        assert_eq!(grant.ttl, Ttl::hours(2));
-        let mut a = ask(Some(&me), &[]);
-        a.ttl = Some(Ttl::hours(1));
-        assert_eq!(decide(&ps, Some(&me), "me", &a).unwrap().ttl, Ttl::hours(1));
-        a.ttl = Some(Ttl::hours(48));
-        let g = decide(&ps, Some(&me), "me", &a).unwrap();
-        assert!(g.ttl_capped && g.ttl == Ttl::hours(2));
-        a.ttl = Some(Ttl::from_seconds(60).unwrap());
-        assert_eq!(
-            decide(&ps, Some(&me), "me", &a).unwrap_err().code,
-            "ttl_too_short"
-        );
-        let other = id("spiffe://td/ns/a/sa/c");
-        let d = decide(&ps, Some(&me), "me", &ask(Some(&other), &[])).unwrap_err();
-        assert_eq!(d.code, "spiffe_id_not_allowed");
-        assert!(
-            d.reason.contains("workloads") && d.reason.contains("sa/c"),
-            "{d}"
-        );
+    fn matching_is_linear_on_hostile_input() {
+        // A backtracking glob takes exponential time on this; ours is one pass.
+        let p: SpiffePattern = "spiffe://td/*a/*a/*a/*a/*a/*a/*a/*a/**".parse().unwrap();
+        let long = format!("spiffe://td/{}", vec!["a".repeat(200); 9].join("/"));
+        let started = std::time::Instant::now();
+        for _ in 0..1000 {
+            assert!(p.matches(&id(&long), &Vars::default()));
+        }
+        // Not a timing assertion: the loop finishing at all is the check.
+        let _ = started.elapsed();
     }
 
     #[test]
-    fn deny_by_default_and_never_ca() {
-        let me = id("spiffe://td/ns/a/sa/b");
+    fn ttl_capped_by_policy() {
+        let policies = policies();
+        let clusters: HashMap<ClusterName, String> = [(cluster("aws"), "aws".to_string())].into();
+        let td = td();
+        let rules = Rules {
+            trust_domain: &td,
+            policies: &policies,
+            intermediates: &["aws"],
+            default_intermediate: "aws",
+            cluster_intermediates: &clusters,
+            reserved_dns: &[],
+            reserved_ips: &[],
+        };
+        let jwt = requester(Kind::JwtAws);
+        let own = who("/ns/shop/sa/web");
+        let ask = Ask {
+            profile: Profile::Workload,
+            spiffe_id: Some(&own),
+            dns_names: &[],
+            ip_addresses: &[],
+            ttl: Some(Ttl::hours(48)),
+            key_type: KeyType::EcdsaP256,
+            intermediate: None,
+            requests_ca: false,
+        };
+        let d = decide(&jwt, &ask, &rules).unwrap();
         assert_eq!(
-            decide(&[], Some(&me), "me", &ask(Some(&me), &[]))
-                .unwrap_err()
-                .code,
-            "no_policy"
-        );
-        let p = policy(WORKLOADS);
-        let mut a = ask(Some(&me), &[]);
-        a.requests_ca = true;
-        assert_eq!(
-            decide(&[&p], Some(&me), "me", &a).unwrap_err().code,
-            "ca_not_allowed"
-        );
-        a.requests_ca = false;
-        a.profile = "intermediate";
-        assert_eq!(
-            decide(&[&p], Some(&me), "me", &a).unwrap_err().code,
-            "ca_not_allowed"
-        );
-    }
-
-    #[test]
-    fn dns_and_wildcards() {
-        let p = policy(WORKLOADS);
-        let me = id("spiffe://td/ns/a/sa/b");
-        let ok = ["web.svc.cluster.local".to_string()];
-        assert!(decide(&[&p], Some(&me), "me", &ask(Some(&me), &ok)).is_ok());
-        let bad = ["web.example.com".to_string()];
-        assert_eq!(
-            decide(&[&p], Some(&me), "me", &ask(Some(&me), &bad))
-                .unwrap_err()
-                .code,
-            "dns_name_not_allowed"
-        );
-        // a pattern `*.svc.cluster.local` allows names under it, including the wildcard
-        let wild = ["*.svc.cluster.local".to_string()];
-        assert!(decide(&[&p], Some(&me), "me", &ask(Some(&me), &wild)).is_ok());
-        let wild = ["*.example.com".to_string()];
-        assert_eq!(
-            decide(&[&p], Some(&me), "me", &ask(Some(&me), &wild))
-                .unwrap_err()
-                .code,
-            "wildcard_not_allowed"
-        );
-    }
-
-    #[test]
-    fn key_types_profiles_and_ips() {
-        let p = policy(&format!("{WORKLOADS}key_types: [ecdsa-p384]\n"));
-        let me = id("spiffe://td/ns/a/sa/b");
-        assert_eq!(
-            decide(&[&p], Some(&me), "me", &ask(Some(&me), &[]))
-                .unwrap_err()
-                .code,
-            "key_type_not_allowed"
-        );
-        let p = policy(WORKLOADS);
-        let mut a = ask(Some(&me), &[]);
-        a.profile = "server";
-        assert_eq!(
-            decide(&[&p], Some(&me), "me", &a).unwrap_err().code,
-            "profile_not_allowed"
-        );
-        let ips = ["10.0.0.1".parse().unwrap()];
-        let mut a = ask(Some(&me), &[]);
-        a.ip_addresses = &ips;
-        assert_eq!(
-            decide(&[&p], Some(&me), "me", &a).unwrap_err().code,
-            "ip_address_not_allowed"
+            (d.ttl, d.ttl_capped, d.policy.as_str()),
+            (Ttl::hours(2), true, "workloads")
         );
     }
 }

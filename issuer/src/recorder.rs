@@ -72,7 +72,9 @@ async fn run(store: Store, mut receiver: mpsc::Receiver<Pending>) {
             // fail the others: retry them one by one. Storage that is down fails them
             // all at once, so every caller hears 503 now instead of waiting for one
             // connection timeout per write.
-            Err(StoreError::Duplicate(_) | StoreError::RevokedToken) if writes.len() > 1 => {
+            Err(
+                StoreError::Duplicate(_) | StoreError::RevokedToken | StoreError::DeniedIdentity(_),
+            ) if writes.len() > 1 => {
                 for (write, waiter) in writes.into_iter().zip(waiters) {
                     let result = store.commit(std::slice::from_ref(&write)).await;
                     let _ = waiter.send(result);

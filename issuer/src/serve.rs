@@ -87,6 +87,7 @@ fn record_of(cert: &Certificate, intermediate: &str, now: OffsetDateTime) -> Cer
         certificate: cert.to_pem(),
         revoked_at: None,
         revocation_reason: None,
+        token_id: None,
     }
 }
 
@@ -139,6 +140,10 @@ impl Service {
             store.clone(),
             config.trust_domain.clone(),
             &config.clusters,
+            authorities
+                .all()
+                .map(|i| (i.name.clone(), i.ca.certificate().clone()))
+                .collect(),
         )?);
         let limiter = Arc::new(RateLimiter::new(
             config.limits.rate_per_second,

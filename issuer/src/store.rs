@@ -28,8 +28,13 @@ pub enum StoreError {
     #[error("not found")]
     NotFound,
     /// A certificate asked for with a token that is no longer live: not recorded.
-    #[error("unknown or revoked token")]
+    #[error("unknown, expired or revoked token")]
     RevokedToken,
+    /// A certificate for a SPIFFE ID on the deny list: not recorded.
+    #[error(
+        "SPIFFE ID {0} is on the deny list: it is not issued until an operator allows it again"
+    )]
+    DeniedIdentity(String),
     /// The storage URL is not one canopy understands.
     #[error("storage url must start with sqlite: or postgres:// (got scheme {0:?})")]
     BadUrl(String),
@@ -210,6 +215,8 @@ pub struct CertificateRecord {
     pub revoked_at: Option<i64>,
     /// Why it was revoked.
     pub revocation_reason: Option<String>,
+    /// The token it was asked for with, if any (checked live when it is recorded).
+    pub token_id: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -233,6 +240,7 @@ struct CertificateRow {
     certificate: String,
     revoked_at: Option<i64>,
     revocation_reason: Option<String>,
+    token_id: Option<String>,
 }
 
 impl CertificateRow {
@@ -261,6 +269,7 @@ impl CertificateRow {
                 certificate: self.certificate,
                 revoked_at: self.revoked_at,
                 revocation_reason: self.revocation_reason,
+                token_id: self.token_id,
             },
         ))
     }
@@ -268,7 +277,7 @@ impl CertificateRow {
 
 const CERT_COLUMNS: &str = "id, serial, spiffe_id, subject, dns_names, ip_addresses, not_before, \
      not_after, issued_at, requester, auth_method, intermediate, cluster, namespace, profile, \
-     fingerprint, certificate, revoked_at, revocation_reason";
+     fingerprint, certificate, revoked_at, revocation_reason, token_id";
 
 /// A bearer token as stored: only its SHA-256 hash.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
@@ -283,6 +292,8 @@ pub struct TokenRecord {
     pub created_at: i64,
     /// Revocation time, Unix seconds.
     pub revoked_at: Option<i64>,
+    /// Expiry, Unix seconds (`None`: a token made before tokens expired).
+    pub expires_at: Option<i64>,
 }
 
 /// One write the ledger commits; several are group-committed in one transaction.
@@ -426,13 +437,19 @@ impl Store {
         let mut certificates = Vec::with_capacity(writes.len());
         let mut events = Vec::with_capacity(writes.len());
         let mut tokens: Vec<&str> = Vec::new();
+        let mut identities: Vec<&str> = Vec::new();
+        let now = crate::clock::now().unix_timestamp();
         for write in writes {
             match write {
                 Write::Issued(cert, event) => {
-                    if cert.auth_method == "token" {
-                        let id = cert.requester.strip_prefix("token:").unwrap_or_default();
+                    if let Some(id) = cert.token_id.as_deref() {
                         if !tokens.contains(&id) {
                             tokens.push(id);
+                        }
+                    }
+                    if let Some(id) = cert.spiffe_id.as_deref() {
+                        if !identities.contains(&id) {
+                            identities.push(id);
                         }
                     }
                     certificates.push(&**cert);
@@ -446,12 +463,13 @@ impl Store {
                 let mut tx = begin_write!($kind $pool);
                 if !tokens.is_empty() {
                     let placeholders: Vec<String> =
-                        (1..=tokens.len()).map(|i| format!("${i}")).collect();
+                        (2..=tokens.len() + 1).map(|i| format!("${i}")).collect();
                     let sql = format!(
-                        "SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL AND id IN ({})",
+                        "SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL \
+                         AND (expires_at IS NULL OR expires_at > $1) AND id IN ({})",
                         placeholders.join(", ")
                     );
-                    let mut query = sqlx::query_scalar::<_, i64>(&sql);
+                    let mut query = sqlx::query_scalar::<_, i64>(&sql).bind(now);
                     for id in &tokens {
                         query = query.bind(*id);
                     }
@@ -460,12 +478,27 @@ impl Store {
                         return Err(StoreError::RevokedToken);
                     }
                 }
+                if !identities.is_empty() {
+                    let placeholders: Vec<String> =
+                        (1..=identities.len()).map(|i| format!("${i}")).collect();
+                    let sql = format!(
+                        "SELECT spiffe_id FROM denied_identities WHERE spiffe_id IN ({}) LIMIT 1",
+                        placeholders.join(", ")
+                    );
+                    let mut query = sqlx::query_scalar::<_, String>(&sql);
+                    for id in &identities {
+                        query = query.bind(*id);
+                    }
+                    if let Some(id) = query.fetch_optional(&mut *tx).await? {
+                        return Err(StoreError::DeniedIdentity(id));
+                    }
+                }
                 for chunk in certificates.chunks(ROWS_PER_INSERT) {
                     let sql = multi_row_insert(
                         "INSERT INTO certificates (serial, spiffe_id, subject, dns_names, ip_addresses, \
                          not_before, not_after, issued_at, requester, auth_method, intermediate, cluster, \
-                         namespace, profile, fingerprint, certificate)",
-                        16,
+                         namespace, profile, fingerprint, certificate, token_id)",
+                        17,
                         chunk.len(),
                     );
                     let mut query = sqlx::query(&sql);
@@ -486,7 +519,8 @@ impl Store {
                             .bind(&c.namespace)
                             .bind(&c.profile)
                             .bind(&c.fingerprint)
-                            .bind(&c.certificate);
+                            .bind(&c.certificate)
+                            .bind(&c.token_id);
                     }
                     query.execute(&mut *tx).await?;
                 }
@@ -562,14 +596,15 @@ impl Store {
             ($kind:tt, $pool:expr) => {{
                 let mut tx = begin_write!($kind $pool);
                 sqlx::query(
-                    "INSERT INTO tokens (id, hash, policy, created_at, revoked_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO tokens (id, hash, policy, created_at, revoked_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(&token.id)
                 .bind(&token.hash)
                 .bind(&token.policy)
                 .bind(token.created_at)
                 .bind(token.revoked_at)
+                .bind(token.expires_at)
                 .execute(&mut *tx)
                 .await?;
                 append_audit!(tx, [&event]);
@@ -615,11 +650,102 @@ impl Store {
 
     /// Looks a token up by the SHA-256 of its secret.
     pub async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let sql = "SELECT id, hash, policy, created_at, revoked_at FROM tokens WHERE hash = $1";
+        let sql = "SELECT id, hash, policy, created_at, revoked_at, expires_at FROM tokens WHERE hash = $1";
         let token = on_pool!(self, pool => {
             sqlx::query_as::<_, TokenRecord>(sql).bind(hash).fetch_optional(pool).await?
         });
         Ok(token)
+    }
+
+    /// Every token, newest first (hashes included; callers show ids only).
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let sql = "SELECT id, hash, policy, created_at, revoked_at, expires_at FROM tokens \
+                   ORDER BY created_at DESC, id";
+        let tokens = on_pool!(self, pool => {
+            sqlx::query_as::<_, TokenRecord>(sql).fetch_all(pool).await?
+        });
+        Ok(tokens)
+    }
+
+    /// Puts a SPIFFE ID on the deny list (and audits it); false if it already was.
+    pub async fn deny_identity(
+        &self,
+        spiffe_id: &str,
+        reason: &str,
+        at: i64,
+        event: AuditEvent,
+    ) -> Result<bool, StoreError> {
+        macro_rules! body {
+            ($kind:tt, $pool:expr) => {{
+                let mut tx = begin_write!($kind $pool);
+                let done = sqlx::query(
+                    "INSERT INTO denied_identities (spiffe_id, reason, created_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (spiffe_id) DO NOTHING",
+                )
+                .bind(spiffe_id)
+                .bind(reason)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if done == 0 {
+                    return Ok(false);
+                }
+                append_audit!(tx, [&event]);
+                tx.commit().await?;
+                Ok(true)
+            }};
+        }
+        match &self.backend {
+            Backend::Sqlite(pool) => body!(sqlite, pool),
+            Backend::Postgres(pool) => body!(postgres, pool),
+        }
+    }
+
+    /// Takes a SPIFFE ID off the deny list (and audits it); false if it was not on it.
+    pub async fn allow_identity(
+        &self,
+        spiffe_id: &str,
+        event: AuditEvent,
+    ) -> Result<bool, StoreError> {
+        macro_rules! body {
+            ($kind:tt, $pool:expr) => {{
+                let mut tx = begin_write!($kind $pool);
+                let done = sqlx::query("DELETE FROM denied_identities WHERE spiffe_id = $1")
+                    .bind(spiffe_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if done == 0 {
+                    return Ok(false);
+                }
+                append_audit!(tx, [&event]);
+                tx.commit().await?;
+                Ok(true)
+            }};
+        }
+        match &self.backend {
+            Backend::Sqlite(pool) => body!(sqlite, pool),
+            Backend::Postgres(pool) => body!(postgres, pool),
+        }
+    }
+
+    /// Why a SPIFFE ID is on the deny list, if it is.
+    pub async fn denied(&self, spiffe_id: &str) -> Result<Option<String>, StoreError> {
+        let sql = "SELECT reason FROM denied_identities WHERE spiffe_id = $1";
+        let reason = on_pool!(self, pool => {
+            sqlx::query_scalar::<_, String>(sql).bind(spiffe_id).fetch_optional(pool).await?
+        });
+        Ok(reason)
+    }
+
+    /// The deny list: (SPIFFE ID, reason, since).
+    pub async fn denied_identities(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let sql = "SELECT spiffe_id, reason, created_at FROM denied_identities ORDER BY spiffe_id";
+        let rows = on_pool!(self, pool => {
+            sqlx::query_as::<_, (String, String, i64)>(sql).fetch_all(pool).await?
+        });
+        Ok(rows)
     }
 
     /// One certificate by serial.

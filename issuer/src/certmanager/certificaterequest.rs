@@ -19,7 +19,8 @@ use super::crd::{ClusterIssuer, Issuer as IssuerResource, IssuerKind, IssuerStat
 use super::plan::{self, Asked, IssuerSettings, NotReady};
 use super::request::{reason, Approval, CertificateRequest};
 use super::status::{apply_status, condition, now_rfc3339, Written};
-use super::{prior, Context};
+use super::{prior, Context, RequestOrigin};
+use crate::auth::AuthMethod;
 use crate::store::StoreError;
 use crate::{IssueError, SignRequest};
 
@@ -191,11 +192,18 @@ async fn reconcile(
     };
 
     let uid = cr.uid().unwrap_or_default();
-    let requester = ctx.requester("certificaterequest", Some(&namespace), &cr.name_any(), &uid);
+    let name = cr.name_any();
+    let requester = ctx.requester(RequestOrigin {
+        method: AuthMethod::CertManager,
+        kind: "certificaterequest",
+        namespace: Some(&namespace),
+        name: &name,
+        uid: &uid,
+        username: cr.spec.username.as_deref(),
+        groups: &cr.spec.groups,
+    });
     let requester_name = requester.to_string();
-    let spiffe_id = canopy::csr::Csr::from_pem(&csr_pem)
-        .ok()
-        .and_then(|c| c.uris().first().cloned());
+    let spiffe_id = plan.csr.uris().first().cloned();
 
     // Signed before, status lost? Hand back that certificate.
     if cr.ready().is_some() {
@@ -238,8 +246,8 @@ async fn reconcile(
     }
     let notes = plan.notes.clone();
     let request = SignRequest {
-        csr: plan.csr_pem,
-        profile: Some(plan.profile.to_string()),
+        csr: plan.csr,
+        profile: plan.profile,
         ttl: Some(plan.ttl),
         intermediate: Some(plan.intermediate),
     };

@@ -33,7 +33,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 use tokio::sync::watch;
 
-use crate::auth::Requester;
+use crate::auth::{AuthMethod, KubernetesRequest, Requester};
 use crate::config::{ClusterConfig, ClusterName};
 use crate::leader::{LeaderElector, LeaderError, LeaseSettings};
 use crate::Issuer;
@@ -46,6 +46,8 @@ pub use status::FIELD_MANAGER;
 pub struct Settings {
     /// Policy the controller's sign requests are decided under (like a token's).
     pub policy: String,
+    /// Users whose requests are not bound to their namespace.
+    pub trusted_requesters: Vec<String>,
     /// Leader election; `None` runs without (a single replica).
     pub lease: Option<LeaseSettings>,
     /// Give up on transient errors (storage, API server) this long after a request
@@ -66,6 +68,7 @@ impl Settings {
     pub fn new(policy: impl Into<String>) -> Self {
         Settings {
             policy: policy.into(),
+            trusted_requesters: Vec::new(),
             lease: None,
             max_retry_duration: Duration::from_secs(3600),
             backoff_base: Duration::from_secs(1),
@@ -103,6 +106,12 @@ pub struct CertManagerConfig {
     /// Also sign Kubernetes CertificateSigningRequests for our signer names.
     #[serde(default = "default_true")]
     pub signing_requests: bool,
+    /// Kubernetes users (`spec.username`) whose requests are not bound to the
+    /// namespace they are created in: istio-csr creates every request in
+    /// istio-system on behalf of all namespaces
+    /// (`system:serviceaccount:cert-manager:cert-manager-istio-csr`).
+    #[serde(default)]
+    pub trusted_requesters: Vec<String>,
 }
 
 /// Where the Lease lives.
@@ -137,6 +146,7 @@ impl Settings {
         let mut s = Settings::new(config.policy.clone());
         s.max_retry_duration = config.max_retry.as_duration().unsigned_abs();
         s.signing_requests = config.signing_requests;
+        s.trusted_requesters = config.trusted_requesters.clone();
         s.instance = identity.to_string();
         s.lease = config.lease.as_ref().map(|l| {
             let name = l
@@ -260,46 +270,43 @@ pub(crate) struct Context {
     pub(crate) backoff: Backoff,
 }
 
-impl Context {
-    /// The requester a sign request of this cluster is made as. Its name carries the
-    /// request's UID: the certificate record then says which request it answered,
-    /// and a retry finds it instead of signing twice.
-    pub(crate) fn requester(
-        &self,
-        kind: &str,
-        namespace: Option<&str>,
-        name: &str,
-        uid: &str,
-    ) -> Requester {
-        requester_for(
-            &self.cluster,
-            &self.settings.policy,
-            kind,
-            namespace,
-            name,
-            uid,
-        )
-    }
+/// A Kubernetes request as the controllers read it: enough to say who made it.
+pub(crate) struct RequestOrigin<'a> {
+    pub(crate) method: AuthMethod,
+    pub(crate) kind: &'a str,
+    pub(crate) namespace: Option<&'a str>,
+    pub(crate) name: &'a str,
+    pub(crate) uid: &'a str,
+    pub(crate) username: Option<&'a str>,
+    pub(crate) groups: &'a [String],
 }
 
-/// The requester identity of a Kubernetes request (`kind` is `certificaterequest`
-/// or `certificatesigningrequest`): `KIND:CLUSTER/NAMESPACE/NAME#UID`.
-pub fn requester_for(
-    cluster: &ClusterName,
-    policy: &str,
-    kind: &str,
-    namespace: Option<&str>,
-    name: &str,
-    uid: &str,
-) -> Requester {
-    let path = match namespace {
-        Some(ns) => format!("{ns}/{name}"),
-        None => name.to_string(),
-    };
-    let mut r = Requester::internal(format!("{kind}:{cluster}/{path}#{uid}"), policy);
-    r.cluster = Some(cluster.clone());
-    r.namespace = namespace.map(str::to_string);
-    r
+impl Context {
+    /// The requester a Kubernetes request of this cluster is decided as: its creator
+    /// (`spec.username`/`spec.groups`), bound to the request's namespace unless the
+    /// creator is one of the cluster's `trusted_requesters`. Its name carries the
+    /// request's UID: the certificate record then says which request it answered,
+    /// and a retry finds it instead of signing twice.
+    pub(crate) fn requester(&self, origin: RequestOrigin<'_>) -> Requester {
+        let trusted = origin
+            .username
+            .is_some_and(|u| self.settings.trusted_requesters.iter().any(|t| t == u));
+        Requester::kubernetes_request(
+            KubernetesRequest {
+                method: origin.method,
+                kind: origin.kind,
+                cluster: &self.cluster,
+                policy: &self.settings.policy,
+                namespace: origin.namespace,
+                name: origin.name,
+                uid: origin.uid,
+                username: origin.username,
+                groups: origin.groups,
+                trusted,
+            },
+            self.issuer.trust_domain(),
+        )
+    }
 }
 
 /// The controllers of one cluster.

@@ -15,7 +15,7 @@ use canopy::ttl::Ttl;
 
 use super::crd::SigningSpec;
 use super::duration::{format_go_duration, parse_go_duration};
-use crate::policy::{DnsPattern, SpiffePattern};
+use crate::policy::{DnsPattern, SpiffePattern, Vars};
 
 /// Lifetime when a request names none (the contract's default).
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -149,10 +149,10 @@ pub struct Asked<'a> {
 }
 
 /// A request that can be handed to [`crate::Issuer::issue`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct SignPlan {
-    /// The CSR, PEM (verified).
-    pub csr_pem: String,
+    /// The CSR, parsed and its signature verified (the one parse on this path).
+    pub csr: Csr,
     /// Profile to issue.
     pub profile: Profile,
     /// Lifetime to ask for (the policy may cap it further).
@@ -237,7 +237,7 @@ pub fn plan(asked: &Asked<'_>, issuer: &IssuerSettings) -> Result<SignPlan, Refu
 
     if let Some(allowed) = &issuer.allowed_spiffe_ids {
         for id in &spiffe_ids {
-            if !allowed.iter().any(|p| p.matches(id, None)) {
+            if !allowed.iter().any(|p| p.matches(id, &Vars::default())) {
                 return Err(Refusal(format!(
                     "SPIFFE ID {id} is not in the issuer's spec.allowedSpiffeIds"
                 )));
@@ -246,7 +246,10 @@ pub fn plan(asked: &Asked<'_>, issuer: &IssuerSettings) -> Result<SignPlan, Refu
     }
     if let Some(allowed) = &issuer.allowed_dns_names {
         for name in csr.dns_names() {
-            if !allowed.iter().any(|p| p.matches(name)) {
+            if !allowed
+                .iter()
+                .any(|p| p.matches(name, &Vars::default()).is_some())
+            {
                 return Err(Refusal(format!(
                     "DNS name {:?} is not in the issuer's spec.allowedDnsNames",
                     name.chars().take(253).collect::<String>()
@@ -284,7 +287,7 @@ pub fn plan(asked: &Asked<'_>, issuer: &IssuerSettings) -> Result<SignPlan, Refu
     let ttl = Ttl::from_seconds(seconds).expect("at least the minimum lifetime");
 
     Ok(SignPlan {
-        csr_pem: asked.csr_pem.to_string(),
+        csr,
         profile,
         ttl,
         intermediate: issuer.intermediate.clone(),

@@ -45,6 +45,16 @@ pub struct CertificateRequestSpec {
     pub usages: Option<Vec<String>>,
     /// Which issuer should sign.
     pub issuer_ref: IssuerRef,
+    /// Who created the request: written by cert-manager's webhook from the
+    /// creator's credentials (not settable by the creator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The creator's groups (webhook-written, like `username`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// The creator's UID (webhook-written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }
 
 /// `spec.issuerRef`.

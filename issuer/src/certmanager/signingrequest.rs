@@ -25,7 +25,8 @@ use super::crd::{IssuerKind, GROUP};
 use super::duration::format_go_duration;
 use super::plan::{self, Asked};
 use super::status::{apply_status, condition};
-use super::{prior, Context};
+use super::{prior, Context, RequestOrigin};
+use crate::auth::AuthMethod;
 use crate::{IssueError, SignRequest};
 
 /// Annotation cert-manager sets with the requested duration.
@@ -168,16 +169,27 @@ async fn reconcile(
         }
     };
 
-    let requester = ctx.requester(
-        "certificatesigningrequest",
-        namespace.as_deref(),
-        &csr.name_any(),
-        &uid,
-    );
+    // A CSR is cluster-scoped: a service account's names are bound to its own
+    // namespace, anybody else's to the namespace of the Issuer the signer names.
+    let username = csr.spec.username.as_deref();
+    let groups = csr.spec.groups.clone().unwrap_or_default();
+    let bound_namespace = username
+        .and_then(|u| u.strip_prefix("system:serviceaccount:"))
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(ns, _)| ns.to_string())
+        .or(namespace);
+    let name = csr.name_any();
+    let requester = ctx.requester(RequestOrigin {
+        method: AuthMethod::CsrApi,
+        kind: "certificatesigningrequest",
+        namespace: bound_namespace.as_deref(),
+        name: &name,
+        uid: &uid,
+        username,
+        groups: &groups,
+    });
     // No Pending marker exists in this API, so always look for an earlier signature.
-    let spiffe_id = canopy::csr::Csr::from_pem(&csr_pem)
-        .ok()
-        .and_then(|c| c.uris().first().cloned());
+    let spiffe_id = plan.csr.uris().first().cloned();
     let now = Timestamp::now().as_second();
     let earlier = prior::find(
         ctx.issuer.store(),
@@ -193,8 +205,8 @@ async fn reconcile(
         Some((chain, _)) => chain,
         None => {
             let request = SignRequest {
-                csr: plan.csr_pem,
-                profile: Some(plan.profile.to_string()),
+                csr: plan.csr,
+                profile: plan.profile,
                 ttl: Some(plan.ttl),
                 intermediate: Some(plan.intermediate),
             };

@@ -356,6 +356,7 @@ impl Syncer {
             certificate: cert.to_pem(),
             revoked_at: None,
             revocation_reason: None,
+            token_id: None,
         };
         let event = AuditEvent::new(
             now_ms(now),
