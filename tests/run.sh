@@ -29,11 +29,12 @@ pg_up() { command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p
 if ! pg_up; then
   if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
     need_pkg pg_ctlcluster postgresql
-    # A fresh Debian cluster asks for passwords on TCP; the test cluster trusts loopback only.
-    for hba in /etc/postgresql/*/main/pg_hba.conf; do
-      as_root sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
-    done
   fi
+  # Debian's cluster asks for passwords on TCP (scram-sha-256); the test cluster trusts
+  # loopback only, whether it was installed now or came with the machine.
+  for hba in /etc/postgresql/*/main/pg_hba.conf; do
+    as_root sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
+  done
   say "starting PostgreSQL"
   as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
   for _ in $(seq 1 30); do pg_up && break; sleep 1; done

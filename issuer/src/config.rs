@@ -480,6 +480,7 @@ impl Config {
             }
         };
         self.roots.iter_mut().for_each(fix);
+        self.crls.iter_mut().for_each(fix);
         for i in &mut self.intermediates {
             fix(&mut i.cert);
             fix(&mut i.key);

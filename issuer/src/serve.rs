@@ -174,7 +174,8 @@ impl Service {
                 server_cert
             }
         };
-        let tls = tls::server_config(&authorities.roots, server_cert)?;
+        let crls = tls::load_crls(&config.crls)?;
+        let tls = tls::server_config(&authorities.roots, &crls, server_cert)?;
         let istio = match config.istio_setup()? {
             None => None,
             Some(setup) => {

@@ -142,10 +142,30 @@ pub fn issue_server_cert(
     Ok((certified, issued.certificate))
 }
 
+/// Reads CRL files (PEM or DER) for the client-certificate verifier.
+pub fn load_crls(paths: &[std::path::PathBuf]) -> Result<Vec<canopy::crl::Crl>, TlsError> {
+    let mut crls = Vec::with_capacity(paths.len());
+    for path in paths {
+        let bytes = std::fs::read(path).map_err(|e| {
+            TlsError::Verifier(format!("cannot read CRL {}: {}", path.display(), e.kind()))
+        })?;
+        let crl = match std::str::from_utf8(&bytes) {
+            Ok(text) if text.contains("-----BEGIN") => canopy::crl::Crl::from_pem(text),
+            _ => canopy::crl::Crl::from_der(bytes),
+        }
+        .map_err(|e| TlsError::Verifier(format!("CRL {}: {e}", path.display())))?;
+        crls.push(crl);
+    }
+    Ok(crls)
+}
+
 /// The rustls server configuration: TLS 1.2 and 1.3, aws-lc-rs, client
-/// certificates optional (verified against `roots` when presented).
+/// certificates optional (verified against `roots` when presented, and refused when a
+/// CA on their path is revoked by one of `crls`, the root's CRL for instance; a leaf's
+/// own revocation is checked against storage on every request).
 pub fn server_config(
     roots: &[Certificate],
+    crls: &[canopy::crl::Crl],
     cert: Arc<ServerCert>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(aws_lc_rs::default_provider());
@@ -155,8 +175,15 @@ pub fn server_config(
             .add(CertificateDer::from(root.der().to_vec()))
             .map_err(|e| TlsError::Verifier(e.to_string()))?;
     }
+    let crls = crls
+        .iter()
+        .map(|c| rustls::pki_types::CertificateRevocationListDer::from(c.der().to_vec()));
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider.clone())
         .allow_unauthenticated()
+        .with_crls(crls)
+        // A CA without a CRL here (an intermediate, whose leaves storage answers for)
+        // is not a reason to refuse.
+        .allow_unknown_revocation_status()
         .build()
         .map_err(|e| TlsError::Verifier(e.to_string()))?;
     let mut config = ServerConfig::builder_with_provider(provider)

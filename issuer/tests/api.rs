@@ -528,7 +528,7 @@ fn suite(backend: Backend) {
         None,
         &json!({"csr": csr(Some(&format!("spiffe://{td}/ns/default/sa/db")), &[]).pem}),
     );
-    expect_error(&r, 403, "spiffe_id_not_allowed", "sa/db");
+    expect_error(&r, 403, "renewal_widens", "sa/db");
     // its holder may revoke it; afterwards the certificate no longer authenticates
     let r = mtls.post_json(
         "/v1/revoke",

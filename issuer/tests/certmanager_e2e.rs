@@ -197,13 +197,16 @@ async fn two_clusters_issue_and_their_leaves_do_mutual_tls() {
         let istio_id = spiffe("bookinfo", &format!("reviews-{cluster}"));
         let istio = istio_csr(&istio_id);
         server
-            .create(certificate_request(
-                "istio-system",
-                "istio-csr-1",
-                &istio.pem,
-                cluster_issuer_ref("canopy"),
-                istio_csr_spec(),
-            ))
+            .create_as(
+                &istio_csr_user(),
+                certificate_request(
+                    "istio-system",
+                    "istio-csr-1",
+                    &istio.pem,
+                    cluster_issuer_ref("canopy"),
+                    istio_csr_spec(),
+                ),
+            )
             .unwrap();
         let dns_name = format!("web.{cluster}.example.com");
         let web = dns_csr(&dns_name);

@@ -27,6 +27,21 @@ use tokio::sync::{oneshot, watch};
 
 pub const TD: &str = "mesh.example";
 pub const POLICY: &str = "cert-manager";
+/// istio-csr's service account: creates every request in istio-system for all
+/// namespaces, so the clusters trust it (`cert_manager.trusted_requesters`).
+pub const ISTIO_CSR_USER: &str = "system:serviceaccount:cert-manager:cert-manager-istio-csr";
+
+/// istio-csr as the test API server authenticates it.
+pub fn istio_csr_user() -> kube_testserver::User {
+    kube_testserver::User {
+        username: ISTIO_CSR_USER.into(),
+        groups: vec![
+            "system:serviceaccounts".into(),
+            "system:serviceaccounts:cert-manager".into(),
+            "system:authenticated".into(),
+        ],
+    }
+}
 
 /// A PKI, an issuer configuration, and the clusters.
 pub struct Env {
@@ -140,7 +155,7 @@ fn config_yaml(clusters: &[&str]) -> String {
         "policies:\n\
          \x20 - name: {POLICY}\n\
          \x20   spiffe_ids: [\"spiffe://{TD}/ns/*/sa/*\"]\n\
-         \x20   dns_names: [\"*.example.com\", \"*.*.example.com\", \"*.*.svc.cluster.local\"]\n\
+         \x20   dns_names: [\"{{namespace}}.*.example.com\", \"*.{{namespace}}.svc.cluster.local\", \"*.*.example.com\"]\n\
          \x20   max_ttl: 90d\n\
          \x20   profiles: [workload, server, client]\n"
     ));
@@ -292,6 +307,7 @@ pub fn ensure_namespace(server: &TestApiServer, name: &str) {
 /// Fast settings for tests.
 pub fn settings() -> Settings {
     let mut s = Settings::new(POLICY);
+    s.trusted_requesters = vec![ISTIO_CSR_USER.to_string()];
     s.backoff_base = Duration::from_millis(100);
     s.backoff_max = Duration::from_secs(1);
     s

@@ -545,6 +545,7 @@ clusters:
     intermediate: aws
     jwt:
       audiences: [canopy-issuer]
+      issuer: "https://kubernetes.default.svc"
       jwks: {jwks}
   - name: aks-test
     intermediate: azure

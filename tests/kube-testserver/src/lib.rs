@@ -37,6 +37,7 @@ mod watch;
 use base64::Engine;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,7 @@ use std::time::Duration;
 use tokio::sync::watch as tokio_watch;
 
 use server::{FaultState, Shared};
+pub use store::User;
 use store::{Selectors, Store, WriteCtx};
 
 /// The cert-manager `cert-manager.io/v1` CRDs (CertificateRequest and Certificate), as a multi-document YAML.
@@ -219,6 +221,7 @@ impl TestApiServer {
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::new()),
             token: random_token(),
+            users: Mutex::new(HashMap::new()),
             fault: Mutex::new(FaultState {
                 fault: Fault::None,
                 scope: FaultScope::all(),
@@ -384,8 +387,28 @@ impl TestApiServer {
             .collect()
     }
 
+    /// A bearer token that authenticates as `username` in `groups` (no RBAC here:
+    /// every user may do everything; the user is what gets stamped into requests).
+    pub fn add_user(&self, username: &str, groups: &[&str]) -> String {
+        let token = random_token();
+        self.shared.users.lock().expect("users").insert(
+            token.clone(),
+            User {
+                username: username.to_string(),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+            },
+        );
+        token
+    }
+
     /// Create an object through the normal create path (as field manager `kube-testserver`); errors are Status bodies.
     pub fn create(&self, object: Value) -> Result<Value, Value> {
+        self.create_as(&User::admin(), object)
+    }
+
+    /// [`Self::create`] as `user`: a CertificateRequest or CSR created so records that
+    /// user in `spec.username`/`spec.groups`, as cert-manager's webhook and the API server do.
+    pub fn create_as(&self, user: &User, object: Value) -> Result<Value, Value> {
         let api_version = object["apiVersion"].as_str().unwrap_or("").to_string();
         let kind = object["kind"].as_str().unwrap_or("").to_string();
         let (group, version) = match api_version.split_once('/') {
@@ -421,6 +444,7 @@ impl TestApiServer {
             manager: "kube-testserver".into(),
             dry_run: false,
             strict: false,
+            user: user.clone(),
         };
         store
             .create(&ctx, object)

@@ -4,6 +4,7 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::{Bytes, Frame, Incoming};
 use hyper::{Method, Request, Response};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use tokio::sync::watch;
 use crate::discovery;
 use crate::patch::PatchType;
 use crate::status::{success_status, ApiError};
-use crate::store::{Selectors, Store, WriteCtx};
+use crate::store::{Selectors, Store, User, WriteCtx};
 use crate::watch::{self as watches, WatchParams};
 use crate::{Fault, FaultScope, RequestRecord};
 
@@ -44,6 +45,8 @@ pub(crate) struct FaultState {
 pub(crate) struct Shared {
     pub store: Mutex<Store>,
     pub token: String,
+    /// Further bearer tokens and the users they authenticate (the admin token is `token`).
+    pub users: Mutex<HashMap<String, User>>,
     pub fault: Mutex<FaultState>,
     /// Bumped on every `set_fault`, releasing hung requests.
     pub fault_gen: watch::Sender<u64>,
@@ -308,25 +311,33 @@ pub(crate) async fn handle(
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),
     };
-    let resp = if auth != format!("Bearer {}", shared.token) {
-        error(&ApiError::new(401, "Unauthorized", "Unauthorized"))
-    } else {
-        serve(
-            &shared,
-            &method,
-            &path,
-            &Query::parse(&query),
-            &content_type,
-            &user_agent,
-            &body,
-        )
-        .await
+    let user = match auth.strip_prefix("Bearer ") {
+        Some(t) if t == shared.token => Some(User::admin()),
+        Some(t) => shared.users.lock().expect("users").get(t).cloned(),
+        None => None,
+    };
+    let resp = match user {
+        None => error(&ApiError::new(401, "Unauthorized", "Unauthorized")),
+        Some(user) => {
+            serve(
+                &shared,
+                &method,
+                &path,
+                &Query::parse(&query),
+                &content_type,
+                &user_agent,
+                &body,
+                &user,
+            )
+            .await
+        }
     };
     record.status = resp.status().as_u16();
     shared.log.lock().expect("log lock").push(record);
     Ok(resp)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     shared: &Arc<Shared>,
     method: &Method,
@@ -335,6 +346,7 @@ async fn serve(
     ct: &str,
     ua: &str,
     body: &[u8],
+    user: &User,
 ) -> Response<Body> {
     let get_only = |v: Option<Value>| -> Response<Body> {
         if method != Method::GET {
@@ -378,7 +390,7 @@ async fn serve(
             .body(Full::new(Bytes::new()).boxed())
             .expect("response"),
         Route::NotFound => error(&not_found_generic()),
-        Route::Resource(r) => match resource(shared, method, r, q, ct, ua, body).await {
+        Route::Resource(r) => match resource(shared, method, r, q, ct, ua, body, user).await {
             Ok(resp) => resp,
             Err(e) => error(&e),
         },
@@ -394,6 +406,7 @@ async fn resource(
     ct: &str,
     ua: &str,
     body: &[u8],
+    user: &User,
 ) -> Result<Response<Body>, ApiError> {
     let rt = {
         let store = shared.store.lock().expect("store");
@@ -429,6 +442,7 @@ async fn resource(
         manager: field_manager(q, ua),
         dry_run: q.get("dryRun") == Some("All"),
         strict: q.get("fieldValidation") == Some("Strict"),
+        user: user.clone(),
     };
     let present = |v: Value| Store::present(&rt, &r.version, v);
     let name = r.name.clone().unwrap_or_default();
@@ -589,6 +603,7 @@ async fn resource(
                     manager: ctx.manager.clone(),
                     dry_run: ctx.dry_run,
                     strict: false,
+                    user: ctx.user.clone(),
                 };
                 if !rt.namespaced {
                     c.namespace = None;

@@ -37,6 +37,27 @@ pub(crate) struct WriteCtx {
     pub manager: String,
     pub dry_run: bool,
     pub strict: bool,
+    /// Who writes: stamped into the requests whose creator the real components record.
+    pub user: User,
+}
+
+/// An authenticated caller of the test API server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// User name, as the real API server reports it.
+    pub username: String,
+    /// Groups.
+    pub groups: Vec<String>,
+}
+
+impl User {
+    /// The kubeconfig's user: a cluster admin.
+    pub fn admin() -> User {
+        User {
+            username: "kubernetes-admin".into(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        }
+    }
 }
 
 type Key = (String, String);
@@ -261,6 +282,7 @@ impl Store {
                 manager: "kube-apiserver".into(),
                 dry_run: false,
                 strict: false,
+                user: User::admin(),
             };
             s.create(&ctx, json!({"metadata": {"name": ns}}))
                 .expect("bootstrap namespace");
@@ -789,7 +811,8 @@ impl Store {
     }
 
     /// POST.
-    pub fn create(&mut self, ctx: &WriteCtx, body: Value) -> Result<Value, ApiError> {
+    pub fn create(&mut self, ctx: &WriteCtx, mut body: Value) -> Result<Value, ApiError> {
+        stamp_creator(ctx, &mut body);
         let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
         if !name.is_empty() && self.get_raw(&ctx.rt, &Self::ns_key(ctx), &name).is_some() {
             Self::check_type_meta(ctx, &body)?;
@@ -990,4 +1013,24 @@ pub(crate) fn bookmark(rt: &ResourceType, version: &str, rv: u64, initial_end: b
         );
     }
     json!({"kind": rt.kind, "apiVersion": rt.api_version(version), "metadata": meta})
+}
+
+/// On create, the real API server writes `spec.username`/`spec.groups` of a
+/// CertificateSigningRequest, and cert-manager's webhook those of a
+/// CertificateRequest, from the creator's credentials; whatever the creator put there
+/// is overwritten, so nobody can claim to be somebody else.
+fn stamp_creator(ctx: &WriteCtx, body: &mut Value) {
+    let stamped = matches!(
+        (ctx.rt.group.as_str(), ctx.rt.plural.as_str()),
+        ("cert-manager.io", "certificaterequests")
+            | ("certificates.k8s.io", "certificatesigningrequests")
+    );
+    if !stamped {
+        return;
+    }
+    if let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("username".into(), json!(ctx.user.username));
+        spec.insert("groups".into(), json!(ctx.user.groups));
+        spec.insert("uid".into(), json!(format!("uid-{}", ctx.user.username)));
+    }
 }
