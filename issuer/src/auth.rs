@@ -86,8 +86,10 @@ pub struct Requester {
     pub scope: PolicyScope,
     /// Its cluster, when known.
     pub cluster: Option<ClusterName>,
-    /// The namespace its names are bound to (`None`: not bound to one).
+    /// Its namespace, when it has one (a request's: where it was created).
     pub namespace: Option<String>,
+    /// Whether its names are bound to `namespace` (false for a trusted requester).
+    pub bound_to_namespace: bool,
     /// Its Kubernetes service account, when it is one.
     pub service_account: Option<String>,
     /// Its own SPIFFE ID, when it has one.
@@ -110,6 +112,7 @@ impl Requester {
             scope,
             cluster: None,
             namespace: None,
+            bound_to_namespace: true,
             service_account: None,
             spiffe_id: None,
             username: None,
@@ -187,9 +190,8 @@ impl Requester {
                 r.spiffe_id = SpiffeId::kubernetes(trust_domain, ns, sa).ok();
             }
         }
-        if !request.trusted {
-            r.namespace = namespace;
-        }
+        r.namespace = namespace;
+        r.bound_to_namespace = !request.trusted;
         r
     }
 

@@ -23,7 +23,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::audit::{AuditEvent, Outcome};
-use crate::auth::Requester;
+use crate::auth::{AuthMethod, Requester};
 use crate::config::{ClusterName, Config};
 use crate::intermediate::Authorities;
 use crate::metrics::{Metrics, ProfileLabel};
@@ -535,8 +535,13 @@ impl Issuer {
         if !revokers {
             return false;
         }
-        match &requester.namespace {
-            None => true,
+        match requester
+            .namespace
+            .as_ref()
+            .filter(|_| requester.bound_to_namespace)
+        {
+            // An operator's token; a workload without a namespace only revokes its own.
+            None => matches!(requester.method, AuthMethod::Token | AuthMethod::Internal),
             Some(ns) => {
                 let in_ns = |id: &str| {
                     id.parse::<SpiffeId>()
@@ -552,6 +557,7 @@ impl Issuer {
     /// Whether `requester` is an operator: a policy with `revoke: true`, no namespace.
     pub fn is_operator(&self, requester: &Requester) -> bool {
         requester.namespace.is_none()
+            && matches!(requester.method, AuthMethod::Token | AuthMethod::Internal)
             && requester.renewal_of.is_none()
             && policy::applicable(&self.policies, requester)
                 .iter()

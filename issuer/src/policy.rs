@@ -786,7 +786,10 @@ fn decide_one(
             ),
         ));
     }
-    let bound_namespace = requester.namespace.as_deref().filter(|_| p.bind_namespace);
+    let bound_namespace = requester
+        .namespace
+        .as_deref()
+        .filter(|_| p.bind_namespace && requester.bound_to_namespace);
     if let Some(id) = ask.spiffe_id {
         if let Some(ns) = bound_namespace {
             let mut segs = id.path().split('/').skip(1);

@@ -303,7 +303,7 @@ async fn two_clusters_issue_and_their_leaves_do_mutual_tls() {
         })
         .unwrap();
     assert_eq!(aws_istio.intermediate, "aws");
-    assert_eq!(aws_istio.auth_method, "internal");
+    assert_eq!(aws_istio.auth_method, "cert-manager");
     assert!(aws_istio
         .requester
         .starts_with("certificaterequest:aws/istio-system/istio-csr-1#"));
