@@ -25,6 +25,8 @@ pub const DEV_TRUST_DOMAIN: &str = "dev.canopy.internal";
 pub const DEV_INTERMEDIATES: [&str; 2] = ["aws", "azure"];
 /// Policy the dev token is bound to.
 pub const DEV_POLICY: &str = "dev";
+/// File with the dev token as an HTTP header, for `curl -H @FILE`.
+pub const DEV_TOKEN_HEADER: &str = "dev-token.header";
 /// Lifetime of the dev token (made again when it has expired).
 const DEV_TOKEN_TTL: canopy::ttl::Ttl = canopy::ttl::Ttl::days(30);
 
@@ -80,6 +82,11 @@ fn write_private(path: &Path, contents: &str) -> Result<(), DevError> {
         .open(path)
         .map_err(io(path))?;
     f.write_all(contents.as_bytes()).map_err(io(path))
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), DevError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))
 }
 
 fn write_public(path: &Path, contents: &str) -> Result<(), DevError> {
@@ -199,11 +206,14 @@ policies:
 pub async fn prepare(data_dir: &Path, listen: Option<SocketAddr>) -> Result<DevSetup, DevError> {
     std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
     let data_dir = data_dir.canonicalize().map_err(io(data_dir))?;
+    // Keys, passphrase, token and database live here: the owner's alone.
+    set_mode(&data_dir, 0o700)?;
     let td: TrustDomain = DEV_TRUST_DOMAIN.parse().map_err(ca_error)?;
     make_cas(&data_dir, &td)?;
     let config_path = data_dir.join("config.yaml");
     if !config_path.exists() {
-        let addr = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443)));
+        // A one-time `--listen` applies to this run only; it is not saved.
+        let addr = SocketAddr::from(([127, 0, 0, 1], 8443));
         write_public(&config_path, &config_text(DEV_TRUST_DOMAIN, addr))?;
     }
     let mut config = Config::load(&config_path)?;
@@ -214,6 +224,12 @@ pub async fn prepare(data_dir: &Path, listen: Option<SocketAddr>) -> Result<DevS
     store.migrate().await?;
     let token = dev_token(&store, &data_dir).await?;
     store.close().await;
+    for file in ["issuer.db", "issuer.db-wal", "issuer.db-shm"] {
+        let path = data_dir.join(file);
+        if path.exists() {
+            set_mode(&path, 0o600)?;
+        }
+    }
     Ok(DevSetup {
         config,
         root_path: data_dir.join("root.pem"),
@@ -236,13 +252,29 @@ async fn dev_token(store: &Store, dir: &Path) -> Result<String, DevError> {
                         .is_none_or(|e| e > OffsetDateTime::now_utc().unix_timestamp())
             })
         {
+            write_header(dir, &token)?;
             return Ok(token);
         }
         std::fs::remove_file(&path).map_err(io(&path))?;
     }
     let token = create_token(store, DEV_POLICY, "dev", DEV_TOKEN_TTL).await?;
     write_private(&path, &format!("{token}\n"))?;
+    write_header(dir, &token)?;
     Ok(token)
+}
+
+/// The token as a header file: curl reads headers from a file (`-H @FILE`), so the
+/// token stays off command lines (and out of `ps`).
+fn write_header(dir: &Path, token: &str) -> Result<(), DevError> {
+    let header = dir.join(DEV_TOKEN_HEADER);
+    let text = format!("Authorization: Bearer {token}\n");
+    if std::fs::read_to_string(&header).is_ok_and(|t| t == text) {
+        return Ok(());
+    }
+    if header.exists() {
+        std::fs::remove_file(&header).map_err(io(&header))?;
+    }
+    write_private(&header, &text)
 }
 
 /// Creates a token bound to `policy`, stores its hash, audits it, returns the token.
@@ -289,14 +321,14 @@ pub fn banner(setup: &DevSetup, addr: SocketAddr) -> String {
   root:         {root}
   data folder:  {data}
   intermediates: {inters}
-  dev token:    {token}
+  dev token:    {data}/dev-token (mode 0600; as a header for curl -H @: {data}/{header})
 
 Get a workload certificate (paste into a shell):
 
-cd "$(mktemp -d)" && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout workload.key -subj "/CN=demo" -addext "subjectAltName=URI:spiffe://{td}/ns/default/sa/demo" -out workload.csr 2>/dev/null && printf '{{"csr":"%s","ttl":"1h","intermediate":"aws"}}' "$(awk '{{printf "%s\\n", $0}}' workload.csr)" | curl -sS --fail-with-body --cacert "{root}" -H "Authorization: Bearer {token}" -H "Content-Type: application/json" -H "Accept: application/x-pem-file" --data @- "https://{host}/v1/sign" > workload.pem && openssl verify -x509_strict -CAfile "{root}" -untrusted workload.pem workload.pem && pwd
+cd "$(mktemp -d)" && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout workload.key -subj "/CN=demo" -addext "subjectAltName=URI:spiffe://{td}/ns/default/sa/demo" -out workload.csr 2>/dev/null && printf '{{"csr":"%s","ttl":"1h","intermediate":"aws"}}' "$(awk '{{printf "%s\\n", $0}}' workload.csr)" | curl -sS --fail-with-body --cacert "{root}" -H @"{data}/{header}" -H "Content-Type: application/json" -H "Accept: application/x-pem-file" --data @- "https://{host}/v1/sign" > workload.pem && openssl verify -x509_strict -CAfile "{root}" -untrusted workload.pem workload.pem && pwd
 "#,
         data = setup.data_dir.display(),
         inters = DEV_INTERMEDIATES.join(", "),
-        token = setup.token,
+        header = DEV_TOKEN_HEADER,
     )
 }

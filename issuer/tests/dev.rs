@@ -122,10 +122,31 @@ fn dev_mode_prints_a_command_that_gets_a_verified_workload_certificate() {
         std::fs::read_to_string(data.join("root.pem")).unwrap(),
         root
     );
+    // The secret never reaches the terminal or a command line: the printed command
+    // reads it from a 0600 header file (curl -H @FILE), the same token as before.
+    let printed = server.stdout.lock().unwrap().clone();
     assert!(
-        server.stdout.lock().unwrap().contains(&token),
-        "same dev token printed"
+        !printed.contains(&token),
+        "the dev token is not printed:\n{printed}"
     );
+    assert!(printed.contains("dev-token.header"), "{printed}");
+    let header = std::fs::read_to_string(data.join("dev-token.header")).unwrap();
+    assert_eq!(header.trim(), format!("Authorization: Bearer {token}"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| {
+        std::fs::metadata(data.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("."), 0o700, "data folder");
+    assert_eq!(mode("issuer.db"), 0o600, "database");
+    assert_eq!(mode("dev-token"), 0o600);
+    assert_eq!(mode("dev-token.header"), 0o600);
+    // `--listen 127.0.0.1:0` was for those runs only: the saved config keeps the default.
+    let config = std::fs::read_to_string(data.join("config.yaml")).unwrap();
+    assert!(config.contains("127.0.0.1:8443"), "{config}");
     let client = Client::new(server.addr, &root, None);
     let r = client.post_json(
         "/v1/sign",

@@ -37,6 +37,57 @@ pub const DATA_ANNOTATION: &str = "canopy.dev/data-sha256";
 /// Annotation: the publishing mode.
 pub const MODE_ANNOTATION: &str = "canopy.dev/mode";
 
+/// A Secret's data entries, decoded. `ca-key.pem` is an unencrypted CA key (istiod
+/// needs it so): `Debug` shows only names and sizes, and the bytes are wiped on drop.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretData(BTreeMap<String, Vec<u8>>);
+
+impl std::ops::Deref for SecretData {
+    type Target = BTreeMap<String, Vec<u8>>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for SecretData {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl From<BTreeMap<String, Vec<u8>>> for SecretData {
+    fn from(map: BTreeMap<String, Vec<u8>>) -> Self {
+        SecretData(map)
+    }
+}
+
+impl FromIterator<(String, Vec<u8>)> for SecretData {
+    fn from_iter<I: IntoIterator<Item = (String, Vec<u8>)>>(iter: I) -> Self {
+        SecretData(iter.into_iter().collect())
+    }
+}
+
+impl std::fmt::Debug for SecretData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(
+                self.0
+                    .iter()
+                    .map(|(k, v)| (k, format!("<{} bytes>", v.len()))),
+            )
+            .finish()
+    }
+}
+
+impl Drop for SecretData {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for value in self.0.values_mut() {
+            value.zeroize();
+        }
+    }
+}
+
 /// The `cacerts` Secret as found in a cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Current {
@@ -49,7 +100,7 @@ pub struct Current {
     /// Annotations.
     pub annotations: BTreeMap<String, String>,
     /// Data, decoded.
-    pub data: BTreeMap<String, Vec<u8>>,
+    pub data: SecretData,
 }
 
 /// Who last shaped the Secret.
@@ -422,7 +473,7 @@ pub enum Material<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Desired {
     /// Data entries.
-    pub data: BTreeMap<String, Vec<u8>>,
+    pub data: SecretData,
     /// Labels (ours plus those of others already on the Secret).
     pub labels: BTreeMap<String, String>,
     /// Annotations (ours plus those of others).
@@ -553,7 +604,7 @@ pub fn build(
     );
     annotations.insert(DATA_ANNOTATION.into(), data_hash(&data));
     Ok(Desired {
-        data,
+        data: data.into(),
         labels,
         annotations,
         ca,
@@ -652,5 +703,26 @@ mod tests {
         let a = assess(&t2, Some(&edited), later);
         assert!(matches!(a.plan, Err(Blocked::Reported(_))));
         assert!(a.problems.iter().any(|p| p.code == "chain-incomplete"));
+    }
+
+    #[test]
+    fn secret_data_debug_shows_no_key_material() {
+        let key = b"-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49\n-----END PRIVATE KEY-----\n";
+        let data: SecretData = [("ca-key.pem".to_string(), key.to_vec())]
+            .into_iter()
+            .collect();
+        let current = Current {
+            data,
+            ..Current::default()
+        };
+        let text = format!("{current:?}");
+        assert!(
+            text.contains("ca-key.pem") && text.contains("bytes"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("PRIVATE KEY") && !text.contains("MIGHAgEA"),
+            "{text}"
+        );
     }
 }
