@@ -177,7 +177,9 @@ and the URL below only names where it comes from.
 {{- end }}
 {{- with .jwt }}
 {{- $jwt := dict "audiences" .audiences }}
-{{- with .issuer }}{{ $_ := set $jwt "issuer" . }}{{ end }}
+{{- if not .issuer }}{{ fail (printf "clusters[%s].jwt.issuer: name the iss of the cluster's service-account tokens (its OIDC issuer URL)" $c.name) }}{{ end }}
+{{- $_ := set $jwt "issuer" .issuer }}
+{{- with .maxTokenLifetime }}{{ $_ := set $jwt "max_token_lifetime" . }}{{ end }}
 {{- if .jwks }}
 {{- $_ := set $jwt "jwks" .jwks }}
 {{- else if .jwksConfigMap }}
@@ -190,6 +192,7 @@ and the URL below only names where it comes from.
 {{- if not .policy }}{{ fail (printf "clusters[%s].certManager.policy: name the policy the cert-manager controller signs under" $c.name) }}{{ end }}
 {{- $cm := dict "policy" .policy "lease" (dict "namespace" $.Release.Namespace) "signing_requests" $.Values.certManager.csrApi.enabled }}
 {{- with .maxRetry }}{{ $_ := set $cm "max_retry" . }}{{ end }}
+{{- with .trustedRequesters }}{{ $_ := set $cm "trusted_requesters" . }}{{ end }}
 {{- $_ := set $c "cert_manager" $cm }}
 {{- end }}
 {{- $c = mergeOverwrite $c (deepCopy (default dict .extra)) }}
