@@ -97,6 +97,8 @@ pub enum CaError {
     Crl(#[from] CrlError),
     #[error("signing failed: {0}")]
     Signing(String),
+    #[error("refusing to cross-sign: {0}")]
+    CrossSignRefused(String),
 }
 
 /// A certificate just issued, with the chain to hand out (leaf first, no root).
@@ -293,9 +295,7 @@ impl CertificateAuthority {
         ttl: Option<crate::ttl::Ttl>,
         now: OffsetDateTime,
     ) -> Result<IssuedCertificate, CaError> {
-        if !other.is_ca() {
-            return Err(CaError::NotCa);
-        }
+        check_cross_sign(&self.cert, other, now)?;
         let ski = other
             .subject_key_id()
             .ok_or_else(|| CaError::Signing("the other root has no Subject Key Identifier".into()))?
@@ -353,6 +353,71 @@ impl CertificateAuthority {
 
 /// The subject of `cert` as rcgen parameters, keeping each attribute's string type so the
 /// encoded name is byte-identical (names chain by exact bytes).
+/// What `other` must be before the root `this` certifies its key: a root self-signed by
+/// the key it presents (so whoever made it holds that key), valid now, under another name
+/// and key, and in the same SPIFFE trust domain (a rotation keeps the trust domain;
+/// certifying a stranger's root would merge two trust domains).
+pub fn check_cross_sign(
+    this: &Certificate,
+    other: &Certificate,
+    now: OffsetDateTime,
+) -> Result<(), CaError> {
+    let refuse = |why: String| Err(CaError::CrossSignRefused(why));
+    if !other.is_self_issued() || other.verify_signed_by(other).is_err() {
+        return refuse(format!(
+            "{} is not self-signed by its own key: only a root proves it holds the key it names",
+            other.subject()
+        ));
+    }
+    if !other.is_valid_at(now) {
+        return refuse(format!(
+            "{} is not valid now (notBefore {}, notAfter {})",
+            other.subject(),
+            other.not_before(),
+            other.not_after()
+        ));
+    }
+    if !other.is_ca() {
+        return Err(CaError::NotCa);
+    }
+    if other.subject_raw() == this.subject_raw() {
+        return refuse(format!(
+            "the other root has this root's own name {}: give the new root another name",
+            other.subject()
+        ));
+    }
+    if other.public_key_spki() == this.public_key_spki() {
+        return refuse("the other root has this root's own key".into());
+    }
+    let mine = trust_domain_uris(this);
+    let theirs = trust_domain_uris(other);
+    if mine != theirs {
+        return refuse(format!(
+            "trust domains differ: this root names {}, the other names {}",
+            describe_uris(&mine),
+            describe_uris(&theirs)
+        ));
+    }
+    Ok(())
+}
+
+/// A root's `spiffe://TD` URI SANs.
+fn trust_domain_uris(cert: &Certificate) -> Vec<&str> {
+    cert.uris()
+        .iter()
+        .map(String::as_str)
+        .filter(|u| u.starts_with("spiffe://"))
+        .collect()
+}
+
+fn describe_uris(uris: &[&str]) -> String {
+    if uris.is_empty() {
+        "no trust domain".into()
+    } else {
+        uris.join(", ")
+    }
+}
+
 fn distinguished_name_of(cert: &Certificate) -> Result<rcgen::DistinguishedName, CaError> {
     use x509_parser::der_parser::asn1_rs::Tag;
     let bad = |why: &str| CaError::Signing(format!("cannot reproduce the subject name: {why}"));

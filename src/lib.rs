@@ -9,6 +9,7 @@ pub mod ca;
 pub mod cacerts;
 pub mod cert;
 pub mod chain;
+pub mod constraints;
 pub mod crl;
 pub mod csr;
 pub mod key;

@@ -12,6 +12,7 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 use crate::cert::Certificate;
+use crate::constraints::NameConstraints;
 use crate::key::KeyType;
 use crate::serial::Serial;
 use crate::spiffe::{SpiffeId, TrustDomain};
@@ -133,6 +134,15 @@ impl Profile {
             p.distinguished_name
                 .push(DnType::OrganizationName, o.as_str());
         }
+        if let (Some(iss), Some(cn)) = (issuer, &req.subject.common_name) {
+            // Same name as the issuer: it would pass for self-issued, which path validation
+            // treats differently, and readers take it for the CA itself.
+            if iss.subject_cn() == Some(cn.as_str()) {
+                return Err(ProfileError::SubjectIsIssuers {
+                    common_name: cn.clone(),
+                });
+            }
+        }
         let serial = Serial::random();
         p.serial_number = Some(serial.to_rcgen());
         p.not_before = now - BACKDATE;
@@ -197,6 +207,26 @@ impl Profile {
                 } else if let Some(td) = &req.trust_domain {
                     p.subject_alt_names = vec![uri_san(&td.id_string())?];
                 }
+                let constraints = match (&req.name_constraints, self) {
+                    (Some(nc), _) => Some(nc.clone()),
+                    (None, Profile::MeshCa) => {
+                        let td = req
+                            .trust_domain
+                            .as_ref()
+                            .ok_or(ProfileError::MissingTrustDomain)?;
+                        Some(NameConstraints::mesh(
+                            td,
+                            &NameConstraints::istiod_dns("istio-system"),
+                        ))
+                    }
+                    (None, _) => None,
+                };
+                if let Some(nc) = constraints {
+                    let ext = nc
+                        .to_extension()
+                        .map_err(|e| ProfileError::Invalid(e.to_string()))?;
+                    p.custom_extensions.push(ext);
+                }
                 if !req.dns_names.is_empty()
                     || !req.ip_addresses.is_empty()
                     || req.spiffe_id.is_some()
@@ -207,6 +237,11 @@ impl Profile {
                 }
             }
             Profile::Workload | Profile::Server | Profile::Client => {
+                if req.name_constraints.is_some() {
+                    return Err(ProfileError::Invalid(
+                        "name constraints belong on CA certificates only".into(),
+                    ));
+                }
                 p.is_ca = IsCa::ExplicitNoCa;
                 p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
                 if matches!(subject_key, KeyType::Rsa { .. }) {
@@ -422,10 +457,18 @@ impl Profile {
         if cert.dns_names() != want_dns.as_slice() {
             v.push("DNS SANs differ from the request".into());
         }
+        if !p.custom_extensions.is_empty() && !cert.has_name_constraints() {
+            v.push("name constraints were planned but are missing".into());
+        }
         match issuer {
             Some(iss) => {
                 if cert.issuer_raw() != iss.subject_raw() {
                     v.push("issuer name is not the CA's subject".into());
+                }
+                if cert.subject_raw() == iss.subject_raw() {
+                    v.push(
+                        "subject is the issuer's own name (it would pass for self-issued)".into(),
+                    );
                 }
                 if cert.not_after() > iss.not_after() {
                     v.push("outlives its issuer".into());
@@ -525,6 +568,10 @@ pub struct CertRequest {
     pub clamp_to_issuer: bool,
     /// Whether `*.example.com` DNS names are allowed (policy decides).
     pub allow_wildcard_dns: bool,
+    /// CA profiles: permitted subtrees. A mesh CA always carries them: these, or when
+    /// None the trust domain and istiod's names in `istio-system`
+    /// ([`NameConstraints::mesh`]).
+    pub name_constraints: Option<NameConstraints>,
 }
 
 /// A certificate ready to sign: parameters plus what was decided on the way.
@@ -579,6 +626,8 @@ pub enum ProfileError {
     MissingTrustDomain,
     #[error("a CA certificate needs a common name")]
     MissingCommonName,
+    #[error("common name {common_name:?} is the issuer's own name: a certificate under it needs another")]
+    SubjectIsIssuers { common_name: String },
     #[error("key not allowed: {0}")]
     KeyNotAllowed(String),
     #[error("{0}")]

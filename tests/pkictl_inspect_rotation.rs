@@ -18,6 +18,20 @@ fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// A root's SHA-256 fingerprint as `pkictl inspect` prints it (what its owner reads out).
+fn fingerprint(root: &Path) -> String {
+    let out = run_ok(
+        pkictl()
+            .args(["inspect", "--output", "json"])
+            .arg(root.join("root-cert.pem")),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let fp = v["files"][0]["objects"][0]["sha256_fingerprint"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no fingerprint in {out}"));
+    fp.to_ascii_uppercase()
+}
+
 /// A root with an `aws` intermediate (unencrypted key, for the test's convenience).
 fn root_with_aws(work: &Path, dir: &str, cn: &str, pass: &Path) -> PathBuf {
     let root = work.join(dir);
@@ -269,6 +283,8 @@ fn cross_signing_lets_each_roots_chains_verify_under_the_other() {
             .arg(&b)
             .arg("--other-root")
             .arg(a.join("root-cert.pem"))
+            .arg("--fingerprint")
+            .arg(fingerprint(&a))
             .arg("--out")
             .arg(&b_signs_a)
             .arg("--passphrase-file")
@@ -281,6 +297,8 @@ fn cross_signing_lets_each_roots_chains_verify_under_the_other() {
             .arg(&a)
             .arg("--other-root")
             .arg(b.join("root-cert.pem"))
+            .arg("--fingerprint")
+            .arg(fingerprint(&b))
             .arg("--out")
             .arg(&a_signs_b)
             .arg("--passphrase-file")
@@ -367,6 +385,8 @@ fn cross_signing_lets_each_roots_chains_verify_under_the_other() {
             .arg(&a)
             .arg("--other-root")
             .arg(a.join("root-cert.pem"))
+            .arg("--fingerprint")
+            .arg(fingerprint(&a))
             .arg("--out")
             .arg(work.join("self.pem"))
             .arg("--passphrase-file")

@@ -563,3 +563,216 @@ fn an_existing_intermediate_is_renewed_only_with_replace() {
     );
     run_ok(pkictl().args(["ledger", "--verify", "--root"]).arg(&s.root));
 }
+
+/// A second root beside `s.root`, with the given trust domain.
+fn other_root(s: &Setup, dir: &str, cn: &str, trust_domain: &str) -> PathBuf {
+    let root = s.work.join(dir);
+    run_ok(
+        pkictl()
+            .args([
+                "init-root",
+                "--cn",
+                cn,
+                "--trust-domain",
+                trust_domain,
+                "--dir",
+            ])
+            .arg(&root)
+            .arg("--passphrase-file")
+            .arg(&s.pass),
+    );
+    root
+}
+
+fn sha256_of(cert: &Path) -> String {
+    canopy::Certificate::from_pem(&std::fs::read_to_string(cert).unwrap())
+        .unwrap()
+        .fingerprint_sha256()
+        .to_owned()
+}
+
+fn cross_sign(s: &Setup, other: &Path, fingerprint: &str) -> Command {
+    let mut c = pkictl();
+    c.arg("cross-sign")
+        .arg("--root")
+        .arg(&s.root)
+        .arg("--other-root")
+        .arg(other)
+        .arg("--fingerprint")
+        .arg(fingerprint)
+        .arg("--out")
+        .arg(s.work.join("cross.pem"))
+        .arg("--passphrase-file")
+        .arg(&s.pass);
+    c
+}
+
+#[test]
+fn cross_sign_refuses_a_root_whose_self_signature_is_not_its_own_key() {
+    // The attack: a "root" certificate naming the victim's key (or any key) under a root
+    // name, signed by some other key. Cross-signing it would certify a key nobody proved
+    // to hold, under a name of the attacker's choosing.
+    let s = setup();
+    let w = &s.work;
+    let ssl = |args: &[&str]| {
+        let out = run(openssl().current_dir(w).args(args));
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    ssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        "signer.key",
+    ]);
+    ssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "signer.key",
+        "-subj",
+        "/CN=Forged Root",
+        "-days",
+        "30",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-addext",
+        "subjectAltName=URI:spiffe://mesh.example",
+        "-out",
+        "signer.pem",
+    ]);
+    canopy_testsupport::openssl_p256_csr(
+        &w.join("named.key"),
+        &w.join("named.csr"),
+        "/CN=Forged Root",
+        None,
+    );
+    std::fs::write(
+        w.join("ca.ext"),
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectAltName=URI:spiffe://mesh.example\nsubjectKeyIdentifier=hash\n",
+    )
+    .unwrap();
+    ssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "named.csr",
+        "-CA",
+        "signer.pem",
+        "-CAkey",
+        "signer.key",
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        "ca.ext",
+        "-out",
+        "forged.pem",
+    ]);
+    let forged = w.join("forged.pem");
+    let before = snapshot(w);
+    let err = run_fails(&mut cross_sign(&s, &forged, &sha256_of(&forged)), 1);
+    assert!(
+        one_line(&err).contains("not self-signed by its own key"),
+        "{err}"
+    );
+    assert_eq!(snapshot(w), before);
+}
+
+#[test]
+fn cross_sign_refuses_a_root_of_another_trust_domain() {
+    let s = setup();
+    let other = other_root(&s, "other", "Other Root", "other.example");
+    let cert = other.join("root-cert.pem");
+    let before = snapshot(&s.work);
+    let err = run_fails(&mut cross_sign(&s, &cert, &sha256_of(&cert)), 1);
+    let line = one_line(&err);
+    assert!(
+        line.contains("trust domains differ")
+            && line.contains("spiffe://mesh.example")
+            && line.contains("spiffe://other.example"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&s.work), before);
+}
+
+#[test]
+fn cross_sign_refuses_a_fingerprint_that_is_not_the_files() {
+    // The file was swapped on its way to the offline machine: the fingerprint read out by
+    // the other root's owner does not match, and no passphrase is even asked.
+    let s = setup();
+    let other = other_root(&s, "next", "Next Root", "mesh.example");
+    let impostor = other_root(&s, "impostor", "Next Root", "mesh.example");
+    let before = snapshot(&s.work);
+    let announced = sha256_of(&other.join("root-cert.pem"));
+    let err = run_fails(
+        &mut cross_sign(&s, &impostor.join("root-cert.pem"), &announced),
+        1,
+    );
+    assert!(
+        one_line(&err).contains("not the --fingerprint given"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&s.work), before);
+    // The genuine one, with the fingerprint as people write it, is cross-signed.
+    let colons = announced
+        .as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap().to_ascii_uppercase())
+        .collect::<Vec<_>>()
+        .join(":");
+    run_ok(&mut cross_sign(&s, &other.join("root-cert.pem"), &colons));
+    // A cross-sign without the fingerprint is a usage error.
+    run_fails(
+        pkictl()
+            .arg("cross-sign")
+            .arg("--root")
+            .arg(&s.root)
+            .arg("--other-root")
+            .arg(other.join("root-cert.pem"))
+            .arg("--out")
+            .arg(s.work.join("cross2.pem")),
+        1,
+    );
+}
+
+#[test]
+fn cross_sign_refuses_a_root_under_this_roots_own_name() {
+    let s = setup();
+    let twin = other_root(&s, "twin", "Acme Root CA", "mesh.example");
+    let cert = twin.join("root-cert.pem");
+    let before = snapshot(&s.work);
+    let err = run_fails(&mut cross_sign(&s, &cert, &sha256_of(&cert)), 1);
+    assert!(one_line(&err).contains("this root's own name"), "{err}");
+    assert_eq!(snapshot(&s.work), before);
+}
+
+#[test]
+fn an_intermediate_may_not_take_the_roots_name() {
+    // The attack: an intermediate named like the root looks self-issued, so path
+    // validation and people reading a chain take it for the root.
+    let s = setup();
+    let before = snapshot(&s.work);
+    let mut c = sign(&s, &s.csr, &s.pass);
+    c.args(["--cn", "Acme Root CA"]);
+    let err = run_fails(&mut c, 1);
+    assert!(one_line(&err).contains("is the issuer's own name"), "{err}");
+    assert_eq!(snapshot(&s.work), before);
+    // Taken from the CSR's subject, the same.
+    let csr = s.work.join("root-named.csr");
+    canopy_testsupport::openssl_p256_csr(
+        &s.work.join("root-named.key"),
+        &csr,
+        "/CN=Acme Root CA",
+        None,
+    );
+    let before = snapshot(&s.work);
+    let err = run_fails(&mut sign(&s, &csr, &s.pass), 1);
+    assert!(one_line(&err).contains("is the issuer's own name"), "{err}");
+    assert_eq!(snapshot(&s.work), before);
+}

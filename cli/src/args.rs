@@ -303,6 +303,11 @@ pub struct CrossSignArgs {
     /// The other root's certificate, whose key and name are certified.
     #[arg(long, value_name = "FILE")]
     pub other_root: PathBuf,
+    /// The other root's SHA-256 fingerprint as its owner read it out (`pkictl inspect`
+    /// prints it), compared before the passphrase is asked: a file swapped on the way
+    /// to this machine is refused. Colons and case do not matter.
+    #[arg(long, value_name = "SHA256")]
+    pub fingerprint: String,
     /// Where to write the cross-signed certificate.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,

@@ -22,11 +22,22 @@ pub fn cross_sign(args: &CrossSignArgs, now: OffsetDateTime) -> Result<()> {
             args.other_root.display()
         )));
     }
-    if other == root.certificate()? {
+    let this = root.certificate()?;
+    if other == this {
         return Err(user(
             "--other-root is this root itself: pass the other root's certificate",
         ));
     }
+    let given = normalize_fingerprint(&args.fingerprint);
+    if given != other.fingerprint_sha256() {
+        return Err(user(format!(
+            "{} has SHA-256 fingerprint {}, not the --fingerprint given ({}): compare with the fingerprint its owner read out and fetch the certificate again",
+            args.other_root.display(),
+            other.fingerprint_sha256(),
+            args.fingerprint.trim()
+        )));
+    }
+    canopy::ca::check_cross_sign(&this, &other, now)?;
     if args.out.exists() {
         return Err(user(format!(
             "{} already exists: choose another --out",
@@ -52,4 +63,21 @@ pub fn cross_sign(args: &CrossSignArgs, now: OffsetDateTime) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// A fingerprint as people write it (`AB:CD:...`, `abcd...`, spaces) in lowercase hex.
+fn normalize_fingerprint(s: &str) -> String {
+    s.chars()
+        .filter(|c| !matches!(c, ':' | ' ' | '-'))
+        .collect::<String>()
+        .to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fingerprints_compare_without_colons_or_case() {
+        assert_eq!(super::normalize_fingerprint("AB:cd:01"), "abcd01");
+        assert_eq!(super::normalize_fingerprint(" ab cd "), "abcd");
+    }
 }

@@ -427,6 +427,7 @@ impl Issuer {
             clamp_to_issuer: true,
             // Wildcards got here only through a policy with `wildcards: true`.
             allow_wildcard_dns: true,
+            name_constraints: None,
         };
         let issued = intermediate
             .ca

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use canopy::cert::Certificate;
+use canopy::constraints::NameConstraints;
 use canopy::key::KeyType;
+use canopy::spiffe::TrustDomain;
 use canopy::ttl::Ttl;
 use serde::Deserialize;
 
@@ -57,6 +59,12 @@ pub struct IstioClusterConfig {
     /// Key type of minted mesh CAs (default ecdsa-p256).
     #[serde(default)]
     pub key_type: KeyType,
+    /// DNS names a minted mesh CA may certify: the permitted DNS subtrees of its name
+    /// constraints (default `.NAMESPACE.svc`, istiod's own service names). Its permitted
+    /// URIs are always the trust domain. A stolen `ca-key.pem` then mints nothing outside
+    /// the mesh that Go, OpenSSL or webpki accept.
+    #[serde(default)]
+    pub mesh_ca_dns_names: Option<Vec<String>>,
 }
 
 impl Default for IstioClusterConfig {
@@ -68,6 +76,7 @@ impl Default for IstioClusterConfig {
             workload_ttl: default_workload_ttl(),
             repair: RepairPolicy::default(),
             key_type: KeyType::default(),
+            mesh_ca_dns_names: None,
         }
     }
 }
@@ -144,6 +153,15 @@ fn valid_namespace(s: &str) -> bool {
 }
 
 impl IstioClusterConfig {
+    /// The name constraints of a mesh CA minted for this cluster.
+    pub fn mesh_ca_constraints(&self, trust_domain: &TrustDomain) -> NameConstraints {
+        let dns = self
+            .mesh_ca_dns_names
+            .clone()
+            .unwrap_or_else(|| NameConstraints::istiod_dns(&self.namespace));
+        NameConstraints::mesh(trust_domain, &dns)
+    }
+
     /// Semantic checks; returns (field below `istio`, reason) of the first problem.
     pub fn validate(&self) -> Result<(), (String, String)> {
         if !valid_namespace(&self.namespace) {
@@ -164,6 +182,15 @@ impl IstioClusterConfig {
                     self.mesh_ca_ttl, self.workload_ttl
                 ),
             ));
+        }
+        if let Some(dns) = &self.mesh_ca_dns_names {
+            let nc = NameConstraints {
+                permitted_uri_hosts: vec![],
+                permitted_dns: dns.clone(),
+            };
+            if let Err(e) = nc.validate() {
+                return Err(("mesh_ca_dns_names".into(), e.to_string()));
+            }
         }
         if !self.key_type.accepted_by_istiod() {
             return Err((

@@ -325,6 +325,11 @@ impl Syncer {
             ttl: Some(cluster.settings.mesh_ca_ttl),
             path_len: Some(0),
             clamp_to_issuer: true,
+            name_constraints: Some(
+                cluster
+                    .settings
+                    .mesh_ca_constraints(&self.setup.trust_domain),
+            ),
             ..Default::default()
         };
         let (issued, key) = signing
