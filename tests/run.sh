@@ -22,6 +22,7 @@ need_pkg sqlite3 sqlite3
 need_pkg gcore gdb
 command -v kubectl >/dev/null 2>&1 || { echo "kubectl is required (a real client checks the test API server); install it and re-run" >&2; exit 1; }
 command -v cargo >/dev/null 2>&1 || { echo "cargo (Rust) is required: https://rustup.rs" >&2; exit 1; }
+command -v go >/dev/null 2>&1 || { echo "go is required (Go's crypto/x509 checks certificates; the test control plane is built from Go modules): https://go.dev/dl" >&2; exit 1; }
 
 # PostgreSQL: use the one on 127.0.0.1:5432 if it answers, else start or install one.
 export CANOPY_TEST_POSTGRES_URL="${CANOPY_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"

@@ -64,6 +64,22 @@ async fn sync_writes_both_clusters_and_openssl_verifies_across_clusters() {
             canopy::cert::Certificate::parse_pem_all(&text(&files, "cert-chain.pem")).unwrap();
         assert_eq!(chain.len(), 3, "mesh CA, intermediate, root");
         assert_eq!(chain[0].path_len(), Some(0));
+        // Name-constrained to the trust domain and istiod's names (checked by openssl).
+        assert!(chain[0].has_name_constraints());
+        let ca_pem = mesh.path().join(format!("nc-{c}.pem"));
+        std::fs::write(&ca_pem, text(&files, "ca-cert.pem")).unwrap();
+        let out = canopy_testsupport::run(
+            canopy_testsupport::openssl()
+                .args(["x509", "-noout", "-ext", "nameConstraints", "-in"])
+                .arg(&ca_pem),
+        );
+        let nc = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            nc.contains("critical")
+                && nc.contains("URI:mesh.example")
+                && nc.contains("DNS:.istio-system.svc"),
+            "{nc}"
+        );
         assert_eq!(chain[1].subject_cn(), Some(c));
         let life = chain[0].not_after() - chain[0].not_before();
         assert!(life >= Duration::days(90), "{life}");

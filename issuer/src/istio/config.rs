@@ -65,6 +65,17 @@ pub struct IstioClusterConfig {
     /// the mesh that Go, OpenSSL or webpki accept.
     #[serde(default)]
     pub mesh_ca_dns_names: Option<Vec<String>>,
+    /// Whether a minted mesh CA's name constraints permit URIs in the trust domain only
+    /// (default true). Go and OpenSSL/BoringSSL (istiod, Envoy) enforce URI constraints;
+    /// rustls-webpki since 0.103.12 rejects every chain that has one, so a mesh whose
+    /// workloads verify each other with rustls (Istio ambient's ztunnel) needs `false`,
+    /// which keeps the DNS constraint and leaves URIs unconstrained.
+    #[serde(default = "default_true")]
+    pub mesh_ca_uri_constraint: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for IstioClusterConfig {
@@ -77,6 +88,7 @@ impl Default for IstioClusterConfig {
             repair: RepairPolicy::default(),
             key_type: KeyType::default(),
             mesh_ca_dns_names: None,
+            mesh_ca_uri_constraint: true,
         }
     }
 }
@@ -159,7 +171,11 @@ impl IstioClusterConfig {
             .mesh_ca_dns_names
             .clone()
             .unwrap_or_else(|| NameConstraints::istiod_dns(&self.namespace));
-        NameConstraints::mesh(trust_domain, &dns)
+        let mut nc = NameConstraints::mesh(trust_domain, &dns);
+        if !self.mesh_ca_uri_constraint {
+            nc.permitted_uri_hosts.clear();
+        }
+        nc
     }
 
     /// Semantic checks; returns (field below `istio`, reason) of the first problem.
@@ -183,7 +199,15 @@ impl IstioClusterConfig {
                 ),
             ));
         }
-        if let Some(dns) = &self.mesh_ca_dns_names {
+        if !self.mesh_ca_uri_constraint
+            && self.mesh_ca_dns_names.as_ref().is_some_and(Vec::is_empty)
+        {
+            return Err((
+                "mesh_ca_dns_names".into(),
+                "is empty and mesh_ca_uri_constraint is false: a mesh CA would be unconstrained; name istiod's DNS names".into(),
+            ));
+        }
+        if let Some(dns) = self.mesh_ca_dns_names.as_ref().filter(|d| !d.is_empty()) {
             let nc = NameConstraints {
                 permitted_uri_hosts: vec![],
                 permitted_dns: dns.clone(),

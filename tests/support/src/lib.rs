@@ -1,6 +1,7 @@
 //! Test-only helpers for canopy's end-to-end tests: find and run the real binaries,
 //! run `openssl` as an independent checker, make private temp folders.
 
+pub mod x509check;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -14,7 +15,7 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))

@@ -1,0 +1,3 @@
+module canopy.dev/tests/x509check
+
+go 1.24
