@@ -232,6 +232,11 @@ fn templates_reject_names_that_refer_to_nothing() {
             "clusters: [{name: x, intermediate: default, inCluster: true, istio: {namespace: mesh}}]",
             "clusters[x].istio.namespace \"mesh\" differs from istio.namespace \"istio-system\"",
         ),
+        (
+            // Without `iss`, any token signed by the cluster's keys would pass.
+            "clusters: [{name: x, intermediate: default, inCluster: true, jwt: {audiences: [canopy], jwks: {keys: []}}}]",
+            "issuer",
+        ),
     ];
     for (i, (yaml, expected)) in cases.iter().enumerate() {
         let file = values_file(dir.path(), &format!("bad-{i}.yaml"), yaml);
@@ -595,6 +600,18 @@ fn two_cluster_config_names_both_clusters_and_intermediates() {
     assert_eq!(
         config["clusters"][1]["intermediate"].as_str(),
         Some("azure")
+    );
+    // istio-csr acts for every namespace; the JWTs of each cluster name their issuer.
+    for c in 0..2 {
+        assert_eq!(
+            config["clusters"][c]["cert_manager"]["trusted_requesters"][0].as_str(),
+            Some("system:serviceaccount:cert-manager:cert-manager-istio-csr"),
+            "{c}"
+        );
+    }
+    assert_eq!(
+        config["clusters"][1]["jwt"]["issuer"].as_str(),
+        Some("https://westeurope.oic.prod-aks.azure.com/TENANT/CLUSTER/")
     );
     // The PostgreSQL URL never appears in the ConfigMap: it comes from its Secret.
     assert!(!config["storage"]["url"].as_str().unwrap().contains('@'));

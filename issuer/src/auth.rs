@@ -1,11 +1,20 @@
-//! Authentication: who is asking. Three ways in:
+//! Authentication: who is asking, as one typed [`Requester`] for every entry point.
 //!
-//! - an mTLS client certificate chaining to our roots: the identity is its SPIFFE ID
-//!   (a workload renews its own identity);
+//! - an mTLS client certificate: only a leaf signed directly by one of this issuer's
+//!   intermediates, recorded in the store with that fingerprint, valid at this request
+//!   (not only at the handshake: TLS 1.3 resumption skips it), not revoked and not on the
+//!   deny list. Its SPIFFE ID is the identity, the cluster is that of the intermediate
+//!   that issued it, and a renewal gets at most its names ([`Presented`]). A leaf
+//!   from istiod's mesh CA, or minted with a stolen intermediate key but never recorded,
+//!   is no identity;
 //! - a bearer token made by `canopy-issuer token create`, stored only as a SHA-256
-//!   hash and bound to one policy;
-//! - a Kubernetes service-account JWT, verified offline against the cluster's JWKS,
-//!   with audience and expiry checked: the identity is `spiffe://TD/ns/NS/sa/SA`.
+//!   hash, bound to one policy, with an expiry;
+//! - a Kubernetes service-account JWT, verified offline against the JWKS of the cluster
+//!   it names, with `iss`, `aud`, `exp`, `iat` required, `nbf` honoured and a maximum
+//!   lifetime: the identity is `spiffe://TD/ns/NS/sa/SA`, bound to that namespace;
+//! - a cert-manager CertificateRequest or a Kubernetes CSR: the requester is the creator
+//!   the API server recorded (`spec.username`/`groups`) and the request's namespace
+//!   ([`Requester::kubernetes_request`]); `trusted_requesters` act for any namespace.
 //!
 //! Signing may take a token from a short-lived in-memory cache instead of the
 //! database ([`Authenticator::authenticate_to_sign`]): the store checks the token again
