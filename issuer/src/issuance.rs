@@ -565,7 +565,7 @@ impl Issuer {
                 .any(|p| p.config.revoke)
     }
 
-    /// Revokes a certificate (see [`Self::may_revoke`] for who may). With
+    /// Revokes a certificate (its holder, an operator, or a revoker of its namespace). With
     /// `deny_renewal`, an operator also puts its SPIFFE ID on the deny list, so a
     /// certificate renewed from it before the revocation cannot renew again.
     pub async fn revoke(
@@ -642,7 +642,7 @@ impl Issuer {
     }
 
     /// Puts a SPIFFE ID on the deny list: nothing is issued for it (and its
-    /// certificates are no mTLS identity) until [`Self::allow_identity`].
+    /// certificates are no mTLS identity) until it is allowed again ([`Store::allow_identity`]).
     pub async fn deny_identity(
         &self,
         requester: &Requester,

@@ -3,7 +3,7 @@
 //!
 //! Queries are unchecked (`sqlx::query`), so a build never needs a database. The SQL
 //! is written once with `$n` placeholders, which both drivers accept; each call is
-//! expanded per backend by [`on_pool!`].
+//! expanded per backend by `on_pool!`.
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -8,6 +8,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
+use canopy::constraints::NameConstraints;
 use canopy::ca::CertificateAuthority;
 use canopy::cert::Certificate;
 use canopy::key::{KeyPair, KeyType, Passphrase};
@@ -243,50 +244,76 @@ fn pod_token_gets_other_namespaces_dns_names() {
 fn stolen_mesh_ca_key_mints_identities_over_mtls() {
     let env = env();
     let now = time::OffsetDateTime::now_utc();
-    // A mesh CA under the aws intermediate, as `cacerts` holds it (key unencrypted).
     let aws = env.aws_ca();
-    let (mesh, mesh_key) = aws
-        .issue_with_new_key(
-            Profile::MeshCa,
-            &CertRequest {
-                subject: canopy::profile::Subject {
-                    common_name: Some("aws mesh CA".into()),
-                    organization: None,
+    // A mesh CA under the aws intermediate, as `cacerts` holds it (key unencrypted), and
+    // a workload identity the attacker mints with its stolen key.
+    let stolen_leaf = |constraints: Option<NameConstraints>| {
+        let (mesh, mesh_key) = aws
+            .issue_with_new_key(
+                Profile::MeshCa,
+                &CertRequest {
+                    subject: canopy::profile::Subject {
+                        common_name: Some("aws mesh CA".into()),
+                        organization: None,
+                    },
+                    trust_domain: Some(TD.parse().unwrap()),
+                    ttl: Some(Ttl::days(30)),
+                    clamp_to_issuer: true,
+                    name_constraints: constraints,
+                    ..CertRequest::default()
                 },
-                trust_domain: Some(TD.parse().unwrap()),
-                ttl: Some(Ttl::days(30)),
-                clamp_to_issuer: true,
-                ..CertRequest::default()
-            },
-            KeyType::EcdsaP256,
-            now,
+                KeyType::EcdsaP256,
+                now,
+            )
+            .unwrap();
+        let mesh_ca = CertificateAuthority::new(
+            mesh.certificate.clone(),
+            mesh.chain[1..].to_vec(),
+            Arc::new(mesh_key),
         )
         .unwrap();
-    let mesh_ca = CertificateAuthority::new(
-        mesh.certificate.clone(),
-        mesh.chain[1..].to_vec(),
-        Arc::new(mesh_key),
-    )
-    .unwrap();
-    // The attacker mints a workload identity with the stolen mesh CA key.
-    let (leaf, leaf_key) = mesh_ca
-        .issue_with_new_key(
-            Profile::Workload,
-            &CertRequest {
-                spiffe_id: Some(id("/ns/istio-system/sa/istiod").parse().unwrap()),
-                trust_domain: Some(TD.parse().unwrap()),
-                ttl: Some(Ttl::hours(1)),
-                clamp_to_issuer: true,
-                ..CertRequest::default()
-            },
-            KeyType::EcdsaP256,
-            now,
+        let (leaf, leaf_key) = mesh_ca
+            .issue_with_new_key(
+                Profile::Workload,
+                &CertRequest {
+                    spiffe_id: Some(id("/ns/istio-system/sa/istiod").parse().unwrap()),
+                    trust_domain: Some(TD.parse().unwrap()),
+                    ttl: Some(Ttl::hours(1)),
+                    clamp_to_issuer: true,
+                    ..CertRequest::default()
+                },
+                KeyType::EcdsaP256,
+                now,
+            )
+            .unwrap();
+        env.mtls(
+            &Certificate::pem_of(&leaf.chain),
+            &leaf_key.to_unencrypted_pem(),
         )
-        .unwrap();
-    let chain = Certificate::pem_of(&leaf.chain);
-    let mtls = env.mtls(&chain, &leaf_key.to_unencrypted_pem());
+    };
     let before = env.recorded();
     let c = csr(Some(&id("/ns/istio-system/sa/istiod")), &[]);
+
+    // Under a default mesh CA (URI constraint), rustls refuses the chain in the handshake.
+    let mtls = stolen_leaf(None);
+    let body = serde_json::to_vec(&json!({"csr": c.pem})).unwrap();
+    let err = mtls
+        .try_request(
+            "POST",
+            "/v1/sign",
+            &[("content-type", "application/json")],
+            Some(&body),
+        )
+        .map(|r| r.status)
+        .expect_err("a mesh CA leaf completes no handshake");
+    assert!(err.to_string().contains("CertificateUnknown"), "{err}");
+
+    // With DNS constraints only (`mesh_ca_uri_constraint: false`) the handshake passes;
+    // the issuer itself refuses any leaf its intermediates did not sign directly.
+    let mtls = stolen_leaf(Some(NameConstraints {
+        permitted_uri_hosts: vec![],
+        permitted_dns: NameConstraints::istiod_dns("istio-system"),
+    }));
     let r = env.sign(&mtls, None, &c.pem, json!({}));
     refused(
         &r,

@@ -2,6 +2,7 @@
 //! run `openssl` as an independent checker, make private temp folders.
 
 pub mod cluster;
+pub mod istiod;
 pub mod x509check;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -177,4 +178,30 @@ pub fn list_files(dir: &Path) -> Vec<String> {
     walk(dir, dir, &mut v);
     v.sort();
     v
+}
+
+/// Runs a build script of a Go test tool (tests/*/build.sh: it prints what it builds on
+/// stderr, which is passed through, and the binary's path as the last line of stdout)
+/// and returns that path.
+pub fn built_by(script: &Path) -> PathBuf {
+    let out = Command::new("bash")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} failed ({}); its messages are above",
+        script.display(),
+        out.status
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let path = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+    assert!(
+        path.is_file(),
+        "{} did not print the binary's path: {stdout:?}",
+        script.display()
+    );
+    path
 }
