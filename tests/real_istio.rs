@@ -8,69 +8,27 @@
 use std::path::{Path, PathBuf};
 
 use canopy_testsupport::cluster::TestCluster;
-use canopy_testsupport::{cmd, istiod, openssl_verify, passphrase_file, run_ok, x509check};
+use canopy_testsupport::{cmd, istiod, openssl_verify, pki, run_ok, x509check};
 use serde_json::Value;
 
 const TD: &str = "mesh.example";
 
-/// A root with `aws` and `azure` intermediates made by pkictl, and an issuer config
-/// naming both clusters with `istio:` settings.
+/// A root with one intermediate per cluster (pkictl) and an issuer config naming the
+/// clusters with `istio:` settings.
 fn pki_and_config(work: &Path, clusters: &[&TestCluster]) -> PathBuf {
-    let pass = passphrase_file(work, "root.pass", "a root passphrase that is long");
-    let root = work.join("root");
-    run_ok(
-        cmd("pkictl")
-            .args([
-                "init-root",
-                "--cn",
-                "Istio Test Root",
-                "--trust-domain",
-                TD,
-                "--dir",
-            ])
-            .arg(&root)
-            .arg("--passphrase-file")
-            .arg(&pass),
-    );
-    let mut intermediates = String::new();
-    let mut cluster_yaml = String::new();
+    let names: Vec<&str> = clusters.iter().map(|c| c.name()).collect();
+    let mut yaml = pki::make(work, TD, &names).config_head(TD, work);
+    yaml.push_str("clusters:\n");
     for c in clusters {
-        let name = c.name();
-        run_ok(
-            cmd("pkictl")
-                .args([
-                    "new-intermediate",
-                    "--name",
-                    name,
-                    "--unencrypted-key-insecure",
-                    "--root",
-                ])
-                .arg(&root)
-                .arg("--passphrase-file")
-                .arg(&pass),
-        );
-        let dir = root.join("intermediates").join(name);
-        intermediates.push_str(&format!(
-            "  - {{ name: {name}, cert: {}, key: {} }}\n",
-            dir.join("cert.pem").display(),
-            dir.join("key.pem").display()
-        ));
-        cluster_yaml.push_str(&format!(
-            "  - {{ name: {name}, intermediate: {name}, kubeconfig: {}, istio: {{ mode: subca }} }}\n",
-            c.kubeconfig().display()
+        yaml.push_str(&format!(
+            "  - {{ name: {n}, intermediate: {n}, kubeconfig: {}, istio: {{ mode: subca }} }}\n",
+            c.kubeconfig().display(),
+            n = c.name()
         ));
         run_ok(c.kubectl().args(["create", "namespace", "istio-system"]));
     }
     let config = work.join("issuer.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "trust_domain: {TD}\nstorage: {{ url: \"sqlite://{}/issuer.db\" }}\nroots: [{}]\nintermediates:\n{intermediates}clusters:\n{cluster_yaml}",
-            work.display(),
-            root.join("root-cert.pem").display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, yaml).unwrap();
     config
 }
 

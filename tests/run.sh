@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-say() { printf '\n==> %s\n' "$*"; }
+say() { printf '\n==> [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 apt_updated=0
@@ -57,9 +57,16 @@ tests/fuzz.sh
 say "build the binaries the end-to-end tests run"
 cargo build --workspace --bins --quiet
 
+say "build the Go test tools (the first time compiles kube-apiserver and etcd, cert-manager, istiod's CA and helm from their Go modules: about 15 minutes on 2 cores; then seconds)"
+for script in tests/cluster/build.sh tests/istiod/build.sh tests/helm/build.sh; do
+  bash "$script" >/dev/null
+done
+
 say "tests"
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast --failure-output final
 else
   cargo test --workspace --no-fail-fast
 fi
+
+say "done"

@@ -10,12 +10,15 @@
 //!   trailing spaces do not count, `# ` lines are comments. A command ending in `&` runs in
 //!   the background until the end of the test; the lines shown below it are awaited in
 //!   its output;
-//! - a ```sh block is run as one script (the manual approval, as the README tells users
-//!   without cert-manager's approver; the test API servers have no approver).
+//! - a ```sh block is run as one script; a ```bash block is shown, not run (commands for
+//!   a setup other than the walkthrough's).
 //!
-//! The two clusters are test API servers whose kubeconfigs are `aws.kubeconfig` and
-//! `azure.kubeconfig`, with `istio-system` and cert-manager's CRDs. The only change made
-//! to the README text: the ports 8443 and 8444 are replaced by free ones.
+//! The two clusters are real control planes (embedded etcd and the real kube-apiserver,
+//! tests/cluster), each with the real cert-manager (controller with its approver, and its
+//! webhook, which writes `spec.username` from the caller's credentials) and the
+//! `istio-system` namespace; their kubeconfigs are `aws.kubeconfig` and
+//! `azure.kubeconfig`. The only change made to the README text: the ports 8443 and 8444
+//! are replaced by free ones.
 //!
 //! `WALKTHROUGH_VERBOSE=1` prints what every command printed (to update the README).
 //!
@@ -30,7 +33,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube_testserver::TestApiServer;
+use canopy_testsupport::certmanager::CertManager;
+use canopy_testsupport::cluster::TestCluster;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -158,6 +162,8 @@ fn parse(section: &str, first_line: usize) -> Vec<Step> {
                     content: body.join("\n") + "\n",
                 });
             }
+            // Commands for a setup other than the walkthrough's (the approver turned off).
+            "bash" => {}
             other => panic!(
                 "README line {}: unexpected code block language {other:?} in the walkthrough",
                 first_line + i
@@ -683,24 +689,29 @@ fn rustls_checks(work: &Path) {
 
 // ---------------------------------------------------------------------------------------
 
-async fn cluster(name: &str, kubeconfig: &Path) -> TestApiServer {
-    let server = TestApiServer::start(name).await;
-    server
-        .create(
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}),
-        )
-        .expect("create istio-system");
-    server
-        .install_cert_manager_crds()
-        .expect("install cert-manager CRDs");
-    server
-        .write_kubeconfig(kubeconfig, name)
-        .expect("write kubeconfig");
-    server
+/// A real control plane with cert-manager and `istio-system`, its kubeconfig written
+/// where the README expects it.
+fn cluster(name: &str, kubeconfig: &Path) -> (TestCluster, CertManager) {
+    let cluster = TestCluster::start(name);
+    canopy_testsupport::run_ok(
+        cluster
+            .kubectl()
+            .args(["create", "namespace", "istio-system"]),
+    );
+    let cert_manager = CertManager::start(&cluster);
+    std::fs::copy(cluster.kubeconfig(), kubeconfig).expect("write kubeconfig");
+    (cluster, cert_manager)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readme_two_clouds_end_to_end() {
+/// `kubectl get -o json` of one object.
+fn get(cluster: &TestCluster, args: &[&str]) -> serde_json::Value {
+    let out =
+        canopy_testsupport::run_ok(cluster.kubectl().arg("get").args(args).args(["-o", "json"]));
+    serde_json::from_str(&out).expect("kubectl JSON")
+}
+
+#[test]
+fn readme_two_clouds_end_to_end() {
     let started = Instant::now();
     let readme_path = canopy_testsupport::workspace_root().join("README.md");
     let readme = std::fs::read_to_string(&readme_path).expect("read README.md");
@@ -714,34 +725,40 @@ async fn readme_two_clouds_end_to_end() {
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&work).unwrap();
     std::fs::create_dir_all(&logs).unwrap();
-    let aws = cluster("aws", &work.join("aws.kubeconfig")).await;
-    let azure = cluster("azure", &work.join("azure.kubeconfig")).await;
+    let (aws_kc, azure_kc) = (work.join("aws.kubeconfig"), work.join("azure.kubeconfig"));
+    let ((aws, aws_cm), (azure, azure_cm)) = std::thread::scope(|s| {
+        let a = s.spawn(|| cluster("aws", &aws_kc));
+        let z = s.spawn(|| cluster("azure", &azure_kc));
+        (a.join().unwrap(), z.join().unwrap())
+    });
+    eprintln!(
+        "two clusters with cert-manager ready after {:?}",
+        started.elapsed()
+    );
 
-    let (w, l) = (work.clone(), logs.clone());
-    let outcome = tokio::task::spawn_blocking(move || follow_readme(&w, &l, &readme)).await;
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    follow_readme(&work, &logs, &readme);
 
     // What the walkthrough left in the clusters.
-    for (server, ns) in [(&aws, "frontend"), (&azure, "backend")] {
-        let cr = server
-            .get(
-                "cert-manager.io/v1",
-                "certificaterequests",
-                Some(ns),
-                "workload",
-            )
-            .expect("the CertificateRequest exists");
+    for (cluster, ns) in [(&aws, "frontend"), (&azure, "backend")] {
+        let cr = get(cluster, &["-n", ns, "certificaterequest", "workload"]);
         assert_eq!(cr["spec"]["isCA"], json!(false));
         assert!(cr["status"]["ca"].is_string(), "status.ca is filled: {cr}");
-        let cacerts = server
-            .get("v1", "secrets", Some("istio-system"), "cacerts")
-            .expect("cacerts written");
+        // cert-manager's webhook recorded who created it (the kubeconfig's admin), and
+        // its approver approved it.
+        assert_eq!(cr["spec"]["username"], "kubernetes-admin", "{cr}");
+        let approved = cr["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| {
+                c["type"] == "Approved" && c["status"] == "True" && c["reason"] == "cert-manager.io"
+            });
+        assert!(approved, "approved by cert-manager's approver: {cr}");
+        let cacerts = get(cluster, &["-n", "istio-system", "secret", "cacerts"]);
         assert!(cacerts["data"]["cert-chain.pem"].is_string());
     }
 
     rustls_checks(&work);
-    drop((aws, azure));
+    drop((aws_cm, azure_cm, aws, azure));
     eprintln!("walkthrough took {:?}", started.elapsed());
 }

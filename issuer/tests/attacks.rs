@@ -8,9 +8,9 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use canopy::constraints::NameConstraints;
 use canopy::ca::CertificateAuthority;
 use canopy::cert::Certificate;
+use canopy::constraints::NameConstraints;
 use canopy::key::{KeyPair, KeyType, Passphrase};
 use canopy::profile::{CertRequest, Profile};
 use canopy::ttl::Ttl;

@@ -307,6 +307,36 @@ impl TestCluster {
         c
     }
 
+    /// `kubectl` authenticated only by a bearer token (e.g. [`TestCluster::token_for`]):
+    /// no kubeconfig, so no admin client certificate is sent along.
+    pub fn kubectl_with_token(&self, token: &str) -> Command {
+        let mut c = Command::new("kubectl");
+        let home = self.dir().join("kubectl-home");
+        c.arg(format!("--server={}", self.server()))
+            .arg("--certificate-authority")
+            .arg(self.ca_file())
+            .arg(format!("--token={token}"))
+            .env("HOME", &home)
+            .env("KUBECACHEDIR", home.join("cache"))
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// `kubectl apply -f -` of `yaml` as admin; panics with kubectl's output if it fails.
+    /// Returns kubectl's stdout.
+    pub fn apply(&self, yaml: &str) -> String {
+        let mut c = self.kubectl();
+        c.args(["apply", "-f", "-"]);
+        let out = crate::certmanager::output_with_stdin(&mut c, yaml);
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}\n{yaml}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// A service-account token from the TokenRequest API (`kubectl create token`).
     pub fn service_account_token(
         &self,

@@ -1,8 +1,10 @@
 //! Test-only helpers for canopy's end-to-end tests: find and run the real binaries,
 //! run `openssl` as an independent checker, make private temp folders.
 
+pub mod certmanager;
 pub mod cluster;
 pub mod istiod;
+pub mod pki;
 pub mod x509check;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
