@@ -365,3 +365,35 @@ fn two_cluster_example_installs_upgrades_and_uninstalls() {
         &["istio-system", "cert-manager", "payments"],
     );
 }
+
+#[test]
+fn install_fails_when_istios_namespace_is_missing() {
+    // The checks above are real: without istio-system the API server refuses the chart's
+    // objects there (the bootstrap Job's Role and RoleBinding for `cacerts`), and helm
+    // reports it and leaves a failed release, not a half-installed one it calls deployed.
+    let cluster = TestCluster::start("chart-missing-ns");
+    let chart = helm::chart().display().to_string();
+    let out = helm_on(
+        &cluster,
+        &[
+            "install",
+            helm::RELEASE,
+            &chart,
+            "--namespace",
+            helm::NAMESPACE,
+            "--create-namespace",
+            "--no-hooks",
+            "--timeout",
+            "1m",
+        ],
+    );
+    assert!(!out.status.success(), "installed without istio-system");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("istio-system"), "{err}");
+    let status = helm_on(
+        &cluster,
+        &["status", helm::RELEASE, "--namespace", helm::NAMESPACE],
+    );
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(!text.contains("STATUS: deployed"), "{text}");
+}

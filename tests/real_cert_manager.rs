@@ -179,8 +179,21 @@ spec:
     );
     wait_condition(&c, &cm, "certificate", "default", "mesh-root", "Ready");
     wait_condition(&c, &cm, "issuer", "default", "mesh-ca", "Ready");
-    let web = wait_condition(&c, &cm, "certificate", "default", "web", "Ready");
-    assert_eq!(web["status"]["revision"], 1, "{}", web["status"]);
+    wait_condition(&c, &cm, "certificate", "default", "web", "Ready");
+    // Ready comes a moment before cert-manager records the revision and drops Issuing.
+    let web = canopy_testsupport::certmanager::wait_until(
+        "the web Certificate at revision 1",
+        Duration::from_secs(30),
+        || {
+            let web = kubectl_json(&c, &["get", "certificate", "web", "-n", "default"])?;
+            if web["status"]["revision"] == 1 {
+                Ok(web)
+            } else {
+                Err(web["status"].to_string())
+            }
+        },
+    );
+    assert!(condition(&web, "Issuing").is_none(), "{}", web["status"]);
 
     // The request the Certificate made was approved by cert-manager's approver.
     let crs = kubectl_json(&c, &["get", "certificaterequests", "-n", "default"]).unwrap();

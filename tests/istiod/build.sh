@@ -17,6 +17,8 @@ if command -v flock >/dev/null 2>&1; then
 fi
 echo "build.sh: building canopy-istiod-ca (istio.io/istio $(awk '$1=="istio.io/istio"{print $2; exit}' "$here/go.mod")) -> $out" >&2
 cd "$here"
+# The shared build list of all Go test tools (tests/cluster/go.work).
+export GOWORK="$root/tests/cluster/go.work"
 start=$(date +%s)
 nice -n 10 go build -trimpath -ldflags="-s -w" -o "$out" .
 echo "build.sh: done in $(($(date +%s) - start))s" >&2
