@@ -8,7 +8,7 @@
 //! namespace's identity.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use canopy_testsupport::certmanager::{base64, output_with_stdin, wait_until, CertManager};
@@ -18,23 +18,6 @@ use serde_json::{json, Value};
 
 const TD: &str = "mesh.example";
 const ISTIO_CSR: &str = "system:serviceaccount:cert-manager:cert-manager-istio-csr";
-
-struct Issuer(Child);
-
-impl Drop for Issuer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A CSR as istio-csr or a workload makes it (openssl), with one SAN.
 fn csr(work: &Path, name: &str, san: &str) -> String {
@@ -159,7 +142,7 @@ fn tenant_certificate_request_gets_istiods_identity_through_real_cert_manager() 
         "listen: {{ address: \"127.0.0.1:{}\" }}\n\
          clusters:\n  - name: aws\n    intermediate: aws\n    kubeconfig: {}\n    cert_manager:\n      policy: cert-manager\n      trusted_requesters: [\"{ISTIO_CSR}\"]\n\
          policies:\n  - name: cert-manager\n    spiffe_ids: [\"spiffe://{TD}/ns/*/sa/*\"]\n    dns_names: [\"*.{{namespace}}.svc.cluster.local\", \"*.*.svc.cluster.local\"]\n    max_ttl: 24h\n    profiles: [workload, server]\n",
-        free_port(),
+        canopy_testsupport::free_port(),
         cluster.kubeconfig().display()
     ));
     let config = work.join("issuer.yaml");
@@ -172,17 +155,7 @@ fn tenant_certificate_request_gets_istiods_identity_through_real_cert_manager() 
         "crd/clusterissuers.pki.canopy.dev",
     ]));
     cluster.apply("apiVersion: pki.canopy.dev/v1alpha1\nkind: ClusterIssuer\nmetadata: {name: canopy}\nspec: {}\n");
-    let log = std::fs::File::create(work.join("issuer.log")).unwrap();
-    let _issuer = Issuer(
-        Command::new(canopy_testsupport::bin("canopy-issuer"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let _issuer = canopy_testsupport::Serving::start(&config, &work.join("issuer.log"));
     run_ok(cluster.kubectl().args([
         "wait",
         "--for=condition=Ready",

@@ -5,7 +5,7 @@
 //! and a request for another service account's identity are refused.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
@@ -15,23 +15,6 @@ use canopy_testsupport::{openssl_verify, pki, run, run_ok};
 use serde_json::{json, Value};
 
 const TD: &str = "mesh.example";
-
-struct Issuer(Child);
-
-impl Drop for Issuer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// POST /v1/sign with `token` (curl, trusting only the root); (status, body).
 fn sign(port: u16, root: &Path, token: &str, body: &Value) -> (u16, Value) {
@@ -62,7 +45,7 @@ fn service_account_tokens_of_real_clusters_get_their_own_identity_only() {
     let tmp = canopy_testsupport::tempdir();
     let work = tmp.path();
     let pki = pki::make(work, TD, &["aws", "azure"]);
-    let port = free_port();
+    let port = canopy_testsupport::free_port();
     let mut yaml = pki.config_head(TD, work);
     yaml.push_str(&format!(
         "listen: {{ address: \"127.0.0.1:{port}\", server_ips: [\"127.0.0.1\"], intermediate: aws }}\nclusters:\n"
@@ -91,17 +74,7 @@ fn service_account_tokens_of_real_clusters_get_their_own_identity_only() {
     ));
     let config = work.join("issuer.yaml");
     std::fs::write(&config, yaml).unwrap();
-    let log = std::fs::File::create(work.join("issuer.log")).unwrap();
-    let _issuer = Issuer(
-        Command::new(canopy_testsupport::bin("canopy-issuer"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let _issuer = canopy_testsupport::Serving::start(&config, &work.join("issuer.log"));
     wait_until("the issuer answers", Duration::from_secs(30), || {
         let o = run(Command::new("curl")
             .args(["-sf", "--cacert"])

@@ -25,26 +25,10 @@ pub fn testcluster_bin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let script = workspace_root().join("tests/cluster/build.sh");
-            let out = Command::new("bash")
-                .arg(&script)
-                .stdin(Stdio::null())
-                .stderr(Stdio::inherit())
-                .output()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-            assert!(
-                out.status.success(),
-                "{} failed ({}); its messages are above",
-                script.display(),
-                out.status
-            );
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            let path = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
-            assert!(
-                path.is_file(),
-                "build.sh did not print the binary's path: {stdout:?}"
-            );
-            path
+            crate::built_by(
+                &workspace_root().join("tests/cluster/build.sh"),
+                &["canopy-testcluster"],
+            )
         })
         .clone()
 }

@@ -12,7 +12,9 @@ use crate::cluster::TestCluster;
 pub fn binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| crate::built_by(&crate::workspace_root().join("tests/istiod/build.sh")))
+        .get_or_init(|| {
+            crate::built_by(&crate::workspace_root().join("tests/istiod/build.sh"), &[])
+        })
         .clone()
 }
 

@@ -185,9 +185,10 @@ pub fn list_files(dir: &Path) -> Vec<String> {
 /// Runs a build script of a Go test tool (tests/*/build.sh: it prints what it builds on
 /// stderr, which is passed through, and the binary's path as the last line of stdout)
 /// and returns that path.
-pub fn built_by(script: &Path) -> PathBuf {
+pub fn built_by(script: &Path, args: &[&str]) -> PathBuf {
     let out = Command::new("bash")
         .arg(script)
+        .args(args)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
@@ -206,4 +207,40 @@ pub fn built_by(script: &Path) -> PathBuf {
         script.display()
     );
     path
+}
+
+/// A free TCP port on 127.0.0.1 (for a listener a test starts next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
+/// `canopy-issuer serve --config CONFIG` in the background, its stderr in `log`; killed
+/// on drop.
+pub struct Serving(std::process::Child);
+
+impl Serving {
+    pub fn start(config: &Path, log: &Path) -> Serving {
+        let log = std::fs::File::create(log).expect("create the issuer's log");
+        let child = Command::new(bin("canopy-issuer"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env_remove("CANOPY_PASSPHRASE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start canopy-issuer serve");
+        Serving(child)
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
