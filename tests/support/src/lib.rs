@@ -224,8 +224,18 @@ pub struct Serving(std::process::Child);
 
 impl Serving {
     pub fn start(config: &Path, log: &Path) -> Serving {
+        Serving::start_as(config, log, None)
+    }
+
+    /// [`Serving::start`] as the replica `pod_name` (the `POD_NAME` a pod gets from the
+    /// downward API: its Lease identity).
+    pub fn start_as(config: &Path, log: &Path, pod_name: Option<&str>) -> Serving {
         let log = std::fs::File::create(log).expect("create the issuer's log");
-        let child = Command::new(bin("canopy-issuer"))
+        let mut cmd = Command::new(bin("canopy-issuer"));
+        if let Some(name) = pod_name {
+            cmd.env("POD_NAME", name);
+        }
+        let child = cmd
             .args(["serve", "--config"])
             .arg(config)
             .env_remove("CANOPY_PASSPHRASE")

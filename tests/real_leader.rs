@@ -1,0 +1,144 @@
+//! Two replicas of canopy-issuer against a real kube-apiserver with real cert-manager:
+//! one holds the cluster's Lease and signs, the other waits; when the leader is killed
+//! (SIGKILL, nothing released) the other takes the Lease once it expires and signs what
+//! comes next; every request is signed once.
+
+use std::path::Path;
+use std::time::Duration;
+
+use canopy_testsupport::certmanager::{base64, wait_until, CertManager};
+use canopy_testsupport::cluster::TestCluster;
+use canopy_testsupport::{cmd, free_port, pki, run, run_ok, Serving};
+use serde_json::Value;
+
+const TD: &str = "mesh.example";
+
+fn holder(cluster: &TestCluster) -> Result<String, String> {
+    let out = run(cluster.kubectl().args([
+        "-n",
+        "canopy",
+        "get",
+        "lease",
+        "canopy-issuer-aws",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]));
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn request(cluster: &TestCluster, work: &Path, name: &str) {
+    let (key, csr) = (
+        work.join(format!("{name}.key")),
+        work.join(format!("{name}.csr")),
+    );
+    let id = format!("spiffe://{TD}/ns/shop/sa/{name}");
+    canopy_testsupport::openssl_p256_csr(&key, &csr, "/", Some(&format!("URI:{id}")));
+    let manifest = [
+        "apiVersion: cert-manager.io/v1".to_string(),
+        "kind: CertificateRequest".into(),
+        format!("metadata: {{name: {name}, namespace: shop}}"),
+        "spec:".into(),
+        "  issuerRef: {group: pki.canopy.dev, kind: ClusterIssuer, name: canopy}".into(),
+        "  duration: 1h".into(),
+        "  usages: [client auth, server auth]".into(),
+        format!("  request: {}", base64(&std::fs::read(csr).unwrap())),
+    ]
+    .join("\n");
+    cluster.apply(&manifest);
+}
+
+fn issued(cluster: &TestCluster, name: &str) {
+    wait_until(&format!("{name} Issued"), Duration::from_secs(60), || {
+        let out = run(cluster.kubectl().args([
+            "-n",
+            "shop",
+            "get",
+            "certificaterequest",
+            name,
+            "-o",
+            "json",
+        ]));
+        let cr: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        let ready = cr["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned());
+        match ready {
+            Some(r) if r["reason"] == "Issued" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+}
+
+#[test]
+fn two_replicas_one_leader_and_takeover_when_it_is_killed() {
+    let cluster = TestCluster::start("aws");
+    let _cert_manager = CertManager::start(&cluster);
+    let tmp = canopy_testsupport::tempdir();
+    let work = tmp.path();
+    for ns in ["canopy", "shop"] {
+        run_ok(cluster.kubectl().args(["create", "namespace", ns]));
+    }
+    let head = pki::make(work, TD, &["aws"]).config_head(TD, work);
+    let config = |replica: &str| {
+        let file = work.join(format!("{replica}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "{head}listen: {{ address: \"127.0.0.1:{}\" }}\n\
+                 clusters:\n  - name: aws\n    intermediate: aws\n    kubeconfig: {}\n    cert_manager:\n      policy: cert-manager\n      lease: {{ namespace: canopy, duration: 3s }}\n\
+                 policies:\n  - name: cert-manager\n    spiffe_ids: [\"spiffe://{TD}/ns/{{namespace}}/sa/*\"]\n    max_ttl: 24h\n",
+                free_port(),
+                cluster.kubeconfig().display()
+            ),
+        )
+        .unwrap();
+        file
+    };
+    cluster.apply(&run_ok(cmd("canopy-issuer").arg("crds")));
+    run_ok(cluster.kubectl().args([
+        "wait",
+        "--for=condition=Established",
+        "crd/clusterissuers.pki.canopy.dev",
+    ]));
+    cluster.apply("apiVersion: pki.canopy.dev/v1alpha1\nkind: ClusterIssuer\nmetadata: {name: canopy}\nspec: {}\n");
+
+    let a = Serving::start_as(&config("a"), &work.join("a.log"), Some("replica-a"));
+    wait_until("replica-a leads", Duration::from_secs(30), || {
+        holder(&cluster).and_then(|h| h.starts_with("replica-a").then_some(()).ok_or(h))
+    });
+    let _b = Serving::start_as(&config("b"), &work.join("b.log"), Some("replica-b"));
+    request(&cluster, work, "first");
+    issued(&cluster, "first");
+    assert!(
+        holder(&cluster).unwrap().starts_with("replica-a"),
+        "a still leads"
+    );
+
+    // The leader dies without releasing the Lease: b takes it once it expires.
+    drop(a);
+    wait_until("replica-b takes over", Duration::from_secs(30), || {
+        holder(&cluster).and_then(|h| h.starts_with("replica-b").then_some(()).ok_or(h))
+    });
+    request(&cluster, work, "second");
+    issued(&cluster, "second");
+
+    // Each request signed once, in the one store both replicas share.
+    let out = run_ok(
+        std::process::Command::new("sqlite3")
+            .arg(work.join("issuer.db"))
+            .arg(
+                "SELECT spiffe_id FROM certificates WHERE spiffe_id IS NOT NULL ORDER BY spiffe_id",
+            ),
+    );
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            format!("spiffe://{TD}/ns/shop/sa/first"),
+            format!("spiffe://{TD}/ns/shop/sa/second")
+        ]
+    );
+}
