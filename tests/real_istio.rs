@@ -65,6 +65,21 @@ fn istiod_signs_with_the_cacerts_canopy_wrote_and_its_workloads_verify_across_cl
         "{out}"
     );
 
+    // A second run finds both Secrets valid and writes nothing (same resourceVersion).
+    let versions = |c: &TestCluster| secret(c)["metadata"]["resourceVersion"].clone();
+    let before = (versions(&aws), versions(&azure));
+    let again = run_ok(
+        cmd("canopy-issuer")
+            .args(["cacerts", "sync", "--once", "--config"])
+            .arg(&config),
+    );
+    assert_eq!(
+        again.matches("up to date, nothing written").count(),
+        2,
+        "{again}"
+    );
+    assert_eq!((versions(&aws), versions(&azure)), before);
+
     let mut signed = Vec::new();
     for (c, ns, sa) in [(&aws, "frontend", "web"), (&azure, "backend", "api")] {
         // What the API server holds: an Opaque Secret with istiod's four files and not
