@@ -57,7 +57,7 @@ tests/fuzz.sh
 say "build the binaries the end-to-end tests run"
 cargo build --workspace --bins --quiet
 
-say "build the Go test tools (the first time compiles kube-apiserver and etcd, cert-manager, istiod's CA and helm from their Go modules: about 15 minutes on 2 cores; then seconds)"
+say "build the Go test tools (the first time compiles kube-apiserver and etcd, cert-manager, istiod's CA and helm from their Go modules: about 6 minutes on 2 cores; then seconds)"
 for script in tests/cluster/build.sh tests/istiod/build.sh tests/helm/build.sh; do
   bash "$script" >/dev/null
 done
