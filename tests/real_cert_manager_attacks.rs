@@ -9,11 +9,12 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
-use canopy_testsupport::certmanager::{base64, output_with_stdin, wait_until, CertManager};
+use canopy_testsupport::certmanager::{
+    base64, install_canopy_cluster_issuer, output_with_stdin, wait_ready_reason, CertManager,
+};
 use canopy_testsupport::cluster::TestCluster;
-use canopy_testsupport::{cmd, pki, run, run_ok};
+use canopy_testsupport::{pki, run_ok};
 use serde_json::{json, Value};
 
 const TD: &str = "mesh.example";
@@ -57,33 +58,6 @@ fn create_as(cluster: &TestCluster, token: &str, manifest: &str) {
         "create as a service account: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn ready_reason(cluster: &TestCluster, ns: &str, name: &str, want: &str) -> Value {
-    wait_until(
-        &format!("{ns}/{name} Ready={want}"),
-        Duration::from_secs(60),
-        || {
-            let out = run(cluster.kubectl().args([
-                "-n",
-                ns,
-                "get",
-                "certificaterequest",
-                name,
-                "-o",
-                "json",
-            ]));
-            let cr: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-            let reason = cr["status"]["conditions"]
-                .as_array()
-                .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-                .map(|c| c["reason"].clone());
-            match reason {
-                Some(r) if r == want => Ok(cr),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
 }
 
 fn message(cr: &Value) -> String {
@@ -147,14 +121,7 @@ fn tenant_certificate_request_gets_istiods_identity_through_real_cert_manager() 
     ));
     let config = work.join("issuer.yaml");
     std::fs::write(&config, yaml).unwrap();
-    let crds = run_ok(cmd("canopy-issuer").arg("crds"));
-    cluster.apply(&crds);
-    run_ok(cluster.kubectl().args([
-        "wait",
-        "--for=condition=Established",
-        "crd/clusterissuers.pki.canopy.dev",
-    ]));
-    cluster.apply("apiVersion: pki.canopy.dev/v1alpha1\nkind: ClusterIssuer\nmetadata: {name: canopy}\nspec: {}\n");
+    install_canopy_cluster_issuer(&cluster, "canopy");
     let _issuer = canopy_testsupport::Serving::start(&config, &work.join("issuer.log"));
     run_ok(cluster.kubectl().args([
         "wait",
@@ -181,7 +148,7 @@ fn tenant_certificate_request_gets_istiods_identity_through_real_cert_manager() 
             &tenant,
             &request("team-a", name, &csr(work, name, &san), json!({})),
         );
-        let cr = ready_reason(&cluster, "team-a", name, "Failed");
+        let cr = wait_ready_reason(&cluster, "team-a", name, "Failed");
         assert_eq!(
             cr["spec"]["username"], "system:serviceaccount:team-a:deployer",
             "{cr}"
@@ -208,7 +175,7 @@ fn tenant_certificate_request_gets_istiods_identity_through_real_cert_manager() 
             json!({"username": ISTIO_CSR, "groups": ["system:masters"]}),
         ),
     );
-    let cr = ready_reason(&cluster, "team-a", "forged", "Failed");
+    let cr = wait_ready_reason(&cluster, "team-a", "forged", "Failed");
     assert_eq!(
         cr["spec"]["username"],
         "system:serviceaccount:team-a:deployer"
@@ -225,7 +192,7 @@ fn tenant_certificate_request_gets_istiods_identity_through_real_cert_manager() 
         &tenant,
         &request("team-a", "own", &own, json!({})),
     );
-    ready_reason(&cluster, "team-a", "own", "Issued");
+    wait_ready_reason(&cluster, "team-a", "own", "Issued");
     let mesh = csr(
         work,
         "mesh",
@@ -236,7 +203,7 @@ fn tenant_certificate_request_gets_istiods_identity_through_real_cert_manager() 
         &istio_csr,
         &request("istio-system", "istio-csr-web", &mesh, json!({})),
     );
-    let cr = ready_reason(&cluster, "istio-system", "istio-csr-web", "Issued");
+    let cr = wait_ready_reason(&cluster, "istio-system", "istio-csr-web", "Issued");
     assert_eq!(cr["spec"]["username"], ISTIO_CSR);
 
     // Only those two were issued (the issuer's records; its listener certificate apart).

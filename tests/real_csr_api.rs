@@ -9,9 +9,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine;
-use canopy_testsupport::certmanager::{base64, output_with_stdin, wait_until};
+use canopy_testsupport::certmanager::{
+    base64, install_canopy_cluster_issuer, output_with_stdin, wait_until,
+};
 use canopy_testsupport::cluster::TestCluster;
-use canopy_testsupport::{cmd, free_port, openssl_verify, pki, run_ok, Serving};
+use canopy_testsupport::{free_port, openssl_verify, pki, run_ok, Serving};
 use serde_json::{json, Value};
 
 const TD: &str = "mesh.example";
@@ -92,13 +94,7 @@ fn a_service_accounts_csr_is_signed_for_its_own_identity_only() {
         ),
     )
     .unwrap();
-    cluster.apply(&run_ok(cmd("canopy-issuer").arg("crds")));
-    run_ok(cluster.kubectl().args([
-        "wait",
-        "--for=condition=Established",
-        "crd/clusterissuers.pki.canopy.dev",
-    ]));
-    cluster.apply("apiVersion: pki.canopy.dev/v1alpha1\nkind: ClusterIssuer\nmetadata: {name: mesh}\nspec: {}\n");
+    install_canopy_cluster_issuer(&cluster, "mesh");
     let _issuer = Serving::start(&config, &work.join("issuer.log"));
 
     // Its own identity: signed, and the API server took the chain.

@@ -6,10 +6,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use canopy_testsupport::certmanager::{base64, wait_until, CertManager};
+use canopy_testsupport::certmanager::{
+    base64, install_canopy_cluster_issuer, wait_ready_reason, wait_until, CertManager,
+};
 use canopy_testsupport::cluster::TestCluster;
-use canopy_testsupport::{cmd, free_port, pki, run, run_ok, Serving};
-use serde_json::Value;
+use canopy_testsupport::{free_port, pki, run, run_ok, Serving};
 
 const TD: &str = "mesh.example";
 
@@ -51,28 +52,6 @@ fn request(cluster: &TestCluster, work: &Path, name: &str) {
     cluster.apply(&manifest);
 }
 
-fn issued(cluster: &TestCluster, name: &str) {
-    wait_until(&format!("{name} Issued"), Duration::from_secs(60), || {
-        let out = run(cluster.kubectl().args([
-            "-n",
-            "shop",
-            "get",
-            "certificaterequest",
-            name,
-            "-o",
-            "json",
-        ]));
-        let cr: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-        let ready = cr["status"]["conditions"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned());
-        match ready {
-            Some(r) if r["reason"] == "Issued" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
-}
-
 #[test]
 fn two_replicas_one_leader_and_takeover_when_it_is_killed() {
     let cluster = TestCluster::start("aws");
@@ -98,13 +77,7 @@ fn two_replicas_one_leader_and_takeover_when_it_is_killed() {
         .unwrap();
         file
     };
-    cluster.apply(&run_ok(cmd("canopy-issuer").arg("crds")));
-    run_ok(cluster.kubectl().args([
-        "wait",
-        "--for=condition=Established",
-        "crd/clusterissuers.pki.canopy.dev",
-    ]));
-    cluster.apply("apiVersion: pki.canopy.dev/v1alpha1\nkind: ClusterIssuer\nmetadata: {name: canopy}\nspec: {}\n");
+    install_canopy_cluster_issuer(&cluster, "canopy");
 
     let a = Serving::start_as(&config("a"), &work.join("a.log"), Some("replica-a"));
     wait_until("replica-a leads", Duration::from_secs(30), || {
@@ -112,7 +85,7 @@ fn two_replicas_one_leader_and_takeover_when_it_is_killed() {
     });
     let _b = Serving::start_as(&config("b"), &work.join("b.log"), Some("replica-b"));
     request(&cluster, work, "first");
-    issued(&cluster, "first");
+    wait_ready_reason(&cluster, "shop", "first", "Issued");
     assert!(
         holder(&cluster).unwrap().starts_with("replica-a"),
         "a still leads"
@@ -124,7 +97,7 @@ fn two_replicas_one_leader_and_takeover_when_it_is_killed() {
         holder(&cluster).and_then(|h| h.starts_with("replica-b").then_some(()).ok_or(h))
     });
     request(&cluster, work, "second");
-    issued(&cluster, "second");
+    wait_ready_reason(&cluster, "shop", "second", "Issued");
 
     // Each request signed once, in the one store both replicas share.
     let out = run_ok(

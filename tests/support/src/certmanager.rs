@@ -626,6 +626,51 @@ fn webhook_serving_cert(dir: &Path) -> (PathBuf, PathBuf, String) {
     (crt, key, ca)
 }
 
+/// canopy's CRDs (`canopy-issuer crds`), once Established, and a ClusterIssuer `name` of
+/// canopy's kind, in `cluster`.
+pub fn install_canopy_cluster_issuer(cluster: &TestCluster, name: &str) {
+    cluster.apply(&run_ok(crate::cmd("canopy-issuer").arg("crds")));
+    run_ok(cluster.kubectl().args([
+        "wait",
+        "--for=condition=Established",
+        "crd/clusterissuers.pki.canopy.dev",
+    ]));
+    cluster.apply(&format!(
+        "apiVersion: pki.canopy.dev/v1alpha1\nkind: ClusterIssuer\nmetadata: {{name: {name}}}\nspec: {{}}\n"
+    ));
+}
+
+/// Waits up to 60 s until CertificateRequest `ns/name` has Ready with reason `want`
+/// (`Issued`, `Failed`, `Denied`) and returns it.
+pub fn wait_ready_reason(
+    cluster: &TestCluster,
+    ns: &str,
+    name: &str,
+    want: &str,
+) -> serde_json::Value {
+    wait_until(
+        &format!("{ns}/{name} Ready={want}"),
+        Duration::from_secs(60),
+        || {
+            let out = cluster
+                .kubectl()
+                .args(["-n", ns, "get", "certificaterequest", name, "-o", "json"])
+                .output()
+                .map_err(|e| e.to_string())?;
+            let cr: serde_json::Value =
+                serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+            let reason = cr["status"]["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+                .map(|c| c["reason"].clone());
+            match reason {
+                Some(r) if r == want => Ok(cr),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
