@@ -9,8 +9,7 @@
 //! API server with `kubectl apply --dry-run=server` instead (validation and admission,
 //! nothing stored).
 
-#[path = "chart/helm.rs"]
-mod helm;
+use crate::helm;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -3,8 +3,7 @@
 //! the issuer config accepted by the real `canopy-issuer`, and RBAC exactly as
 //! shared/contracts/cert-manager.md lists it.
 
-#[path = "chart/helm.rs"]
-mod helm;
+use crate::helm;
 
 use std::collections::BTreeSet;
 use std::path::Path;

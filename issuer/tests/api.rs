@@ -1,8 +1,6 @@
 //! The API suite, run against the real binary on SQLite and on PostgreSQL.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::path::Path;
 

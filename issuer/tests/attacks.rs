@@ -3,18 +3,16 @@
 //! them got a certificate (or an identity); now each is refused with a clear error
 //! and nothing is issued. The rule: shared/contracts/authorization.md.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::common::*;
 use canopy::ca::CertificateAuthority;
 use canopy::cert::Certificate;
 use canopy::constraints::NameConstraints;
 use canopy::key::{KeyPair, KeyType, Passphrase};
 use canopy::profile::{CertRequest, Profile};
 use canopy::ttl::Ttl;
-use common::*;
 use serde_json::json;
 
 /// The issuer's own serving name (its listener certificate carries it).

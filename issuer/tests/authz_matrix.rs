@@ -4,9 +4,7 @@
 //!
 //! The subject of every operation is the workload `spiffe://TD/ns/default/sa/web`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 /// Identity kinds, in the column order of [`MATRIX`].

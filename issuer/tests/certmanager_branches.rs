@@ -1,10 +1,8 @@
 //! Every branch of shared/contracts/cert-manager.md, against a test API server.
 
-mod certmanager_harness;
-
 use std::time::Duration;
 
-use certmanager_harness::*;
+use crate::certmanager_harness::*;
 use kube_testserver::{Fault, FaultScope};
 use serde_json::json;
 

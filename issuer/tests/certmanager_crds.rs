@@ -21,7 +21,7 @@ fn chart_crds_match_the_rust_types() {
         assert!(
             have == want,
             "{} is out of date with issuer/src/certmanager/crd.rs.\n\
-             Regenerate it: CANOPY_WRITE_CRDS=1 cargo test -p canopy-issuer --test certmanager_crds\n\
+             Regenerate it: CANOPY_WRITE_CRDS=1 cargo test -p canopy-issuer --test issuer certmanager_crds::\n\
              (or: canopy-issuer crds --out charts/canopy-issuer/crds)",
             path.display()
         );

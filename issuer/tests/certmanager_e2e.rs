@@ -5,13 +5,11 @@
 //! and checking the peer's SPIFFE ID); the store lists them with their cluster and
 //! namespace.
 
-mod certmanager_harness;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::certmanager_harness::*;
 use canopy::cert::Certificate;
-use certmanager_harness::*;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;

@@ -2,14 +2,12 @@
 //! the chart's CRDs, a ClusterIssuer and a CertificateRequest, approve it, and
 //! `kubectl wait --for=condition=Ready` succeeds once the controller issued it.
 
-mod certmanager_harness;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
+use crate::certmanager_harness::*;
 use base64::Engine;
-use certmanager_harness::*;
 
 const KUBECTL: &str = "/usr/bin/kubectl";
 

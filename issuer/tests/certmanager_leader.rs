@@ -2,13 +2,11 @@
 //! other waits; when the leader dies, the other takes over within a lease period;
 //! every request is signed once.
 
-mod certmanager_harness;
-
 use std::time::{Duration, Instant};
 
+use crate::certmanager_harness::*;
 use canopy_issuer::certmanager::Settings;
 use canopy_issuer::leader::LeaseSettings;
-use certmanager_harness::*;
 use serde_json::json;
 
 const LEASE: Duration = Duration::from_secs(2);

@@ -1,11 +1,9 @@
 //! SIGKILL during a burst of requests loses no certificate a client received.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn burst_then_kill(backend: Backend) {

@@ -1,9 +1,7 @@
 //! `serve --dev`: the README's main command works as printed, and restarts reuse
 //! the dev CA.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[test]

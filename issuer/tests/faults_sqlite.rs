@@ -6,14 +6,12 @@
 //! certificate; every certificate that was returned is on record; the service recovers by
 //! itself once space returns, and the audit chain verifies.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 struct Limited {

@@ -2,14 +2,12 @@
 //! Every case must end in a clear 4xx (or the connection cut off in bounded time), and
 //! the service must keep serving others: each test checks `/healthz` and a sign after.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 /// The server's time limit for a request head (tls.rs `HEADER_READ_TIMEOUT`).

@@ -1,11 +1,9 @@
 //! A `cacerts` canopy did not write (made with openssl and `kubectl create secret`), and one
 //! edited by hand after canopy wrote it: reported or repaired as the repair policy says.
 
-mod istio_common;
-
+use crate::istio_common::*;
 use base64::Engine;
 use canopy_issuer::istio::{self, IstioClusterConfig, Outcome, RepairPolicy};
-use istio_common::*;
 
 fn policy(p: RepairPolicy) -> impl Fn(&str) -> IstioClusterConfig {
     move |_| IstioClusterConfig {

@@ -1,12 +1,10 @@
 //! Inputs canopy must refuse per cluster, writing nothing there: an Ed25519 or RSA-1024
 //! intermediate, an expired intermediate.
 
-mod istio_common;
-
+use crate::istio_common::*;
 use canopy::key::KeyType;
 use canopy::ttl::Ttl;
 use canopy_issuer::istio::{self, IstioClusterConfig, Mode, Outcome};
-use istio_common::*;
 use time::Duration;
 
 fn intermediate_mode_for_azure(c: &str) -> IstioClusterConfig {

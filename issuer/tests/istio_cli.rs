@@ -1,11 +1,9 @@
 //! The bootstrap Job's command as users run it: `canopy-issuer cacerts sync --once` and
 //! `canopy-issuer status`, the real binary against two test API servers.
 
-mod istio_common;
-
 use std::process::Command;
 
-use istio_common::*;
+use crate::istio_common::*;
 use kube_testserver::{Fault, FaultScope};
 
 fn issuer(args: &[&str]) -> std::process::Output {

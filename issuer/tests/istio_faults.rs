@@ -1,12 +1,10 @@
 //! The API server fails mid-write (409, 500, a hung request): the sync retries, and the
 //! Secret in the server is always either the old one or the whole new one.
 
-mod istio_common;
-
 use std::time::Duration as StdDuration;
 
+use crate::istio_common::*;
 use canopy_issuer::istio::{self, Outcome};
-use istio_common::*;
 use kube_testserver::{Fault, FaultScope};
 use time::Duration;
 

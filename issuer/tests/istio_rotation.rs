@@ -2,15 +2,13 @@
 //! leaf from each cluster (and every earlier leaf still alive) verifies against the other
 //! cluster's root-cert.pem, checked with openssl.
 
-mod istio_common;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::istio_common::*;
 use canopy::cert::Certificate;
 use canopy::key::KeyType;
 use canopy_issuer::istio::{self, IstioClusterConfig, IstioConfig, Outcome, RotationConfig};
-use istio_common::*;
 use time::{Duration, OffsetDateTime};
 
 fn openssl_style(fp: &str) -> String {

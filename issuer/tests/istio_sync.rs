@@ -1,12 +1,10 @@
 //! `cacerts sync` against two test API servers (aws, azure): what is written, checked
 //! independently with openssl; idempotency; renewal; expiry alarm and readiness.
 
-mod istio_common;
-
 use std::sync::Arc;
 
+use crate::istio_common::*;
 use canopy_issuer::istio::{self, Controller, IstioMetrics, Outcome};
-use istio_common::*;
 use kube_testserver::{Fault, FaultScope};
 use time::Duration;
 

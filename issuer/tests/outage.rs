@@ -1,16 +1,14 @@
 //! Readiness and retryable errors: storage going away answers 503 (and comes back),
 //! an expired intermediate makes the issuer not ready and refuses to sign with it.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::*;
 use canopy::ca::CertificateAuthority;
 use canopy::key::{KeyPair, KeyType};
 use canopy::profile::{CertRequest, Profile, Subject};
 use canopy::spiffe::TrustDomain;
 use canopy::ttl::Ttl;
-use common::*;
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 

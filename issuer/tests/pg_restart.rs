@@ -12,8 +12,6 @@
 //! `PG_RESTART_OUTAGE_SECS=N` keeps PostgreSQL down at least N seconds and
 //! `PG_RESTART_TIMELINE=1` prints every answer around the outage and the issuer's warnings.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -22,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 const PG_MISSING: &str = "PostgreSQL server binaries (initdb, pg_ctl) were not found under \
@@ -242,8 +240,6 @@ struct Event {
 
 #[test]
 fn pg_stop_start_under_load_503s_then_recovers_and_loses_nothing() {
-    // The binary would take its database URL from this variable instead of the config.
-    std::env::remove_var("CANOPY_STORAGE_URL");
     let pg = PgCluster::start();
     eprintln!(
         "private PostgreSQL {} on 127.0.0.1:{} (as postgres user: {})",

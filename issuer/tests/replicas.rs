@@ -1,11 +1,9 @@
 //! Two replicas on one PostgreSQL: concurrent issuing without duplicate serials,
 //! and a revocation on one shows in the other's CRL.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[test]

@@ -3,13 +3,11 @@
 //! documented long run). The issuer's RSS and open file descriptors are sampled from
 //! /proc and must stay flat after warm-up; latency percentiles are printed, never asserted.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn rss_kib(pid: u32) -> u64 {

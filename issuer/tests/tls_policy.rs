@@ -1,12 +1,10 @@
 //! TLS policy of the listener, checked from outside with openssl and curl: TLS 1.2+ only,
 //! only ECDHE + AEAD suites on TLS 1.2, client certificates verified against our roots.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 
 /// The TLS 1.2 suites the listener may accept (forward secret, AEAD).
 const ALLOWED_TLS12: &[&str] = &[

@@ -180,7 +180,7 @@ impl IssuerKind {
 
 const GENERATED: &str = "# Generated from issuer/src/certmanager/crd.rs; do not edit.\n\
      # Regenerate: canopy-issuer crds --out charts/canopy-issuer/crds\n\
-     # (or CANOPY_WRITE_CRDS=1 cargo test -p canopy-issuer --test certmanager_crds)\n";
+     # (or CANOPY_WRITE_CRDS=1 cargo test -p canopy-issuer --test issuer certmanager_crds::)\n";
 
 /// The CRD files of the Helm chart: (file name, YAML).
 pub fn crd_files() -> Vec<(&'static str, String)> {

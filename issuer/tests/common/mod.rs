@@ -30,6 +30,8 @@ impl Server {
         let mut child = Command::new(BIN)
             .args(args)
             .env("RUST_LOG", "info,sqlx=warn")
+            // The binary would take its database URL from this variable instead of the config.
+            .env_remove("CANOPY_STORAGE_URL")
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

@@ -1,0 +1,25 @@
+//! canopy's end-to-end tests across real processes (pkictl, canopy-issuer, openssl, Go
+//! checkers, the real control plane), linked into one binary. Run one area with
+//! `cargo test --test e2e MODULE::`.
+
+#[path = "chart/helm.rs"]
+mod helm;
+
+mod chart_install;
+mod chart_render;
+mod core_interop;
+mod faults_pkictl;
+mod key_hygiene;
+mod name_constraints;
+mod pkictl_ceremony;
+mod pkictl_inspect_rotation;
+mod pkictl_refusals;
+mod pkictl_terminal;
+mod real_cert_manager;
+mod real_cert_manager_attacks;
+mod real_cluster;
+mod real_csr_api;
+mod real_istio;
+mod real_jwt;
+mod real_leader;
+mod walkthrough;
