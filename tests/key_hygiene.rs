@@ -456,7 +456,7 @@ fn core_dump_counts(mode: &str) -> (usize, usize) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "zeroize_child",
+            "key_hygiene::zeroize_child",
             "--ignored",
             "--nocapture",
             "--test-threads=1",
