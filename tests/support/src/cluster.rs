@@ -509,6 +509,11 @@ impl Drop for TestCluster {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AuditMark(u64);
 
+impl AuditMark {
+    /// The start of the log: every request since the cluster first started.
+    pub const START: AuditMark = AuditMark(0);
+}
+
 /// One request in the audit log, at the last stage logged for it.
 #[derive(Clone, Debug)]
 pub struct AuditEvent {
@@ -526,10 +531,14 @@ pub struct AuditEvent {
     pub namespace: String,
     /// `objectRef.name` (for a create, set only if the request names the object).
     pub name: String,
+    /// `objectRef.subresource` (e.g. `status`).
+    pub subresource: String,
     /// The HTTP response code (0 before the response).
     pub code: u16,
     /// `requestURI`.
     pub uri: String,
+    /// `userAgent`.
+    pub user_agent: String,
 }
 
 impl AuditEvent {
@@ -543,8 +552,10 @@ impl AuditEvent {
             resource: s(&v["objectRef"]["resource"]),
             namespace: s(&v["objectRef"]["namespace"]),
             name: s(&v["objectRef"]["name"]),
+            subresource: s(&v["objectRef"]["subresource"]),
             code: v["responseStatus"]["code"].as_u64().unwrap_or(0) as u16,
             uri: s(&v["requestURI"]),
+            user_agent: s(&v["userAgent"]),
         }
     }
 
