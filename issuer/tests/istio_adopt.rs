@@ -112,7 +112,7 @@ async fn handmade_cacerts_with_the_chain_mistake_is_reported_and_replaced_only_w
     std::fs::copy(d.join("ca-cert.pem"), d.join("cert-chain.pem")).unwrap();
     kubectl_create_cacerts(&mesh, &d);
     let rv = mesh.rv("aws");
-    mesh.aws.clear_request_log();
+    let mark = mesh.mark("aws");
 
     for p in [RepairPolicy::Adopt, RepairPolicy::Report] {
         let r = istio::sync_once(mesh.setup_with(&fast(), policy(p)), mesh.store.clone(), at).await;
@@ -130,7 +130,8 @@ async fn handmade_cacerts_with_the_chain_mistake_is_reported_and_replaced_only_w
         );
         assert!(r.cluster("azure").unwrap().outcome.is_ok());
         assert_eq!(mesh.rv("aws"), rv);
-        assert!(writes(&mesh.aws).is_empty(), "{:?}", writes(&mesh.aws));
+        let writes = mesh.writes_since("aws", mark);
+        assert!(writes.is_empty(), "{writes:?}");
     }
     // status shows the same, as text and JSON.
     let status = istio::status(mesh.setup(), at).await;
@@ -230,7 +231,7 @@ async fn a_hand_edit_of_a_managed_secret_is_reported_or_repaired_per_policy() {
         ],
     );
     let rv = mesh.rv("aws");
-    mesh.aws.clear_request_log();
+    let mark = mesh.mark("aws");
 
     for p in [RepairPolicy::Report, RepairPolicy::Adopt] {
         let r = istio::sync_once(
@@ -246,7 +247,8 @@ async fn a_hand_edit_of_a_managed_secret_is_reported_or_repaired_per_policy() {
         );
         assert!(codes(&r, "aws").contains(&"chain-incomplete"), "{r}");
         assert_eq!(mesh.rv("aws"), rv);
-        assert!(writes(&mesh.aws).is_empty());
+        let writes = mesh.writes_since("aws", mark);
+        assert!(writes.is_empty(), "{writes:?}");
     }
     let r = istio::sync_once(
         mesh.setup_with(&fast(), policy(RepairPolicy::Replace)),

@@ -1,10 +1,9 @@
 //! The bootstrap Job's command as users run it: `canopy-issuer cacerts sync --once` and
-//! `canopy-issuer status`, the real binary against two test API servers.
+//! `canopy-issuer status`, the real binary against two real control planes.
 
 use std::process::Command;
 
 use crate::istio_common::*;
-use kube_testserver::{Fault, FaultScope};
 
 fn issuer(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_canopy-issuer"))
@@ -23,7 +22,7 @@ fn text(out: &std::process::Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_once_writes_every_cluster_is_idempotent_and_reports_failures() {
-    let mesh = Mesh::start().await;
+    let mut mesh = Mesh::start().await;
     let yaml = mesh
         .config_yaml()
         .replace("context: aws }", "context: aws, istio: {} }")
@@ -60,16 +59,9 @@ async fn sync_once_writes_every_cluster_is_idempotent_and_reports_failures() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(status.to_string().contains("aws") && status.to_string().contains("azure"));
 
-    // azure's API server fails every request: non-zero exit naming azure; aws untouched.
-    mesh.azure.set_fault_scoped(
-        Fault::Error {
-            status: 500,
-            count: None,
-        },
-        FaultScope::all(),
-    );
+    // azure's API server is down: non-zero exit naming azure; aws untouched.
+    mesh.azure.real_mut().stop();
     let out = issuer(&["cacerts", "sync", "--once", "--config", config]);
-    mesh.azure.set_fault(Fault::None);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let msg = String::from_utf8_lossy(&out.stderr);
     assert!(msg.contains("cluster azure"), "{msg}");

@@ -1,5 +1,8 @@
 //! The API server fails mid-write (409, 500, a hung request): the sync retries, and the
 //! Secret in the server is always either the old one or the whole new one.
+//!
+//! Fake API server: the real kube-apiserver cannot be made to answer a given number of
+//! 500s, 503s or 409s to one verb, or to hold one write unanswered, on demand.
 
 use std::time::Duration as StdDuration;
 
@@ -22,10 +25,10 @@ fn whole_and_valid(mesh: &Mesh, c: &str, tag: &str, at: time::OffsetDateTime) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_mid_write_are_retried() {
-    let mesh = Mesh::start().await;
+    let mesh = Mesh::start_fake().await;
     let setup = mesh.setup();
     // Create fails once with 500.
-    mesh.aws.set_fault_scoped(
+    mesh.aws.fake().set_fault_scoped(
         Fault::Error {
             status: 500,
             count: Some(1),
@@ -46,8 +49,8 @@ async fn server_errors_mid_write_are_retried() {
 
     // Renewal: the update fails twice with 500, then lands.
     let at = mesh.t0 + Duration::days(61);
-    mesh.aws.clear_request_log();
-    mesh.aws.set_fault_scoped(
+    mesh.aws.fake().clear_request_log();
+    mesh.aws.fake().set_fault_scoped(
         Fault::Error {
             status: 500,
             count: Some(2),
@@ -61,6 +64,7 @@ async fn server_errors_mid_write_are_retried() {
     );
     let puts: Vec<u16> = mesh
         .aws
+        .fake()
         .request_log()
         .iter()
         .filter(|x| x.method == "PUT")
@@ -77,8 +81,8 @@ async fn server_errors_mid_write_are_retried() {
 
     // A 409 (someone else wrote) makes it read again and decide again.
     let at = mesh.t0 + Duration::days(122);
-    mesh.aws.clear_request_log();
-    mesh.aws.set_fault_scoped(
+    mesh.aws.fake().clear_request_log();
+    mesh.aws.fake().set_fault_scoped(
         Fault::Error {
             status: 409,
             count: Some(1),
@@ -90,7 +94,7 @@ async fn server_errors_mid_write_are_retried() {
         matches!(r.cluster("aws").unwrap().outcome, Outcome::Updated(_)),
         "{r}"
     );
-    let log = mesh.aws.request_log();
+    let log = mesh.aws.fake().request_log();
     let puts: Vec<u16> = log
         .iter()
         .filter(|x| x.method == "PUT")
@@ -108,7 +112,7 @@ async fn server_errors_mid_write_are_retried() {
     // Errors that never stop: a clear failure, the old Secret intact.
     let at = mesh.t0 + Duration::days(183);
     let before = mesh.files("aws");
-    mesh.aws.set_fault_scoped(
+    mesh.aws.fake().set_fault_scoped(
         Fault::Error {
             status: 503,
             count: None,
@@ -122,18 +126,18 @@ async fn server_errors_mid_write_are_retried() {
     );
     assert_eq!(r.exit_code(), 1);
     assert_eq!(mesh.files("aws"), before);
-    mesh.aws.set_fault(Fault::None);
+    mesh.aws.fake().set_fault(Fault::None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_write_times_out_is_retried_and_cannot_clobber_later() {
-    let mesh = Mesh::start().await;
+    let mesh = Mesh::start_fake().await;
     let setup = mesh.setup();
     istio::sync_once(setup.clone(), mesh.store.clone(), mesh.t0).await;
     let old_serial = serial(&mesh, "aws");
     let at = mesh.t0 + Duration::days(61);
-    mesh.aws.clear_request_log();
-    mesh.aws.set_fault_scoped(
+    mesh.aws.fake().clear_request_log();
+    mesh.aws.fake().set_fault_scoped(
         Fault::Hang { count: Some(1) },
         FaultScope::verb_on("update", "secrets"),
     );
@@ -160,10 +164,11 @@ async fn a_hung_write_times_out_is_retried_and_cannot_clobber_later() {
     let rv = mesh.rv("aws");
     // Releasing the hung request: the client gave up on it (its connection is gone) or, if
     // the server still serves it, it carries the old resourceVersion and fails with 409.
-    mesh.aws.set_fault(Fault::None);
+    mesh.aws.fake().set_fault(Fault::None);
     tokio::time::sleep(StdDuration::from_millis(500)).await;
     let puts: Vec<u16> = mesh
         .aws
+        .fake()
         .request_log()
         .iter()
         .filter(|x| x.method == "PUT")

@@ -1,7 +1,9 @@
 //! Test harness for the cert-manager controllers: a PKI made with the canopy core
 //! (root, `aws` and `azure` intermediates), an in-process `Issuer` over SQLite, one
-//! test API server per cluster, and requests shaped like istio-csr's and
-//! cert-manager's.
+//! real control plane per cluster (etcd and kube-apiserver, audited, with cert-manager's
+//! CRDs and its real webhook; its approver is off, so the tests approve), and requests
+//! shaped like istio-csr's and cert-manager's. [`Env::fake`] runs the same on the fake API
+//! server, for the faults the real one cannot produce on demand.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -19,6 +21,8 @@ use canopy_issuer::intermediate::Authorities;
 use canopy_issuer::metrics::Metrics;
 use canopy_issuer::store::{CertificateFilter, CertificateRecord, Store};
 use canopy_issuer::Issuer;
+use canopy_testsupport::certmanager::{CertManager, CertManagerOptions};
+use canopy_testsupport::cluster::{AuditMark, ClusterOptions, TestCluster};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube_testserver::TestApiServer;
@@ -30,6 +34,144 @@ pub const POLICY: &str = "cert-manager";
 /// istio-csr's service account: creates every request in istio-system for all
 /// namespaces, so the clusters trust it (`cert_manager.trusted_requesters`).
 pub const ISTIO_CSR_USER: &str = "system:serviceaccount:cert-manager:cert-manager-istio-csr";
+
+/// One cluster's API server: a real control plane with cert-manager's webhook, or the
+/// fake one.
+#[allow(clippy::large_enum_variant)] // One per cluster; never moved in a hot path.
+pub enum Kube {
+    Real(TestCluster, CertManager),
+    Fake(TestApiServer),
+}
+
+impl Kube {
+    pub fn fake(&self) -> &TestApiServer {
+        match self {
+            Kube::Fake(s) => s,
+            Kube::Real(c, _) => panic!("{} is a real control plane", c.name()),
+        }
+    }
+
+    pub fn real(&self) -> &TestCluster {
+        match self {
+            Kube::Real(c, _) => c,
+            Kube::Fake(s) => panic!("{} is the fake API server", s.name()),
+        }
+    }
+
+    /// Creates an object as admin; the error is the Status (or, from kubectl, its message).
+    pub fn create(&self, object: Value) -> Result<Value, Value> {
+        match self {
+            Kube::Fake(s) => s.create(object),
+            Kube::Real(c, _) => real_create(c, &[], object),
+        }
+    }
+
+    /// [`Kube::create`] as `user` (the real apiserver: admin impersonating the user, so the
+    /// webhook records the user in a CertificateRequest's `spec.username`).
+    pub fn create_as(&self, user: &kube_testserver::User, object: Value) -> Result<Value, Value> {
+        match self {
+            Kube::Fake(s) => s.create_as(user, object),
+            Kube::Real(c, _) => {
+                let mut args = vec![format!("--as={}", user.username)];
+                args.extend(
+                    user.groups
+                        .iter()
+                        .filter(|g| *g != "system:authenticated")
+                        .map(|g| format!("--as-group={g}")),
+                );
+                real_create(c, &args, object)
+            }
+        }
+    }
+
+    pub fn get(
+        &self,
+        api_version: &str,
+        plural: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Value> {
+        match self {
+            Kube::Fake(s) => s.get(api_version, plural, namespace, name),
+            Kube::Real(c, _) => real_get(c, api_version, plural, namespace, Some(name)),
+        }
+    }
+
+    pub fn list(&self, api_version: &str, plural: &str, namespace: Option<&str>) -> Vec<Value> {
+        match self {
+            Kube::Fake(s) => s.list(api_version, plural, namespace),
+            Kube::Real(c, _) => real_get(c, api_version, plural, namespace, None)
+                .map(|v| v["items"].as_array().cloned().unwrap_or_default())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// An admin client.
+    pub async fn client(&self) -> kube::Client {
+        match self {
+            Kube::Fake(s) => s.client().await,
+            Kube::Real(c, _) => {
+                let kubeconfig = kube::config::Kubeconfig::read_from(c.kubeconfig()).unwrap();
+                let config = kube::Config::from_custom_kubeconfig(
+                    kubeconfig,
+                    &kube::config::KubeConfigOptions::default(),
+                )
+                .await
+                .unwrap();
+                kube::Client::try_from(config).unwrap()
+            }
+        }
+    }
+}
+
+/// `kubectl get RESOURCE`, by its full name (`plural.version.group`).
+fn resource(api_version: &str, plural: &str) -> String {
+    match api_version.split_once('/') {
+        Some((group, version)) => format!("{plural}.{version}.{group}"),
+        None => plural.to_string(),
+    }
+}
+
+fn real_get(
+    c: &TestCluster,
+    api_version: &str,
+    plural: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> Option<Value> {
+    let mut cmd = c.kubectl();
+    cmd.args(["get", "-o", "json", &resource(api_version, plural)]);
+    cmd.args(name);
+    if let Some(ns) = namespace {
+        cmd.args(["-n", ns]);
+    }
+    let out = cmd.output().expect("run kubectl");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && stderr.contains("NotFound") {
+        return None;
+    }
+    assert!(
+        out.status.success(),
+        "kubectl get {plural} {name:?}: {stderr}"
+    );
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn real_create(c: &TestCluster, args: &[String], object: Value) -> Result<Value, Value> {
+    let mut cmd = c.kubectl();
+    cmd.args(["create", "-o", "json", "-f", "-"]).args(args);
+    let out = canopy_testsupport::certmanager::output_with_stdin(&mut cmd, &object.to_string());
+    if out.status.success() {
+        return Ok(serde_json::from_slice(&out.stdout).unwrap());
+    }
+    let message = String::from_utf8_lossy(&out.stderr).into_owned();
+    let reason = if message.contains("AlreadyExists") || message.contains("already exists") {
+        "AlreadyExists"
+    } else {
+        ""
+    };
+    Err(json!({"message": message, "reason": reason}))
+}
 
 /// istio-csr as the test API server authenticates it.
 pub fn istio_csr_user() -> kube_testserver::User {
@@ -53,7 +195,7 @@ pub struct Env {
 
 /// One cluster: its API server and its entry in the issuer config.
 pub struct Cluster {
-    pub server: TestApiServer,
+    pub server: Kube,
     pub config: ClusterConfig,
 }
 
@@ -163,14 +305,23 @@ fn config_yaml(clusters: &[&str]) -> String {
 }
 
 impl Env {
-    /// A PKI, an issuer, and one test API server per named cluster (`aws`, `azure`),
-    /// with the cert-manager CRDs and ours installed.
+    /// A PKI, an issuer, and one real control plane per named cluster (`aws`, `azure`),
+    /// with cert-manager's CRDs and webhook (not its approver) and our CRDs installed.
     pub async fn new(clusters: &[&str]) -> Env {
         Env::with_crds(clusters, true).await
     }
 
     /// Like [`Env::new`]; `ours` false leaves our CRDs out (to install them with kubectl).
     pub async fn with_crds(clusters: &[&str], ours: bool) -> Env {
+        Env::build(clusters, ours, true).await
+    }
+
+    /// Like [`Env::new`] on the fake API server, for faults the real one cannot produce.
+    pub async fn fake(clusters: &[&str]) -> Env {
+        Env::build(clusters, true, false).await
+    }
+
+    async fn build(clusters: &[&str], ours: bool, real: bool) -> Env {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(
@@ -184,18 +335,32 @@ impl Env {
         write(&config_path, &config_yaml(clusters));
         let mut envs = Vec::new();
         let config = Config::load(&config_path).unwrap();
+        let mut started = Vec::new();
+        for name in clusters {
+            let name = name.to_string();
+            started.push(tokio::task::spawn_blocking(move || {
+                real.then(|| start_real(&name))
+            }));
+        }
         for (i, name) in clusters.iter().enumerate() {
-            let server = TestApiServer::start(name).await;
-            server
-                .write_kubeconfig(&dir.path().join(format!("{name}.kubeconfig")), name)
-                .unwrap();
-            server.install_cert_manager_crds().unwrap();
+            let kubeconfig = dir.path().join(format!("{name}.kubeconfig"));
+            let server = match started.remove(0).await.unwrap() {
+                Some((c, cm)) => {
+                    std::fs::copy(c.kubeconfig(), &kubeconfig).unwrap();
+                    Kube::Real(c, cm)
+                }
+                None => {
+                    let server = TestApiServer::start(name).await;
+                    server.write_kubeconfig(&kubeconfig, name).unwrap();
+                    server.install_cert_manager_crds().unwrap();
+                    Kube::Fake(server)
+                }
+            };
             for ns in NAMESPACES {
                 ensure_namespace(&server, ns);
             }
-            for (_, yaml) in crd_files().into_iter().filter(|_| ours) {
-                let crd: Value = serde_yaml::from_str(&yaml).unwrap();
-                server.create(crd).unwrap();
+            if ours {
+                install_our_crds(&server);
             }
             envs.push(Cluster {
                 server,
@@ -278,6 +443,58 @@ impl Env {
     }
 }
 
+/// A real control plane, audited, with cert-manager's CRDs and webhook; cert-manager's
+/// controller runs without its approver (the tests approve, or leave requests unapproved).
+fn start_real(name: &str) -> (TestCluster, CertManager) {
+    let cluster = TestCluster::start_with(name, ClusterOptions::default().audit());
+    let cm = CertManager::start_with(
+        &cluster,
+        CertManagerOptions::default()
+            .controller_arg("--controllers=*,-certificaterequests-approver"),
+    );
+    canopy_testsupport::run_ok(
+        cluster
+            .kubectl()
+            .args(["create", "namespace", "istio-system"]),
+    );
+    // istio-csr's RBAC: it creates and watches CertificateRequests in istio-system.
+    cluster.apply(&format!(
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{ name: cert-manager-istio-csr, namespace: istio-system }}
+rules:
+- apiGroups: [cert-manager.io]
+  resources: [certificaterequests]
+  verbs: [create, get, list, watch, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{ name: cert-manager-istio-csr, namespace: istio-system }}
+roleRef: {{ apiGroup: rbac.authorization.k8s.io, kind: Role, name: cert-manager-istio-csr }}
+subjects:
+- {{ kind: User, name: \"{ISTIO_CSR_USER}\", apiGroup: rbac.authorization.k8s.io }}
+"
+    ));
+    (cluster, cm)
+}
+
+/// Our CRDs (ClusterIssuer, Issuer), and on the real apiserver, wait until they are served.
+pub fn install_our_crds(server: &Kube) {
+    let mut names = Vec::new();
+    for (_, yaml) in crd_files() {
+        let crd: Value = serde_yaml::from_str(&yaml).unwrap();
+        names.push(format!("crd/{}", crd["metadata"]["name"].as_str().unwrap()));
+        server.create(crd).unwrap();
+    }
+    if let Kube::Real(c, _) = server {
+        canopy_testsupport::run_ok(
+            c.kubectl()
+                .args(["wait", "--for=condition=Established", "--timeout=60s"])
+                .args(&names),
+        );
+    }
+}
+
 async fn new_issuer(config: &Config) -> Arc<Issuer> {
     let store = Store::connect(&config.storage.url, 4).await.unwrap();
     store.migrate().await.unwrap();
@@ -294,7 +511,7 @@ async fn new_issuer(config: &Config) -> Arc<Issuer> {
 pub const NAMESPACES: [&str; 5] = ["default", "istio-system", "web", "team-a", "canopy"];
 
 /// Creates a namespace unless it exists.
-pub fn ensure_namespace(server: &TestApiServer, name: &str) {
+pub fn ensure_namespace(server: &Kube, name: &str) {
     match server
         .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
     {
@@ -386,7 +603,7 @@ pub fn issuer_ref(name: &str) -> Value {
 }
 
 /// Creates a ClusterIssuer (`spec` may be `{}`).
-pub fn create_cluster_issuer(server: &TestApiServer, name: &str, spec: Value) {
+pub fn create_cluster_issuer(server: &Kube, name: &str, spec: Value) {
     server
         .create(json!({
             "apiVersion": "pki.canopy.dev/v1alpha1",
@@ -398,7 +615,7 @@ pub fn create_cluster_issuer(server: &TestApiServer, name: &str, spec: Value) {
 }
 
 /// Creates an Issuer.
-pub fn create_issuer(server: &TestApiServer, namespace: &str, name: &str, spec: Value) {
+pub fn create_issuer(server: &Kube, namespace: &str, name: &str, spec: Value) {
     server
         .create(json!({
             "apiVersion": "pki.canopy.dev/v1alpha1",
@@ -419,13 +636,13 @@ fn cr_api(client: kube::Client, namespace: &str) -> Api<DynamicObject> {
 
 /// Sets a condition (`Approved` / `Denied`) through `/status`, as cert-manager's
 /// approver does (its own field manager, so ours never owns it).
-pub async fn set_approval(server: &TestApiServer, namespace: &str, name: &str, type_: &str) {
+pub async fn set_approval(server: &Kube, namespace: &str, name: &str, type_: &str) {
     set_approval_as(server, "cert-manager-approver", namespace, name, type_).await;
 }
 
 /// [`set_approval`] under another field manager (a second approver).
 pub async fn set_approval_as(
-    server: &TestApiServer,
+    server: &Kube,
     manager: &str,
     namespace: &str,
     name: &str,
@@ -459,6 +676,48 @@ pub async fn set_approval_as(
     }
 }
 
+/// One attempt of [`set_approval_as`]; the error is the apiserver's answer.
+pub async fn try_set_approval_as(
+    server: &Kube,
+    manager: &str,
+    namespace: &str,
+    name: &str,
+    type_: &str,
+) -> Result<(), String> {
+    let body = json!({
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "CertificateRequest",
+        "metadata": {"name": name, "namespace": namespace},
+        "status": {"conditions": [{
+            "type": type_,
+            "status": "True",
+            "reason": "cert-manager.io",
+            "message": format!("{type_} by the test approver"),
+            "lastTransitionTime": "2025-01-01T00:00:00Z",
+        }]},
+    });
+    let api = cr_api(server.client().await, namespace);
+    let params = PatchParams::apply(manager).force();
+    api.patch_status(name, &params, &Patch::Apply(&body))
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Labels a namespace `cert-manager.io/disable-validation=true` on the real apiserver, so
+/// cert-manager's validating webhook (and its approval check) skips it, as in cert-manager's
+/// own namespace; a no-op on the fake, which validates nothing.
+pub fn disable_validation(server: &Kube, namespace: &str) {
+    if let Kube::Real(c, _) = server {
+        canopy_testsupport::run_ok(c.kubectl().args([
+            "label",
+            "namespace",
+            namespace,
+            "cert-manager.io/disable-validation=true",
+        ]));
+    }
+}
+
 /// Waits until the store holds `n` certificates; returns them.
 pub async fn wait_records(env: &Env, n: usize) -> Vec<CertificateRecord> {
     let start = Instant::now();
@@ -474,11 +733,11 @@ pub async fn wait_records(env: &Env, n: usize) -> Vec<CertificateRecord> {
     }
 }
 
-pub async fn approve(server: &TestApiServer, namespace: &str, name: &str) {
+pub async fn approve(server: &Kube, namespace: &str, name: &str) {
     set_approval(server, namespace, name, "Approved").await;
 }
 
-pub fn get_cr(server: &TestApiServer, namespace: &str, name: &str) -> Option<Value> {
+pub fn get_cr(server: &Kube, namespace: &str, name: &str) -> Option<Value> {
     server.get(
         "cert-manager.io/v1",
         "certificaterequests",
@@ -513,7 +772,7 @@ pub async fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() ->
 /// Waits (up to 10 s) for an events.k8s.io Event in `namespace` matching `pred`: the
 /// controller publishes it just after the status write, so it may trail the status.
 pub async fn wait_event(
-    server: &TestApiServer,
+    server: &Kube,
     namespace: &str,
     pred: impl Fn(&Value) -> bool,
 ) -> Vec<Value> {
@@ -528,12 +787,7 @@ pub async fn wait_event(
 }
 
 /// Waits for the request's Ready condition to have `reason`; returns the request.
-pub async fn wait_reason(
-    server: &TestApiServer,
-    namespace: &str,
-    name: &str,
-    reason: &str,
-) -> Value {
+pub async fn wait_reason(server: &Kube, namespace: &str, name: &str, reason: &str) -> Value {
     let mut last = Value::Null;
     let start = Instant::now();
     loop {
@@ -554,7 +808,7 @@ pub async fn wait_reason(
 }
 
 /// Waits until the controller has marked the request as being signed.
-pub async fn wait_signing(server: &TestApiServer, namespace: &str, name: &str) -> Value {
+pub async fn wait_signing(server: &Kube, namespace: &str, name: &str) -> Value {
     eventually(
         &format!("{namespace}/{name} to be signing"),
         Duration::from_secs(30),
@@ -576,16 +830,60 @@ pub fn b64_pem(v: &Value) -> String {
     String::from_utf8(bytes).unwrap()
 }
 
-/// Status writes (PATCH/PUT on `/status`) the request log holds for one request.
-pub fn status_writes(server: &TestApiServer, namespace: &str, name: &str) -> usize {
-    let path = format!(
-        "/apis/cert-manager.io/v1/namespaces/{namespace}/certificaterequests/{name}/status"
-    );
-    server
-        .request_log()
-        .iter()
-        .filter(|r| r.is_write() && r.path == path)
-        .count()
+/// Status writes (PATCH/PUT on `/status`) made to one request, by anyone but
+/// cert-manager's own controllers (user agent `cert-manager-...`): the real apiserver's
+/// audit log, or the fake's request log.
+pub fn status_writes(server: &Kube, namespace: &str, name: &str) -> usize {
+    match server {
+        Kube::Real(c, _) => c
+            .writes_since(AuditMark::START)
+            .iter()
+            .filter(|e| {
+                e.resource == "certificaterequests"
+                    && e.subresource == "status"
+                    && e.namespace == namespace
+                    && e.name == name
+                    && !e.user_agent.contains("cert-manager/")
+            })
+            .count(),
+        Kube::Fake(s) => {
+            let path = format!(
+                "/apis/cert-manager.io/v1/namespaces/{namespace}/certificaterequests/{name}/status"
+            );
+            s.request_log()
+                .iter()
+                .filter(|r| r.is_write() && r.path == path)
+                .count()
+        }
+    }
+}
+
+/// The response codes of the status writes to one request, in order.
+pub fn status_write_codes(server: &Kube, namespace: &str, name: &str) -> Vec<u16> {
+    match server {
+        Kube::Real(c, _) => c
+            .writes_since(AuditMark::START)
+            .iter()
+            .filter(|e| {
+                e.resource == "certificaterequests"
+                    && e.subresource == "status"
+                    && e.namespace == namespace
+                    && e.name == name
+                    && !e.user_agent.contains("cert-manager/")
+            })
+            .map(|e| e.code)
+            .collect(),
+        Kube::Fake(s) => {
+            let path = format!(
+                "/apis/cert-manager.io/v1/namespaces/{namespace}/certificaterequests/{name}/status"
+            );
+            s.request_log()
+                .iter()
+                .filter(|r| r.is_write() && r.path == path)
+                .map(|r| r.status)
+                .collect()
+        }
+    }
 }
 
 /// Holds SQLite's write lock until dropped: signing blocks before it is recorded.

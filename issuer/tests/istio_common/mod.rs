@@ -1,5 +1,7 @@
-//! Shared by the istio_* tests: a PKI (roots, per-cloud intermediates as files), two test
-//! API servers (aws, azure), the issuer config and store, and independent openssl checks.
+//! Shared by the istio_* tests: a PKI (roots, per-cloud intermediates as files), two real
+//! control planes (aws, azure: etcd and kube-apiserver, audited), the issuer config and
+//! store, and independent openssl checks. istio_faults runs the same `Mesh` on the fake API
+//! server for the faults the real one cannot produce on demand.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -16,6 +18,7 @@ use canopy::ttl::Ttl;
 use canopy_issuer::config::Config;
 use canopy_issuer::istio::{IstioClusterConfig, IstioConfig, IstioSetup};
 use canopy_issuer::store::Store;
+use canopy_testsupport::cluster::{AuditMark, ClusterOptions, TestCluster};
 use kube_testserver::TestApiServer;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -75,11 +78,142 @@ pub fn new_intermediate(
     (issued, dir.join(format!("{name}.pem")))
 }
 
+/// One cluster's API server: a real control plane (etcd and kube-apiserver, audited), or
+/// the fake one, kept only for the faults the real apiserver cannot produce on demand.
+pub enum Api {
+    Real(TestCluster),
+    Fake(TestApiServer),
+}
+
+/// A position in a cluster's request record (its audit log, or the fake's request log).
+#[derive(Clone, Copy)]
+pub enum Mark {
+    Real(AuditMark),
+    Fake(usize),
+}
+
+impl Api {
+    pub fn name(&self) -> &str {
+        match self {
+            Api::Real(c) => c.name(),
+            Api::Fake(s) => s.name(),
+        }
+    }
+
+    pub fn real(&self) -> &TestCluster {
+        match self {
+            Api::Real(c) => c,
+            Api::Fake(_) => panic!("{} is the fake API server", self.name()),
+        }
+    }
+
+    pub fn real_mut(&mut self) -> &mut TestCluster {
+        match self {
+            Api::Real(c) => c,
+            Api::Fake(s) => panic!("{} is the fake API server", s.name()),
+        }
+    }
+
+    pub fn fake(&self) -> &TestApiServer {
+        match self {
+            Api::Fake(s) => s,
+            Api::Real(c) => panic!("{} is a real control plane", c.name()),
+        }
+    }
+
+    /// `kubectl get RESOURCE [NAME] -n NS -o json` on the real server.
+    fn kubectl_get(c: &TestCluster, args: &[&str]) -> Option<Value> {
+        let out = c
+            .kubectl()
+            .args(["get", "-n", NS, "-o", "json"])
+            .args(args)
+            .output()
+            .expect("run kubectl");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && stderr.contains("NotFound") {
+            return None;
+        }
+        assert!(out.status.success(), "kubectl get {args:?}: {stderr}");
+        Some(serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    /// `istio-system/cacerts`, as JSON.
+    pub fn secret(&self) -> Option<Value> {
+        match self {
+            Api::Real(c) => Api::kubectl_get(c, &["secret", "cacerts"]),
+            Api::Fake(s) => s.get("v1", "secrets", Some(NS), "cacerts"),
+        }
+    }
+
+    /// The Events in `istio-system`.
+    pub fn events(&self) -> Vec<Value> {
+        match self {
+            Api::Real(c) => Api::kubectl_get(c, &["events"]).unwrap()["items"]
+                .as_array()
+                .unwrap()
+                .clone(),
+            Api::Fake(s) => s.list("v1", "events", Some(NS)),
+        }
+    }
+
+    /// Where the request record ends now.
+    pub fn mark(&self) -> Mark {
+        match self {
+            Api::Real(c) => Mark::Real(c.audit_mark()),
+            Api::Fake(s) => Mark::Fake(s.request_log().len()),
+        }
+    }
+
+    /// The requests since `mark`, as (verb, resource, code), the writes first received
+    /// whether or not they succeeded or changed anything; the apiserver's own requests
+    /// are left out.
+    pub fn requests_since(&self, mark: Mark) -> Vec<(String, String, u16)> {
+        match (self, mark) {
+            (Api::Real(c), Mark::Real(m)) => c
+                .audit_since(m)
+                .into_iter()
+                .filter(|e| e.user != "system:apiserver")
+                .map(|e| (e.verb, e.resource, e.code))
+                .collect(),
+            (Api::Fake(s), Mark::Fake(n)) => s.request_log()[n..]
+                .iter()
+                .map(|r| {
+                    let verb = match r.method.as_str() {
+                        "POST" => "create",
+                        "PUT" => "update",
+                        "PATCH" => "patch",
+                        "DELETE" => "delete",
+                        _ => "get",
+                    };
+                    let resource = r.path.rsplit('/').find(|p| !p.is_empty()).unwrap_or("");
+                    (verb.to_string(), resource.to_string(), r.status)
+                })
+                .collect(),
+            _ => panic!("a mark from another server"),
+        }
+    }
+
+    /// The writes since `mark` (create, update, patch, delete), as text.
+    pub fn writes_since(&self, mark: Mark) -> Vec<String> {
+        match (self, mark) {
+            (Api::Real(c), Mark::Real(m)) => {
+                c.writes_since(m).iter().map(|e| e.to_string()).collect()
+            }
+            (Api::Fake(s), Mark::Fake(n)) => s.request_log()[n..]
+                .iter()
+                .filter(|r| r.is_write())
+                .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
+                .collect(),
+            _ => panic!("a mark from another server"),
+        }
+    }
+}
+
 /// Two clusters' API servers, a PKI under root A, a store.
 pub struct Mesh {
     pub dir: tempfile::TempDir,
-    pub aws: TestApiServer,
-    pub azure: TestApiServer,
+    pub aws: Api,
+    pub azure: Api,
     pub root_a: CertificateAuthority,
     pub store: Store,
     pub t0: OffsetDateTime,
@@ -91,25 +225,55 @@ pub struct Mesh {
     pub intermediates: Vec<String>,
 }
 
+/// Starts the real aws and azure control planes (audited) side by side.
+pub async fn real_clusters() -> (TestCluster, TestCluster) {
+    let start = |name: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            TestCluster::start_with(name, ClusterOptions::default().audit())
+        })
+    };
+    let (aws, azure) = (start("aws"), start("azure"));
+    (aws.await.unwrap(), azure.await.unwrap())
+}
+
 impl Mesh {
-    /// aws and azure servers with `istio-system`, intermediates aws and azure (P-256) under root A.
+    /// Real aws and azure control planes with `istio-system`, intermediates aws and azure
+    /// (P-256) under root A.
     pub async fn start() -> Mesh {
+        let (aws, azure) = real_clusters().await;
+        Mesh::with(Api::Real(aws), Api::Real(azure)).await
+    }
+
+    /// [`Mesh::start`] on two fake API servers, for faults the real one cannot produce.
+    pub async fn start_fake() -> Mesh {
+        let aws = TestApiServer::start("aws").await;
+        let azure = TestApiServer::start("azure").await;
+        Mesh::with(Api::Fake(aws), Api::Fake(azure)).await
+    }
+
+    async fn with(aws: Api, azure: Api) -> Mesh {
         let dir = canopy_testsupport::tempdir();
         let t0 = canopy_issuer::clock::now();
         let root_a = new_root(dir.path(), "a", t0);
         for name in ["aws", "azure"] {
             new_intermediate(dir.path(), &root_a, name, KeyType::EcdsaP256, None, t0);
         }
-        let aws = TestApiServer::start("aws").await;
-        let azure = TestApiServer::start("azure").await;
         for s in [&aws, &azure] {
-            s.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
-                .unwrap();
-            s.write_kubeconfig(
-                &dir.path().join(format!("{}.kubeconfig", s.name())),
-                s.name(),
-            )
-            .unwrap();
+            let kubeconfig = dir.path().join(format!("{}.kubeconfig", s.name()));
+            match s {
+                Api::Real(c) => {
+                    canopy_testsupport::run_ok(c.kubectl().args(["create", "namespace", NS]));
+                    // The admin kubeconfig, whose context is the cluster's name.
+                    std::fs::copy(c.kubeconfig(), &kubeconfig).unwrap();
+                }
+                Api::Fake(f) => {
+                    f.create(
+                        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
+                    )
+                    .unwrap();
+                    f.write_kubeconfig(&kubeconfig, f.name()).unwrap();
+                }
+            }
         }
         let url = format!("sqlite://{}/issuer.db", dir.path().display());
         let store = Store::connect(&url, 2).await.unwrap();
@@ -134,7 +298,7 @@ impl Mesh {
         self.dir.path()
     }
 
-    pub fn server(&self, name: &str) -> &TestApiServer {
+    pub fn server(&self, name: &str) -> &Api {
         match name {
             "aws" => &self.aws,
             "azure" => &self.azure,
@@ -189,8 +353,7 @@ impl Mesh {
 
     /// The Secret in a cluster, as JSON.
     pub fn secret(&self, cluster: &str) -> Option<Value> {
-        self.server(cluster)
-            .get("v1", "secrets", Some(NS), "cacerts")
+        self.server(cluster).secret()
     }
 
     pub fn rv(&self, cluster: &str) -> String {
@@ -203,6 +366,16 @@ impl Mesh {
     /// The Secret's files.
     pub fn files(&self, cluster: &str) -> BTreeMap<String, Vec<u8>> {
         files_of(&self.secret(cluster).expect("cacerts exists"))
+    }
+
+    /// Where a cluster's request record ends now ([`Mesh::writes_since`]).
+    pub fn mark(&self, cluster: &str) -> Mark {
+        self.server(cluster).mark()
+    }
+
+    /// The writes to a cluster since `mark`, attempted or done.
+    pub fn writes_since(&self, cluster: &str, mark: Mark) -> Vec<String> {
+        self.server(cluster).writes_since(mark)
     }
 
     /// Mesh CA certificates recorded in the store for a cluster.
@@ -370,11 +543,13 @@ pub fn leaf_verifies(
     openssl_verify_at(&roots, &chain, leaf, at)
 }
 
-/// Runs `kubectl --kubeconfig K -n istio-system ARGS` against a test server.
+/// Runs `kubectl --kubeconfig K -n istio-system ARGS` against a cluster.
 pub fn kubectl(mesh: &Mesh, cluster: &str, args: &[&str]) -> String {
     let out = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(mesh.path().join(format!("{cluster}.kubeconfig")))
+        .env("HOME", mesh.path().join("kubectl-home"))
+        .env_remove("KUBECONFIG")
         .args(["-n", NS])
         .args(args)
         .output()
@@ -387,12 +562,73 @@ pub fn kubectl(mesh: &Mesh, cluster: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Whether any request in the log wrote.
-pub fn writes(server: &TestApiServer) -> Vec<String> {
-    server
-        .request_log()
-        .into_iter()
-        .filter(|r| r.is_write())
-        .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
-        .collect()
+/// A ValidatingAdmissionPolicy (and its binding) in a real cluster that denies every
+/// update of a Secret named `cacerts`: the apiserver refuses the write with 403.
+const FREEZE_CACERTS: &str = r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: { name: freeze-cacerts }
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [""]
+      apiVersions: ["v1"]
+      operations: ["UPDATE"]
+      resources: ["secrets"]
+  validations:
+  - expression: "object.metadata.name != 'cacerts'"
+    message: "cacerts is frozen by the test"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: { name: freeze-cacerts }
+spec:
+  policyName: freeze-cacerts
+  validationActions: [Deny]
+"#;
+
+/// Whether the apiserver now admits an update of `istio-system/cacerts` (a server-side
+/// dry run, which goes through admission and stores nothing).
+fn cacerts_update_admitted(c: &TestCluster) -> bool {
+    let out = c
+        .kubectl()
+        .args(["-n", NS, "annotate", "secret", "cacerts", "--overwrite"])
+        .args(["--dry-run=server", "canopy.test/probe=1"])
+        .output()
+        .expect("run kubectl");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || stderr.contains("cacerts is frozen by the test"),
+        "{stderr}"
+    );
+    out.status.success()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "not {what} in 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Makes the real apiserver refuse every update of `istio-system/cacerts` (which must
+/// exist), and returns once it does.
+pub fn freeze_cacerts(c: &TestCluster) {
+    c.apply(FREEZE_CACERTS);
+    wait_until("refusing updates of cacerts", || {
+        !cacerts_update_admitted(c)
+    });
+}
+
+/// Undoes [`freeze_cacerts`], and returns once updates are admitted again.
+pub fn unfreeze_cacerts(c: &TestCluster) {
+    canopy_testsupport::run_ok(c.kubectl().args([
+        "delete",
+        "validatingadmissionpolicybinding,validatingadmissionpolicy",
+        "freeze-cacerts",
+    ]));
+    wait_until("admitting updates of cacerts", || {
+        cacerts_update_admitted(c)
+    });
 }

@@ -40,9 +40,32 @@ pub struct ClusterOptions {
     runtime_config: Option<String>,
     feature_gates: Option<String>,
     apiserver_args: Vec<String>,
+    audit: bool,
 }
 
+/// The audit policy [`ClusterOptions::audit`] starts the apiserver with: every request at
+/// Metadata level (who, verb, object, response code, no bodies), at every stage. The
+/// `RequestReceived` stage is written before the request is served, so a write shows in
+/// the log even when it fails or changes nothing.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: []
+rules:
+- level: Metadata
+";
+
+/// The verbs that change stored objects.
+const WRITE_VERBS: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
+
 impl ClusterOptions {
+    /// Audit every request to `DIR/audit.log` (kube-apiserver `--audit-policy-file`,
+    /// `--audit-log-path`, blocking mode: a request's event is written before it is
+    /// answered); read it with [`TestCluster::audit_mark`] and [`TestCluster::writes_since`].
+    pub fn audit(mut self) -> Self {
+        self.audit = true;
+        self
+    }
+
     /// A static-token user with these groups (no RBAC bindings); see [`TestCluster::token_for`].
     pub fn user(mut self, name: &str, groups: &[&str]) -> Self {
         self.users.push((
@@ -70,8 +93,21 @@ impl ClusterOptions {
         self
     }
 
-    fn args(&self) -> Vec<String> {
+    fn args(&self, dir: &Path) -> Vec<String> {
         let mut a = Vec::new();
+        if self.audit {
+            let policy = dir.join("audit-policy.yaml");
+            std::fs::write(&policy, AUDIT_POLICY).expect("write audit policy");
+            a.push(format!(
+                "--apiserver-arg=--audit-policy-file={}",
+                policy.display()
+            ));
+            a.push(format!(
+                "--apiserver-arg=--audit-log-path={}",
+                dir.join("audit.log").display()
+            ));
+            a.push("--apiserver-arg=--audit-log-mode=blocking".to_string());
+        }
         for (name, groups) in &self.users {
             a.push(format!("--user={name}:{}", groups.join(",")));
         }
@@ -148,7 +184,7 @@ impl TestCluster {
         let child = Command::new(bin)
             .arg(format!("--name={}", self.name))
             .arg(format!("--dir={}", dir.display()))
-            .args(self.options.args())
+            .args(self.options.args(&dir))
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -343,6 +379,61 @@ impl TestCluster {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    fn audit_log(&self) -> PathBuf {
+        assert!(
+            self.options.audit,
+            "{} was started without ClusterOptions::audit",
+            self.name
+        );
+        self.dir().join("audit.log")
+    }
+
+    /// Where the audit log ends now: [`TestCluster::audit_since`] reads what comes after.
+    pub fn audit_mark(&self) -> AuditMark {
+        AuditMark(std::fs::metadata(self.audit_log()).map_or(0, |m| m.len()))
+    }
+
+    /// The requests audited after `mark`, one per request, in the order received. Waits
+    /// (up to 10 s) until each request received has also completed, so that its response
+    /// code is known. Needs [`ClusterOptions::audit`].
+    pub fn audit_since(&self, mark: AuditMark) -> Vec<AuditEvent> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let bytes = std::fs::read(self.audit_log()).unwrap_or_default();
+            let tail = bytes.get(mark.0 as usize..).unwrap_or_default();
+            let mut events: Vec<AuditEvent> = Vec::new();
+            for line in String::from_utf8_lossy(tail).lines() {
+                let Ok(v) = serde_json::from_str::<Value>(line) else {
+                    continue;
+                };
+                let e = AuditEvent::from_json(&v);
+                match events.iter_mut().find(|x| x.id == e.id) {
+                    Some(x) if e.stage != "RequestReceived" => *x = e,
+                    Some(_) => {}
+                    None => events.push(e),
+                }
+            }
+            // Long-running requests (watches) complete only when they end.
+            let open = events
+                .iter()
+                .any(|e| e.stage == "RequestReceived" && e.verb != "watch");
+            if !open || Instant::now() > deadline {
+                return events;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The writes (create, update, patch, delete) after `mark` by anyone but the apiserver
+    /// itself (`system:apiserver`, which renews its own Lease), whether or not they
+    /// succeeded or changed anything. Needs [`ClusterOptions::audit`].
+    pub fn writes_since(&self, mark: AuditMark) -> Vec<AuditEvent> {
+        self.audit_since(mark)
+            .into_iter()
+            .filter(|e| e.is_write() && e.user != "system:apiserver")
+            .collect()
+    }
+
     fn signal(&self, sig: &str) {
         if let Some(child) = &self.child {
             // The child leads its own process group (process_group(0)).
@@ -411,5 +502,75 @@ impl Drop for TestCluster {
                 );
             }
         }
+    }
+}
+
+/// A position in a cluster's audit log ([`TestCluster::audit_mark`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditMark(u64);
+
+impl AuditMark {
+    /// The start of the log: every request since the cluster first started.
+    pub const START: AuditMark = AuditMark(0);
+}
+
+/// One request in the audit log, at the last stage logged for it.
+#[derive(Clone, Debug)]
+pub struct AuditEvent {
+    /// `auditID`.
+    pub id: String,
+    /// `RequestReceived`, `ResponseStarted`, `ResponseComplete` or `Panic`.
+    pub stage: String,
+    /// get, list, watch, create, update, patch, delete, deletecollection.
+    pub verb: String,
+    /// The authenticated user name.
+    pub user: String,
+    /// `objectRef.resource` (e.g. `secrets`), empty for non-resource URLs.
+    pub resource: String,
+    /// `objectRef.namespace`.
+    pub namespace: String,
+    /// `objectRef.name` (for a create, set only if the request names the object).
+    pub name: String,
+    /// `objectRef.subresource` (e.g. `status`).
+    pub subresource: String,
+    /// The HTTP response code (0 before the response).
+    pub code: u16,
+    /// `requestURI`.
+    pub uri: String,
+    /// `userAgent`.
+    pub user_agent: String,
+}
+
+impl AuditEvent {
+    fn from_json(v: &Value) -> AuditEvent {
+        let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        AuditEvent {
+            id: s(&v["auditID"]),
+            stage: s(&v["stage"]),
+            verb: s(&v["verb"]),
+            user: s(&v["user"]["username"]),
+            resource: s(&v["objectRef"]["resource"]),
+            namespace: s(&v["objectRef"]["namespace"]),
+            name: s(&v["objectRef"]["name"]),
+            subresource: s(&v["objectRef"]["subresource"]),
+            code: v["responseStatus"]["code"].as_u64().unwrap_or(0) as u16,
+            uri: s(&v["requestURI"]),
+            user_agent: s(&v["userAgent"]),
+        }
+    }
+
+    /// create, update, patch, delete or deletecollection.
+    pub fn is_write(&self) -> bool {
+        WRITE_VERBS.contains(&self.verb.as_str())
+    }
+}
+
+impl std::fmt::Display for AuditEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {} -> {} ({})",
+            self.verb, self.uri, self.user, self.code, self.stage
+        )
     }
 }
