@@ -155,3 +155,125 @@ fn istiod_signs_with_the_cacerts_canopy_wrote_and_its_workloads_verify_across_cl
         istiod::sign(&aws, "handmade", "spiffe://mesh.example/ns/a/sa/b", &broken).unwrap_err();
     assert!(err.contains("failed to create an istiod CA"), "{err}");
 }
+
+/// Serial numbers of the mesh CAs recorded for `cluster` in the issuer's SQLite store.
+fn recorded_mesh_cas(work: &Path, cluster: &str) -> Vec<String> {
+    let out = run_ok(
+        std::process::Command::new("sqlite3")
+            .arg(work.join("issuer.db"))
+            .arg(format!(
+                "SELECT serial FROM certificates WHERE profile = 'mesh-ca' AND cluster = '{cluster}' ORDER BY serial"
+            )),
+    );
+    out.lines().map(str::to_string).collect()
+}
+
+fn lease_holder(c: &TestCluster) -> Result<String, String> {
+    let out = canopy_testsupport::run(c.kubectl().args([
+        "-n",
+        "canopy",
+        "get",
+        "lease",
+        "canopy-issuer-istio",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]));
+    match String::from_utf8_lossy(&out.stdout).into_owned() {
+        h if out.status.success() && !h.is_empty() => Ok(h),
+        h => Err(format!("{h}{}", String::from_utf8_lossy(&out.stderr))),
+    }
+}
+
+fn cacerts_exists(c: &TestCluster) -> Result<(), String> {
+    let out = canopy_testsupport::run(c.kubectl().args([
+        "-n",
+        "istio-system",
+        "get",
+        "secret",
+        "cacerts",
+    ]));
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Two `serve` replicas started together against two real clusters, sharing one store:
+/// only the holder of `istio.lease` syncs `cacerts`, so each cluster gets one mesh CA
+/// (without the Lease every replica ran the sync). When the holder is killed, the other
+/// replica takes the Lease and keeps the Secrets valid: it re-creates a deleted one and
+/// leaves the valid one alone.
+#[test]
+fn two_replicas_mint_one_mesh_ca_per_cluster_and_the_standby_takes_over() {
+    let (aws, azure) = std::thread::scope(|s| {
+        let a = s.spawn(|| TestCluster::start("aws"));
+        let z = s.spawn(|| TestCluster::start("azure"));
+        (a.join().unwrap(), z.join().unwrap())
+    });
+    let tmp = canopy_testsupport::tempdir();
+    let work = tmp.path();
+    let base = std::fs::read_to_string(pki_and_config(work, &[&aws, &azure])).unwrap();
+    run_ok(aws.kubectl().args(["create", "namespace", "canopy"]));
+    let config = |replica: &str| {
+        let file = work.join(format!("{replica}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "{base}listen: {{ address: \"127.0.0.1:{}\" }}\n\
+                 istio: {{ resync: 5s, lease: {{ cluster: aws, namespace: canopy, duration: 3s }} }}\n",
+                canopy_testsupport::free_port()
+            ),
+        )
+        .unwrap();
+        file
+    };
+    let (config_a, config_b) = (config("a"), config("b"));
+    // Started together: without a Lease both would find no Secret and mint.
+    let mut replicas =
+        [("replica-a", &config_a), ("replica-b", &config_b)].map(|(name, config)| {
+            Some(canopy_testsupport::Serving::start_as(
+                config,
+                &work.join(format!("{name}.log")),
+                Some(name),
+            ))
+        });
+
+    let wait = std::time::Duration::from_secs(60);
+    for c in [&aws, &azure] {
+        canopy_testsupport::certmanager::wait_until("cacerts written", wait, || cacerts_exists(c));
+    }
+    let azure_version = secret(&azure)["metadata"]["resourceVersion"].clone();
+    for c in ["aws", "azure"] {
+        assert_eq!(
+            recorded_mesh_cas(work, c).len(),
+            1,
+            "{c}: one mesh CA, minted by the Lease holder alone"
+        );
+    }
+    let (leader, standby) = if lease_holder(&aws).unwrap().starts_with("replica-a") {
+        (0, "replica-b")
+    } else {
+        (1, "replica-a")
+    };
+
+    // The leader dies (SIGKILL) without releasing the Lease.
+    drop(replicas[leader].take());
+    canopy_testsupport::certmanager::wait_until("the standby takes the Lease", wait, || {
+        lease_holder(&aws).and_then(|h| h.starts_with(standby).then_some(()).ok_or(h))
+    });
+    // The new holder syncs: a deleted Secret comes back with a new mesh CA, the valid one
+    // in azure is left as it is.
+    run_ok(
+        aws.kubectl()
+            .args(["-n", "istio-system", "delete", "secret", "cacerts"]),
+    );
+    canopy_testsupport::certmanager::wait_until(
+        "cacerts re-created by the new holder",
+        wait,
+        || cacerts_exists(&aws),
+    );
+    assert_eq!(recorded_mesh_cas(work, "aws").len(), 2);
+    assert_eq!(recorded_mesh_cas(work, "azure").len(), 1);
+    assert_eq!(secret(&azure)["metadata"]["resourceVersion"], azure_version);
+}

@@ -671,6 +671,28 @@ impl Config {
                 }
             }
         }
+        if let Some(lease) = self.istio.as_ref().and_then(|i| i.lease.as_ref()) {
+            match self
+                .clusters
+                .iter()
+                .find(|c| c.name.as_str() == lease.cluster)
+            {
+                None => return err("istio.lease.cluster".into(), "no cluster has this name"),
+                Some(c) if !c.in_cluster && c.kubeconfig.is_none() => {
+                    return err(
+                        "istio.lease.cluster".into(),
+                        "the cluster needs a kubeconfig or in_cluster to hold the Lease",
+                    )
+                }
+                Some(_) => {}
+            }
+            if lease.namespace.trim().is_empty() {
+                return err(
+                    "istio.lease.namespace".into(),
+                    "name the issuer's own namespace",
+                );
+            }
+        }
         let mut policies = HashSet::new();
         for (i, p) in self.policies.iter().enumerate() {
             if !valid_name(&p.name) {

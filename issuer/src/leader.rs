@@ -56,6 +56,37 @@ impl LeaseSettings {
     }
 }
 
+/// Where a Lease lives, as the config file says (`clusters[].cert_manager.lease`,
+/// `istio.lease`).
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseConfig {
+    /// Namespace of the Lease (the issuer's own).
+    pub namespace: String,
+    /// Lease name (each use has its default).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Lease duration (default 15s; renew deadline 2/3 of it, retry 2s or less).
+    #[serde(default)]
+    pub duration: Option<canopy::ttl::Ttl>,
+}
+
+impl LeaseConfig {
+    /// The election settings: `default_name` unless the config names the Lease,
+    /// `identity` as this replica's holder identity.
+    pub fn settings(&self, default_name: &str, identity: &str) -> LeaseSettings {
+        let name = self.name.clone().unwrap_or_else(|| default_name.into());
+        let mut lease = LeaseSettings::new(self.namespace.clone(), name, identity);
+        if let Some(d) = self.duration {
+            let d = d.as_duration().unsigned_abs().max(Duration::from_secs(3));
+            lease.lease_duration = d;
+            lease.renew_deadline = d * 2 / 3;
+            lease.retry_period = (d / 5).min(Duration::from_secs(2));
+        }
+        lease
+    }
+}
+
 /// Why leader election could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaderError {

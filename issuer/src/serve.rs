@@ -135,7 +135,7 @@ impl Service {
             store.clone(),
             metrics.clone(),
         ));
-        let (controllers_stop, controllers) = start_cert_manager(config, &issuer).await?;
+        let (controllers_stop, mut controllers) = start_cert_manager(config, &issuer).await?;
         let auth = Arc::new(Authenticator::new(
             store.clone(),
             config.trust_domain.clone(),
@@ -179,13 +179,14 @@ impl Service {
         let istio = match config.istio_setup()? {
             None => None,
             Some(setup) => {
-                let controller = Arc::new(crate::istio::Controller::new(
+                let controller = crate::istio::Controller::new(
                     setup,
                     store.clone(),
                     Some(metrics.istio.clone()),
-                ));
+                );
                 let health = controller.health();
-                tokio::spawn(async move { controller.run(std::future::pending()).await });
+                controllers
+                    .push(start_istio(config, controller, controllers_stop.subscribe()).await?);
                 Some(health)
             }
         };
@@ -264,6 +265,53 @@ async fn start_cert_manager(
         }));
     }
     Ok((stop_tx, controllers))
+}
+
+/// Starts the Istio `cacerts` controller: behind `istio.lease` when configured (only the
+/// holder syncs, so replicas do not each mint a mesh CA), else on this replica alone.
+/// Stops when `stop` turns true, releasing the Lease.
+async fn start_istio(
+    config: &Config,
+    controller: crate::istio::Controller,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, ServeError> {
+    let lease = config.istio.as_ref().and_then(|i| i.lease.as_ref());
+    let elector = match lease {
+        None => None,
+        Some(lease) => {
+            let cluster = config
+                .clusters
+                .iter()
+                .find(|c| c.name.as_str() == lease.cluster)
+                .expect("validated: istio.lease.cluster names a cluster");
+            let client = crate::certmanager::client_for(cluster).await?;
+            let settings = lease.lease().settings(
+                crate::istio::config::IstioLeaseConfig::DEFAULT_NAME,
+                &crate::certmanager::replica_identity(),
+            );
+            Some(
+                crate::leader::LeaderElector::new(client, settings)
+                    .map_err(crate::certmanager::ControllerError::from)?,
+            )
+        }
+    };
+    Ok(tokio::spawn(async move {
+        match elector {
+            Some(elector) => {
+                let (is_leader, _) = tokio::sync::watch::channel(false);
+                let work = || controller.run(std::future::pending());
+                elector.run(work, stop, is_leader).await;
+            }
+            None => {
+                controller
+                    .run(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await
+            }
+        }
+        tracing::info!("istio cacerts controller stopped");
+    }))
 }
 
 /// Re-issues the self-made listener certificate at 2/3 of its life.

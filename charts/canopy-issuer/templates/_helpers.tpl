@@ -201,7 +201,16 @@ and the URL below only names where it comes from.
 {{- $config := dict "trust_domain" .Values.trustDomain "listen" $listen "storage" $storage "roots" $roots "intermediates" $intermediates "clusters" $clusters "policies" .Values.policies }}
 {{- with .Values.defaultIntermediate }}{{ $_ := set $config "default_intermediate" . }}{{ end }}
 {{- with .Values.limits }}{{ $_ := set $config "limits" . }}{{ end }}
-{{- with .Values.istio.config }}{{ $_ := set $config "istio" . }}{{ end }}
+{{- $istio := deepCopy (default dict .Values.istio.config) }}
+{{- $istioClusters := list }}
+{{- range .Values.clusters }}{{ if and (hasKey . "istio") .inCluster }}{{ $istioClusters = append $istioClusters .name }}{{ end }}{{ end }}
+{{- range .Values.clusters }}{{ if and (hasKey . "istio") (not .inCluster) }}{{ $istioClusters = append $istioClusters .name }}{{ end }}{{ end }}
+{{- if and $istioClusters (not (hasKey $istio "lease")) }}
+{{- /* Only the Lease holder syncs cacerts (replicas would each mint a mesh CA); the Lease
+lives in this cluster when it syncs one, else in the first cluster that does. */}}
+{{- $_ := set $istio "lease" (dict "cluster" (first $istioClusters) "namespace" $.Release.Namespace) }}
+{{- end }}
+{{- if $istio }}{{ $_ := set $config "istio" $istio }}{{ end }}
 {{- $config = mergeOverwrite $config (deepCopy .Values.extraConfig) }}
 {{- toYaml $config }}
 {{- end }}

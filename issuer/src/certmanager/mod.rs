@@ -35,6 +35,7 @@ use tokio::sync::watch;
 
 use crate::auth::{AuthMethod, KubernetesRequest, Requester};
 use crate::config::{ClusterConfig, ClusterName};
+pub use crate::leader::LeaseConfig;
 use crate::leader::{LeaderElector, LeaderError, LeaseSettings};
 use crate::Issuer;
 
@@ -114,20 +115,6 @@ pub struct CertManagerConfig {
     pub trusted_requesters: Vec<String>,
 }
 
-/// Where the Lease lives.
-#[derive(Clone, Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LeaseConfig {
-    /// Namespace of the Lease (the issuer's own).
-    pub namespace: String,
-    /// Lease name (default `canopy-issuer-<cluster>`).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Lease duration (default 15s; renew deadline 2/3 of it, retry 2s or less).
-    #[serde(default)]
-    pub duration: Option<canopy::ttl::Ttl>,
-}
-
 fn default_max_retry() -> canopy::ttl::Ttl {
     canopy::ttl::Ttl::hours(1)
 }
@@ -148,20 +135,10 @@ impl Settings {
         s.signing_requests = config.signing_requests;
         s.trusted_requesters = config.trusted_requesters.clone();
         s.instance = identity.to_string();
-        s.lease = config.lease.as_ref().map(|l| {
-            let name = l
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("canopy-issuer-{cluster}"));
-            let mut lease = LeaseSettings::new(l.namespace.clone(), name, identity);
-            if let Some(d) = l.duration {
-                let d = d.as_duration().unsigned_abs().max(Duration::from_secs(3));
-                lease.lease_duration = d;
-                lease.renew_deadline = d * 2 / 3;
-                lease.retry_period = (d / 5).min(Duration::from_secs(2));
-            }
-            lease
-        });
+        s.lease = config
+            .lease
+            .as_ref()
+            .map(|l| l.settings(&format!("canopy-issuer-{cluster}"), identity));
         s
     }
 }

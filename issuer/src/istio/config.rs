@@ -122,6 +122,43 @@ pub struct IstioConfig {
     /// A root rotation in progress.
     #[serde(default)]
     pub rotation: Option<RotationConfig>,
+    /// Leader election: with several replicas, only the holder of this Lease syncs
+    /// `cacerts` (else each replica would mint its own mesh CA). Omit for one replica.
+    #[serde(default)]
+    pub lease: Option<IstioLeaseConfig>,
+}
+
+/// `istio.lease`: one Lease for the whole mesh, because a pass decides for every cluster
+/// at once (a root rotation moves the clusters in step). It lives in one cluster's API
+/// server; while that cluster cannot be reached no replica syncs `cacerts` anywhere, and
+/// mesh CAs, renewed at 2/3 of their life, have the last third to wait it out.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IstioLeaseConfig {
+    /// The cluster (by name) whose API server holds the Lease.
+    pub cluster: String,
+    /// Namespace of the Lease (the issuer's own).
+    pub namespace: String,
+    /// Lease name (default `canopy-issuer-istio`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Lease duration (default 15s; renew deadline 2/3 of it, retry 2s or less).
+    #[serde(default)]
+    pub duration: Option<Ttl>,
+}
+
+impl IstioLeaseConfig {
+    /// Default name of the mesh's Lease.
+    pub const DEFAULT_NAME: &'static str = "canopy-issuer-istio";
+
+    /// Where the Lease lives, as any controller's Lease.
+    pub fn lease(&self) -> crate::leader::LeaseConfig {
+        crate::leader::LeaseConfig {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            duration: self.duration,
+        }
+    }
 }
 
 impl Default for IstioConfig {
@@ -130,6 +167,7 @@ impl Default for IstioConfig {
             resync: default_resync(),
             request_timeout: default_request_timeout(),
             rotation: None,
+            lease: None,
         }
     }
 }
