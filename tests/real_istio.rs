@@ -7,7 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use canopy_testsupport::cluster::TestCluster;
+use canopy_testsupport::certmanager::wait_until;
+use canopy_testsupport::cluster::{ClusterOptions, TestCluster};
 use canopy_testsupport::{cmd, istiod, openssl_verify, pki, run_ok, x509check};
 use serde_json::Value;
 
@@ -199,16 +200,23 @@ fn cacerts_exists(c: &TestCluster) -> Result<(), String> {
     }
 }
 
-/// Two `serve` replicas started together against two real clusters, sharing one store:
-/// only the holder of `istio.lease` syncs `cacerts`, so each cluster gets one mesh CA
-/// (without the Lease every replica ran the sync). When the holder is killed, the other
-/// replica takes the Lease and keeps the Secrets valid: it re-creates a deleted one and
-/// leaves the valid one alone.
+/// Two `serve` replicas started together against two real clusters, sharing one store,
+/// each with its own Kubernetes user so the audit log tells them apart: only the holder of
+/// `istio.lease` syncs `cacerts` (the standby reads no Secret at all), so each cluster gets
+/// one mesh CA. Without the Lease every replica ran the sync, and two passes at once each
+/// minted a mesh CA. When the holder is killed, the other replica takes the Lease and
+/// keeps the Secrets valid: it re-creates a deleted one and leaves the valid one alone.
 #[test]
-fn two_replicas_mint_one_mesh_ca_per_cluster_and_the_standby_takes_over() {
+fn two_replicas_sync_cacerts_from_the_lease_holder_only_and_the_standby_takes_over() {
+    let options = || {
+        ClusterOptions::default()
+            .audit()
+            .user("replica-a", &["system:masters"])
+            .user("replica-b", &["system:masters"])
+    };
     let (aws, azure) = std::thread::scope(|s| {
-        let a = s.spawn(|| TestCluster::start("aws"));
-        let z = s.spawn(|| TestCluster::start("azure"));
+        let a = s.spawn(|| TestCluster::start_with("aws", options()));
+        let z = s.spawn(|| TestCluster::start_with("azure", options()));
         (a.join().unwrap(), z.join().unwrap())
     });
     let tmp = canopy_testsupport::tempdir();
@@ -216,11 +224,19 @@ fn two_replicas_mint_one_mesh_ca_per_cluster_and_the_standby_takes_over() {
     let base = std::fs::read_to_string(pki_and_config(work, &[&aws, &azure])).unwrap();
     run_ok(aws.kubectl().args(["create", "namespace", "canopy"]));
     let config = |replica: &str| {
+        // The same config, but each replica reaches both clusters as its own user.
+        let mut yaml = base.clone();
+        for c in [&aws, &azure] {
+            yaml = yaml.replace(
+                &c.kubeconfig().display().to_string(),
+                &c.kubeconfig_for(replica).display().to_string(),
+            );
+        }
         let file = work.join(format!("{replica}.yaml"));
         std::fs::write(
             &file,
             format!(
-                "{base}listen: {{ address: \"127.0.0.1:{}\" }}\n\
+                "{yaml}listen: {{ address: \"127.0.0.1:{}\" }}\n\
                  istio: {{ resync: 5s, lease: {{ cluster: aws, namespace: canopy, duration: 3s }} }}\n",
                 canopy_testsupport::free_port()
             ),
@@ -228,8 +244,7 @@ fn two_replicas_mint_one_mesh_ca_per_cluster_and_the_standby_takes_over() {
         .unwrap();
         file
     };
-    let (config_a, config_b) = (config("a"), config("b"));
-    // Started together: without a Lease both would find no Secret and mint.
+    let (config_a, config_b) = (config("replica-a"), config("replica-b"));
     let mut replicas =
         [("replica-a", &config_a), ("replica-b", &config_b)].map(|(name, config)| {
             Some(canopy_testsupport::Serving::start_as(
@@ -241,8 +256,40 @@ fn two_replicas_mint_one_mesh_ca_per_cluster_and_the_standby_takes_over() {
 
     let wait = std::time::Duration::from_secs(60);
     for c in [&aws, &azure] {
-        canopy_testsupport::certmanager::wait_until("cacerts written", wait, || cacerts_exists(c));
+        wait_until("cacerts written", wait, || cacerts_exists(c));
     }
+    // Two more passes of the holder (each reads both Secrets, every 5 s): a replica that
+    // syncs on its own, on the same period, reads a Secret in that window too.
+    let mark = aws.audit_mark();
+    let secret_reads = |user: &str| {
+        aws.audit_since(mark)
+            .into_iter()
+            .filter(|e| e.user == user && e.resource == "secrets" && e.name == "cacerts")
+            .count()
+    };
+    let leader = wait_until("two passes of one replica", wait, || {
+        ["replica-a", "replica-b"]
+            .into_iter()
+            .find(|r| secret_reads(r) >= 2)
+            .ok_or_else(|| "no replica has read cacerts twice".to_string())
+    });
+    let standby = if leader == "replica-a" {
+        "replica-b"
+    } else {
+        "replica-a"
+    };
+    // Both replicas run (a replica that failed to start would pass for a quiet standby).
+    for (r, name) in replicas.iter_mut().zip(["replica-a", "replica-b"]) {
+        let status = r.as_mut().and_then(|r| r.exited());
+        let log = std::fs::read_to_string(work.join(format!("{name}.log"))).unwrap_or_default();
+        assert!(status.is_none(), "{name} exited ({status:?}): {log}");
+    }
+    assert_eq!(
+        secret_reads(standby),
+        0,
+        "the standby {standby} reads no cacerts"
+    );
+    assert!(lease_holder(&aws).unwrap().starts_with(leader));
     let azure_version = secret(&azure)["metadata"]["resourceVersion"].clone();
     for c in ["aws", "azure"] {
         assert_eq!(
@@ -251,16 +298,16 @@ fn two_replicas_mint_one_mesh_ca_per_cluster_and_the_standby_takes_over() {
             "{c}: one mesh CA, minted by the Lease holder alone"
         );
     }
-    let (leader, standby) = if lease_holder(&aws).unwrap().starts_with("replica-a") {
-        (0, "replica-b")
-    } else {
-        (1, "replica-a")
-    };
 
-    // The leader dies (SIGKILL) without releasing the Lease.
-    drop(replicas[leader].take());
-    canopy_testsupport::certmanager::wait_until("the standby takes the Lease", wait, || {
-        lease_holder(&aws).and_then(|h| h.starts_with(standby).then_some(()).ok_or(h))
+    // The holder dies (SIGKILL) without releasing the Lease.
+    drop(replicas[usize::from(leader == "replica-b")].take());
+    wait_until("the standby takes the Lease", wait, || {
+        lease_holder(&aws).and_then(|h| {
+            h.starts_with(standby).then_some(()).ok_or_else(|| {
+                let log = std::fs::read_to_string(work.join(format!("{standby}.log")));
+                format!("held by {h}; {standby}'s log:\n{}", log.unwrap_or_default())
+            })
+        })
     });
     // The new holder syncs: a deleted Secret comes back with a new mesh CA, the valid one
     // in azure is left as it is.
@@ -268,11 +315,9 @@ fn two_replicas_mint_one_mesh_ca_per_cluster_and_the_standby_takes_over() {
         aws.kubectl()
             .args(["-n", "istio-system", "delete", "secret", "cacerts"]),
     );
-    canopy_testsupport::certmanager::wait_until(
-        "cacerts re-created by the new holder",
-        wait,
-        || cacerts_exists(&aws),
-    );
+    wait_until("cacerts re-created by the new holder", wait, || {
+        cacerts_exists(&aws)
+    });
     assert_eq!(recorded_mesh_cas(work, "aws").len(), 2);
     assert_eq!(recorded_mesh_cas(work, "azure").len(), 1);
     assert_eq!(secret(&azure)["metadata"]["resourceVersion"], azure_version);

@@ -410,9 +410,34 @@ impl Store {
     }
 
     /// Applies the embedded migrations of this backend.
+    ///
+    /// Several processes may start on one new database at once (replicas sharing a SQLite
+    /// file, `serve` beside `token create`). On PostgreSQL sqlx holds an advisory lock
+    /// while it migrates; SQLite has none, so a process can find a migration pending,
+    /// then fail to apply it ("table certificates already exists") because another
+    /// process committed it meanwhile. Each migration is one transaction, rolled back on
+    /// failure, so running the migrator again skips what the other process applied.
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        const SQLITE_ATTEMPTS: u32 = 10;
         let result = match &self.backend {
-            Backend::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await,
+            Backend::Sqlite(pool) => {
+                let migrator = sqlx::migrate!("./migrations/sqlite");
+                let mut attempt = 1;
+                loop {
+                    match migrator.run(pool).await {
+                        Err(sqlx::migrate::MigrateError::Execute(e))
+                        | Err(sqlx::migrate::MigrateError::ExecuteMigration(e, _))
+                            if attempt < SQLITE_ATTEMPTS =>
+                        {
+                            tracing::info!(attempt, error = %e, "migration raced another process; trying again");
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt)))
+                                .await;
+                        }
+                        other => break other,
+                    }
+                }
+            }
             Backend::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await,
         };
         result.map_err(|e| StoreError::Migration(e.to_string()))

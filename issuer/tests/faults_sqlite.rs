@@ -220,3 +220,37 @@ fn read_only_database_is_refused_at_start_with_a_clear_error() {
     );
     assert!(!text.contains("panicked"), "{text}");
 }
+
+/// Replicas (or `serve` beside `token create`) that start at once on a new SQLite file all
+/// migrate it. Found by the two-replica Istio test: one of them failed with "table
+/// certificates already exists" and exited, because SQLite has no migration lock.
+#[test]
+fn processes_migrating_one_new_database_at_once_all_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/race.db", dir.path().display());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for round in 0..5 {
+        let _ = std::fs::remove_file(dir.path().join("race.db"));
+        let results = runtime.block_on(async {
+            let tasks: Vec<_> = (0..6)
+                .map(|_| {
+                    let url = url.clone();
+                    tokio::spawn(async move {
+                        let store = canopy_issuer::store::Store::connect(&url, 2).await?;
+                        store.migrate().await
+                    })
+                })
+                .collect();
+            let mut results = Vec::new();
+            for t in tasks {
+                results.push(t.await.unwrap());
+            }
+            results
+        });
+        for r in results {
+            if let Err(e) = r {
+                panic!("round {round}: a process could not migrate: {e}");
+            }
+        }
+    }
+}

@@ -304,6 +304,21 @@ impl TestCluster {
         })
     }
 
+    /// Writes a kubeconfig in the cluster's folder that authenticates as `user` (a
+    /// [`ClusterOptions::user`]) with its static token, and returns its path.
+    pub fn kubeconfig_for(&self, user: &str) -> PathBuf {
+        let path = self.dir().join(format!("{user}.kubeconfig"));
+        let yaml = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: {n}\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: {n}\n  context:\n    cluster: {n}\n    user: {user}\ncurrent-context: {n}\n",
+            n = self.name,
+            server = self.server(),
+            ca = self.ca_file().display(),
+            token = self.token_for(user),
+        );
+        std::fs::write(&path, yaml).expect("write kubeconfig");
+        path
+    }
+
     /// Wall time of the last start, from spawn to ready.json.
     pub fn startup_time(&self) -> Duration {
         self.startup
