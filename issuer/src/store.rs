@@ -340,6 +340,22 @@ pub enum Revocation {
     AlreadyRevoked(CertificateRecord),
 }
 
+/// How often opening or migrating a SQLite file is tried when another process is doing
+/// the same at that moment (see [`Store::connect`] and [`Store::migrate`]).
+const SQLITE_START_ATTEMPTS: u32 = 10;
+
+/// Whether SQLite answered SQLITE_BUSY (any extended code): another connection holds a
+/// lock SQLite would not wait for.
+fn is_sqlite_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => d
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| c & 0xff == 5),
+        _ => false,
+    }
+}
+
 /// Connection to the issuer's database.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -381,9 +397,22 @@ impl Store {
                             conn.ping().await?;
                             Ok(Tm::get_transaction_depth(conn) == 0)
                         })
-                    })
-                    .connect_with(options)
-                    .await?;
+                    });
+                // A new file is switched to WAL by the first connection, under an exclusive
+                // lock that SQLite does not wait for: a process starting beside another on
+                // the same new file (replicas, `serve` and `token create`) can be told
+                // "database is locked" at once. It is free again within milliseconds.
+                let mut attempt = 1;
+                let pool = loop {
+                    match pool.clone().connect_with(options.clone()).await {
+                        Err(e) if is_sqlite_busy(&e) && attempt < SQLITE_START_ATTEMPTS => {
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt)))
+                                .await;
+                        }
+                        other => break other?,
+                    }
+                };
                 Backend::Sqlite(pool)
             }
             "postgres" | "postgresql" => {
@@ -418,7 +447,6 @@ impl Store {
     /// process committed it meanwhile. Each migration is one transaction, rolled back on
     /// failure, so running the migrator again skips what the other process applied.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        const SQLITE_ATTEMPTS: u32 = 10;
         let result = match &self.backend {
             Backend::Sqlite(pool) => {
                 let migrator = sqlx::migrate!("./migrations/sqlite");
@@ -427,7 +455,7 @@ impl Store {
                     match migrator.run(pool).await {
                         Err(sqlx::migrate::MigrateError::Execute(e))
                         | Err(sqlx::migrate::MigrateError::ExecuteMigration(e, _))
-                            if attempt < SQLITE_ATTEMPTS =>
+                            if attempt < SQLITE_START_ATTEMPTS =>
                         {
                             tracing::info!(attempt, error = %e, "migration raced another process; trying again");
                             attempt += 1;

@@ -227,10 +227,9 @@ fn read_only_database_is_refused_at_start_with_a_clear_error() {
 #[test]
 fn processes_migrating_one_new_database_at_once_all_start() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/race.db", dir.path().display());
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    for round in 0..5 {
-        let _ = std::fs::remove_file(dir.path().join("race.db"));
+    for round in 0..20 {
+        let url = format!("sqlite://{}/race-{round}.db", dir.path().display());
         let results = runtime.block_on(async {
             let tasks: Vec<_> = (0..6)
                 .map(|_| {
