@@ -183,6 +183,55 @@ impl Env {
             Certificate::from_pem(&std::fs::read_to_string(dir.join("aws.pem")).unwrap()).unwrap();
         CertificateAuthority::new(cert, vec![], Arc::new(key)).unwrap()
     }
+
+    /// A leaf for `spiffe` minted with the key of a mesh CA under the aws intermediate (as
+    /// `cacerts` holds it, unencrypted): (chain PEM, key PEM).
+    fn mesh_ca_leaf(&self, constraints: Option<NameConstraints>, spiffe: &str) -> (String, String) {
+        let now = time::OffsetDateTime::now_utc();
+        let (mesh, mesh_key) = self
+            .aws_ca()
+            .issue_with_new_key(
+                Profile::MeshCa,
+                &CertRequest {
+                    subject: canopy::profile::Subject {
+                        common_name: Some("aws mesh CA".into()),
+                        organization: None,
+                    },
+                    trust_domain: Some(TD.parse().unwrap()),
+                    ttl: Some(Ttl::days(30)),
+                    clamp_to_issuer: true,
+                    name_constraints: constraints,
+                    ..CertRequest::default()
+                },
+                KeyType::EcdsaP256,
+                now,
+            )
+            .unwrap();
+        let mesh_ca = CertificateAuthority::new(
+            mesh.certificate.clone(),
+            mesh.chain[1..].to_vec(),
+            Arc::new(mesh_key),
+        )
+        .unwrap();
+        let (leaf, leaf_key) = mesh_ca
+            .issue_with_new_key(
+                Profile::Workload,
+                &CertRequest {
+                    spiffe_id: Some(spiffe.parse().unwrap()),
+                    trust_domain: Some(TD.parse().unwrap()),
+                    ttl: Some(Ttl::hours(1)),
+                    clamp_to_issuer: true,
+                    ..CertRequest::default()
+                },
+                KeyType::EcdsaP256,
+                now,
+            )
+            .unwrap();
+        (
+            Certificate::pem_of(&leaf.chain),
+            leaf_key.to_unencrypted_pem().to_string(),
+        )
+    }
 }
 
 fn refused(r: &Response, status: u16, code: &str, mentions: &str) {
@@ -241,53 +290,11 @@ fn pod_token_gets_other_namespaces_dns_names() {
 #[test]
 fn stolen_mesh_ca_key_mints_identities_over_mtls() {
     let env = env();
-    let now = time::OffsetDateTime::now_utc();
-    let aws = env.aws_ca();
     // A mesh CA under the aws intermediate, as `cacerts` holds it (key unencrypted), and
     // a workload identity the attacker mints with its stolen key.
     let stolen_leaf = |constraints: Option<NameConstraints>| {
-        let (mesh, mesh_key) = aws
-            .issue_with_new_key(
-                Profile::MeshCa,
-                &CertRequest {
-                    subject: canopy::profile::Subject {
-                        common_name: Some("aws mesh CA".into()),
-                        organization: None,
-                    },
-                    trust_domain: Some(TD.parse().unwrap()),
-                    ttl: Some(Ttl::days(30)),
-                    clamp_to_issuer: true,
-                    name_constraints: constraints,
-                    ..CertRequest::default()
-                },
-                KeyType::EcdsaP256,
-                now,
-            )
-            .unwrap();
-        let mesh_ca = CertificateAuthority::new(
-            mesh.certificate.clone(),
-            mesh.chain[1..].to_vec(),
-            Arc::new(mesh_key),
-        )
-        .unwrap();
-        let (leaf, leaf_key) = mesh_ca
-            .issue_with_new_key(
-                Profile::Workload,
-                &CertRequest {
-                    spiffe_id: Some(id("/ns/istio-system/sa/istiod").parse().unwrap()),
-                    trust_domain: Some(TD.parse().unwrap()),
-                    ttl: Some(Ttl::hours(1)),
-                    clamp_to_issuer: true,
-                    ..CertRequest::default()
-                },
-                KeyType::EcdsaP256,
-                now,
-            )
-            .unwrap();
-        env.mtls(
-            &Certificate::pem_of(&leaf.chain),
-            &leaf_key.to_unencrypted_pem(),
-        )
+        let (chain, key) = env.mesh_ca_leaf(constraints, &id("/ns/istio-system/sa/istiod"));
+        env.mtls(&chain, &key)
     };
     let before = env.recorded();
     let c = csr(Some(&id("/ns/istio-system/sa/istiod")), &[]);
@@ -667,4 +674,125 @@ fn root_crl_revoking_an_intermediate_is_honoured_by_the_mtls_verifier() {
             r.text()
         ),
     }
+}
+
+/// mTLS requesters as one table (authorization.md): who presents which certificate ×
+/// what it asks for → the answer. A renewal gets the presented certificate's names at
+/// most, from the intermediate that issued it; a certificate canopy did not issue, one
+/// no longer valid, or one revoked is no identity at all. Every refusal issues nothing.
+#[test]
+fn mtls_requesters_as_a_table() {
+    let env = env();
+    let web = id("/ns/shop/sa/web");
+    let pod = |cluster: &str| {
+        let c = csr(Some(&web), &[]);
+        let jwt = env.pod_token(cluster, "shop", "web");
+        let r = env.sign(&env.client, Some(&jwt), &c.pem, json!({}));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let j = r.json();
+        assert_eq!(j["intermediate"], cluster);
+        (
+            j["chain"].as_str().unwrap().to_string(),
+            c.key_pem,
+            j["serial"].as_str().unwrap().to_string(),
+        )
+    };
+    let (aws_chain, aws_key, _) = pod("aws");
+    let (azure_chain, azure_key, _) = pod("azure");
+    let (revoked_chain, revoked_key, revoked_serial) = pod("aws");
+    let r = env.client.post_json(
+        "/v1/revoke",
+        Some(&env.ops),
+        &json!({"serial": revoked_serial, "reason": "key-compromise"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Issued by the aws intermediate and recorded, but its notAfter has passed.
+    let ttl = Ttl::minutes(10);
+    let (expired, expired_key) = env
+        .aws_ca()
+        .issue_with_new_key(
+            Profile::Workload,
+            &CertRequest {
+                spiffe_id: Some(web.parse().unwrap()),
+                trust_domain: Some(TD.parse().unwrap()),
+                ttl: Some(ttl),
+                ..CertRequest::default()
+            },
+            KeyType::EcdsaP256,
+            time::OffsetDateTime::now_utc() - ttl.as_duration() - time::Duration::minutes(1),
+        )
+        .unwrap();
+    record(&env, &expired.certificate);
+    // A mesh CA under aws with DNS constraints only (`mesh_ca_uri_constraint: false`), so
+    // the handshake passes and the issuer itself must refuse its leaf.
+    let (mesh_chain, mesh_key) = env.mesh_ca_leaf(
+        Some(NameConstraints {
+            permitted_uri_hosts: vec![],
+            permitted_dns: NameConstraints::istiod_dns("istio-system"),
+        }),
+        &web,
+    );
+    let columns = [
+        ("aws leaf", env.mtls(&aws_chain, &aws_key)),
+        ("azure leaf", env.mtls(&azure_chain, &azure_key)),
+        ("mesh-CA leaf", env.mtls(&mesh_chain, &mesh_key)),
+        (
+            "expired leaf",
+            env.mtls(
+                &Certificate::pem_of(&expired.chain),
+                &expired_key.to_unencrypted_pem(),
+            ),
+        ),
+        ("revoked leaf", env.mtls(&revoked_chain, &revoked_key)),
+    ];
+    // Status 0: the TLS handshake itself fails (rustls checks validity).
+    const NO: (u16, &str) = (401, "bad_client_certificate");
+    const HS: (u16, &str) = (0, "");
+    const OK: (u16, &str) = (200, "");
+    const WIDENS: (u16, &str) = (403, "renewal_widens");
+    const INTER: (u16, &str) = (403, "intermediate_not_allowed");
+    #[rustfmt::skip]
+    let table: [(&str, Option<&str>, &[&str], Option<&str>, [(u16, &str); 5]); 6] = [
+        //  ask                    SPIFFE ID            DNS names                              intermediate  aws     azure   mesh  expired revoked
+        ("own id",               Some("/ns/shop/sa/web"), &[],                                   None,          [OK,     OK,     NO,   HS,     NO]),
+        ("other id, same ns",    Some("/ns/shop/sa/api"), &[],                                   None,          [WIDENS, WIDENS, NO,   HS,     NO]),
+        ("other namespace's id", Some("/ns/payments/sa/api"), &[],                               None,          [WIDENS, WIDENS, NO,   HS,     NO]),
+        ("own id + a DNS name",  Some("/ns/shop/sa/web"), &["web.shop.svc.cluster.local"],       None,          [WIDENS, WIDENS, NO,   HS,     NO]),
+        ("own id from aws",      Some("/ns/shop/sa/web"), &[],                                   Some("aws"),   [OK,     INTER,  NO,   HS,     NO]),
+        ("own id from azure",    Some("/ns/shop/sa/web"), &[],                                   Some("azure"), [INTER,  OK,     NO,   HS,     NO]),
+    ];
+    let mut failures = Vec::new();
+    let mut issued = 0;
+    let before = env.recorded();
+    for (ask, spiffe, dns, intermediate, expected) in table {
+        let c = csr(spiffe.map(id).as_deref(), dns);
+        let mut body = json!({"csr": c.pem});
+        if let Some(i) = intermediate {
+            body["intermediate"] = json!(i);
+        }
+        let body = serde_json::to_vec(&body).unwrap();
+        for ((who, client), want) in columns.iter().zip(expected) {
+            let got = match client.try_request(
+                "POST",
+                "/v1/sign",
+                &[("content-type", "application/json")],
+                Some(&body),
+            ) {
+                Ok(r) if r.status == 200 => (200, String::new()),
+                Ok(r) => (
+                    r.status,
+                    r.json()["code"].as_str().unwrap_or("").to_string(),
+                ),
+                Err(_) => (0, String::new()),
+            };
+            if got.0 == 200 {
+                issued += 1;
+            }
+            if (got.0, got.1.as_str()) != want {
+                failures.push(format!("{who} × {ask}: expected {want:?}, got {got:?}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(env.recorded(), before + issued, "refusals issue nothing");
 }
