@@ -676,6 +676,16 @@ fn root_crl_revoking_an_intermediate_is_honoured_by_the_mtls_verifier() {
     }
 }
 
+/// One row of [`mtls_requesters_as_a_table`]: what is asked (name, SPIFFE ID path, DNS
+/// names, intermediate), then the expected (status, error code) per presented certificate.
+type Row = (
+    &'static str,
+    Option<&'static str>,
+    &'static [&'static str],
+    Option<&'static str>,
+    [(u16, &'static str); 5],
+);
+
 /// mTLS requesters as one table (authorization.md): who presents which certificate ×
 /// what it asks for → the answer. A renewal gets the presented certificate's names at
 /// most, from the intermediate that issued it; a certificate canopy did not issue, one
@@ -752,7 +762,7 @@ fn mtls_requesters_as_a_table() {
     const WIDENS: (u16, &str) = (403, "renewal_widens");
     const INTER: (u16, &str) = (403, "intermediate_not_allowed");
     #[rustfmt::skip]
-    let table: [(&str, Option<&str>, &[&str], Option<&str>, [(u16, &str); 5]); 6] = [
+    let table: [Row; 6] = [
         //  ask                    SPIFFE ID            DNS names                              intermediate  aws     azure   mesh  expired revoked
         ("own id",               Some("/ns/shop/sa/web"), &[],                                   None,          [OK,     OK,     NO,   HS,     NO]),
         ("other id, same ns",    Some("/ns/shop/sa/api"), &[],                                   None,          [WIDENS, WIDENS, NO,   HS,     NO]),
