@@ -1,4 +1,4 @@
-//! The real kubectl against the test API server and the running controller: apply
+//! The real kubectl against the test control plane and the running controller: apply
 //! the chart's CRDs, a ClusterIssuer and a CertificateRequest, approve it, and
 //! `kubectl wait --for=condition=Ready` succeeds once the controller issued it.
 

@@ -36,7 +36,8 @@ pub const POLICY: &str = "cert-manager";
 pub const ISTIO_CSR_USER: &str = "system:serviceaccount:cert-manager:cert-manager-istio-csr";
 
 /// One cluster's API server: a real control plane with cert-manager's webhook, or the
-/// fake one.
+/// fake one (only for the three fault tests of certmanager_branches, which create as
+/// admin, read back single objects and read the fake's own request log).
 #[allow(clippy::large_enum_variant)] // One per cluster; never moved in a hot path.
 pub enum Kube {
     Real(TestCluster, CertManager),
@@ -66,22 +67,17 @@ impl Kube {
         }
     }
 
-    /// [`Kube::create`] as `user` (the real apiserver: admin impersonating the user, so the
+    /// [`Kube::create`] as `user` (real control plane: admin impersonating the user, so the
     /// webhook records the user in a CertificateRequest's `spec.username`).
-    pub fn create_as(&self, user: &kube_testserver::User, object: Value) -> Result<Value, Value> {
-        match self {
-            Kube::Fake(s) => s.create_as(user, object),
-            Kube::Real(c, _) => {
-                let mut args = vec![format!("--as={}", user.username)];
-                args.extend(
-                    user.groups
-                        .iter()
-                        .filter(|g| *g != "system:authenticated")
-                        .map(|g| format!("--as-group={g}")),
-                );
-                real_create(c, &args, object)
-            }
-        }
+    pub fn create_as(&self, user: &User, object: Value) -> Result<Value, Value> {
+        let mut args = vec![format!("--as={}", user.username)];
+        args.extend(
+            user.groups
+                .iter()
+                .filter(|g| *g != "system:authenticated")
+                .map(|g| format!("--as-group={g}")),
+        );
+        real_create(self.real(), &args, object)
     }
 
     pub fn get(
@@ -97,13 +93,11 @@ impl Kube {
         }
     }
 
+    /// All objects of a type (real control plane).
     pub fn list(&self, api_version: &str, plural: &str, namespace: Option<&str>) -> Vec<Value> {
-        match self {
-            Kube::Fake(s) => s.list(api_version, plural, namespace),
-            Kube::Real(c, _) => real_get(c, api_version, plural, namespace, None)
-                .map(|v| v["items"].as_array().cloned().unwrap_or_default())
-                .unwrap_or_default(),
-        }
+        real_get(self.real(), api_version, plural, namespace, None)
+            .map(|v| v["items"].as_array().cloned().unwrap_or_default())
+            .unwrap_or_default()
     }
 
     /// An admin client.
@@ -173,9 +167,15 @@ fn real_create(c: &TestCluster, args: &[String], object: Value) -> Result<Value,
     Err(json!({"message": message, "reason": reason}))
 }
 
-/// istio-csr as the test API server authenticates it.
-pub fn istio_csr_user() -> kube_testserver::User {
-    kube_testserver::User {
+/// A user a request is made as (impersonated by the admin).
+pub struct User {
+    pub username: String,
+    pub groups: Vec<String>,
+}
+
+/// istio-csr as the apiserver authenticates it.
+pub fn istio_csr_user() -> User {
+    User {
         username: ISTIO_CSR_USER.into(),
         groups: vec![
             "system:serviceaccounts".into(),
@@ -706,7 +706,7 @@ pub async fn try_set_approval_as(
 
 /// Labels a namespace `cert-manager.io/disable-validation=true` on the real apiserver, so
 /// cert-manager's validating webhook (and its approval check) skips it, as in cert-manager's
-/// own namespace; a no-op on the fake, which validates nothing.
+/// own namespace; a no-op on the fake, which has no webhook.
 pub fn disable_validation(server: &Kube, namespace: &str) {
     if let Kube::Real(c, _) = server {
         canopy_testsupport::run_ok(c.kubectl().args([
@@ -830,60 +830,28 @@ pub fn b64_pem(v: &Value) -> String {
     String::from_utf8(bytes).unwrap()
 }
 
-/// Status writes (PATCH/PUT on `/status`) made to one request, by anyone but
-/// cert-manager's own controllers (user agent `cert-manager-...`): the real apiserver's
-/// audit log, or the fake's request log.
-pub fn status_writes(server: &Kube, namespace: &str, name: &str) -> usize {
-    match server {
-        Kube::Real(c, _) => c
-            .writes_since(AuditMark::START)
-            .iter()
-            .filter(|e| {
-                e.resource == "certificaterequests"
-                    && e.subresource == "status"
-                    && e.namespace == namespace
-                    && e.name == name
-                    && !e.user_agent.contains("cert-manager/")
-            })
-            .count(),
-        Kube::Fake(s) => {
-            let path = format!(
-                "/apis/cert-manager.io/v1/namespaces/{namespace}/certificaterequests/{name}/status"
-            );
-            s.request_log()
-                .iter()
-                .filter(|r| r.is_write() && r.path == path)
-                .count()
-        }
-    }
+/// The response codes of the status writes (PATCH/PUT on `/status`) made to one
+/// request, in order, by anyone but cert-manager's own controllers (user agent
+/// `cert-manager-...`), from the real apiserver's audit log.
+pub fn status_write_codes(server: &Kube, namespace: &str, name: &str) -> Vec<u16> {
+    server
+        .real()
+        .writes_since(AuditMark::START)
+        .iter()
+        .filter(|e| {
+            e.resource == "certificaterequests"
+                && e.subresource == "status"
+                && e.namespace == namespace
+                && e.name == name
+                && !e.user_agent.contains("cert-manager/")
+        })
+        .map(|e| e.code)
+        .collect()
 }
 
-/// The response codes of the status writes to one request, in order.
-pub fn status_write_codes(server: &Kube, namespace: &str, name: &str) -> Vec<u16> {
-    match server {
-        Kube::Real(c, _) => c
-            .writes_since(AuditMark::START)
-            .iter()
-            .filter(|e| {
-                e.resource == "certificaterequests"
-                    && e.subresource == "status"
-                    && e.namespace == namespace
-                    && e.name == name
-                    && !e.user_agent.contains("cert-manager/")
-            })
-            .map(|e| e.code)
-            .collect(),
-        Kube::Fake(s) => {
-            let path = format!(
-                "/apis/cert-manager.io/v1/namespaces/{namespace}/certificaterequests/{name}/status"
-            );
-            s.request_log()
-                .iter()
-                .filter(|r| r.is_write() && r.path == path)
-                .map(|r| r.status)
-                .collect()
-        }
-    }
+/// How many status writes [`status_write_codes`] counts.
+pub fn status_writes(server: &Kube, namespace: &str, name: &str) -> usize {
+    status_write_codes(server, namespace, name).len()
 }
 
 /// Holds SQLite's write lock until dropped: signing blocks before it is recorded.

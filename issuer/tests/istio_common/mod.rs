@@ -79,17 +79,11 @@ pub fn new_intermediate(
 }
 
 /// One cluster's API server: a real control plane (etcd and kube-apiserver, audited), or
-/// the fake one, kept only for the faults the real apiserver cannot produce on demand.
+/// the fake one, kept only for the faults the real apiserver cannot produce on demand
+/// (istio_faults, which reads the fake's own request log).
 pub enum Api {
     Real(TestCluster),
     Fake(TestApiServer),
-}
-
-/// A position in a cluster's request record (its audit log, or the fake's request log).
-#[derive(Clone, Copy)]
-pub enum Mark {
-    Real(AuditMark),
-    Fake(usize),
 }
 
 impl Api {
@@ -145,67 +139,38 @@ impl Api {
         }
     }
 
-    /// The Events in `istio-system`.
+    /// The Events in `istio-system` (real control plane).
     pub fn events(&self) -> Vec<Value> {
-        match self {
-            Api::Real(c) => Api::kubectl_get(c, &["events"]).unwrap()["items"]
-                .as_array()
-                .unwrap()
-                .clone(),
-            Api::Fake(s) => s.list("v1", "events", Some(NS)),
-        }
+        Api::kubectl_get(self.real(), &["events"]).unwrap()["items"]
+            .as_array()
+            .unwrap()
+            .clone()
     }
 
-    /// Where the request record ends now.
-    pub fn mark(&self) -> Mark {
-        match self {
-            Api::Real(c) => Mark::Real(c.audit_mark()),
-            Api::Fake(s) => Mark::Fake(s.request_log().len()),
-        }
+    /// Where the audit log ends now (real control plane).
+    pub fn mark(&self) -> AuditMark {
+        self.real().audit_mark()
     }
 
     /// The requests since `mark`, as (verb, resource, code), the writes first received
     /// whether or not they succeeded or changed anything; the apiserver's own requests
     /// are left out.
-    pub fn requests_since(&self, mark: Mark) -> Vec<(String, String, u16)> {
-        match (self, mark) {
-            (Api::Real(c), Mark::Real(m)) => c
-                .audit_since(m)
-                .into_iter()
-                .filter(|e| e.user != "system:apiserver")
-                .map(|e| (e.verb, e.resource, e.code))
-                .collect(),
-            (Api::Fake(s), Mark::Fake(n)) => s.request_log()[n..]
-                .iter()
-                .map(|r| {
-                    let verb = match r.method.as_str() {
-                        "POST" => "create",
-                        "PUT" => "update",
-                        "PATCH" => "patch",
-                        "DELETE" => "delete",
-                        _ => "get",
-                    };
-                    let resource = r.path.rsplit('/').find(|p| !p.is_empty()).unwrap_or("");
-                    (verb.to_string(), resource.to_string(), r.status)
-                })
-                .collect(),
-            _ => panic!("a mark from another server"),
-        }
+    pub fn requests_since(&self, mark: AuditMark) -> Vec<(String, String, u16)> {
+        self.real()
+            .audit_since(mark)
+            .into_iter()
+            .filter(|e| e.user != "system:apiserver")
+            .map(|e| (e.verb, e.resource, e.code))
+            .collect()
     }
 
     /// The writes since `mark` (create, update, patch, delete), as text.
-    pub fn writes_since(&self, mark: Mark) -> Vec<String> {
-        match (self, mark) {
-            (Api::Real(c), Mark::Real(m)) => {
-                c.writes_since(m).iter().map(|e| e.to_string()).collect()
-            }
-            (Api::Fake(s), Mark::Fake(n)) => s.request_log()[n..]
-                .iter()
-                .filter(|r| r.is_write())
-                .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
-                .collect(),
-            _ => panic!("a mark from another server"),
-        }
+    pub fn writes_since(&self, mark: AuditMark) -> Vec<String> {
+        self.real()
+            .writes_since(mark)
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
     }
 }
 
@@ -368,13 +333,13 @@ impl Mesh {
         files_of(&self.secret(cluster).expect("cacerts exists"))
     }
 
-    /// Where a cluster's request record ends now ([`Mesh::writes_since`]).
-    pub fn mark(&self, cluster: &str) -> Mark {
+    /// Where a cluster's audit log ends now ([`Mesh::writes_since`]).
+    pub fn mark(&self, cluster: &str) -> AuditMark {
         self.server(cluster).mark()
     }
 
     /// The writes to a cluster since `mark`, attempted or done.
-    pub fn writes_since(&self, cluster: &str, mark: Mark) -> Vec<String> {
+    pub fn writes_since(&self, cluster: &str, mark: AuditMark) -> Vec<String> {
         self.server(cluster).writes_since(mark)
     }
 

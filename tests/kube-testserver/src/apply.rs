@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::schema::{child, items, list_type, ListType};
-use crate::status::ApiError;
 
 /// One path element of a field path.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -40,8 +39,6 @@ pub(crate) enum Scope {
         exclude_status: bool,
     },
     Status,
-    /// CSR `/approval`: only `status.conditions`.
-    Approval,
 }
 
 impl Scope {
@@ -49,7 +46,6 @@ impl Scope {
         match self {
             Scope::Main { .. } => "",
             Scope::Status => "status",
-            Scope::Approval => "approval",
         }
     }
 
@@ -71,9 +67,6 @@ impl Scope {
         match self {
             Scope::Main { exclude_status } => !(*exclude_status && first == "status"),
             Scope::Status => first == "status",
-            Scope::Approval => {
-                first == "status" && matches!(p.get(1), Some(Pe::Field(c)) if c == "conditions")
-            }
         }
     }
 }
@@ -230,27 +223,6 @@ pub(crate) fn remove_at(obj: &mut Value, path: &[Pe]) {
             }
         }
     }
-}
-
-/// Render a path like `.status.conditions[type="Ready"].status` (conflict messages).
-pub(crate) fn path_string(path: &[Pe]) -> String {
-    let mut s = String::new();
-    for pe in path {
-        match pe {
-            Pe::Field(f) => {
-                s.push('.');
-                s.push_str(f);
-            }
-            Pe::Key(k) => {
-                let m: Map<String, Value> = serde_json::from_str(k).unwrap_or_default();
-                let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                s.push_str(&format!("[{}]", parts.join(",")));
-            }
-            Pe::Value(v) => s.push_str(&format!("[{v}]")),
-            Pe::Index(i) => s.push_str(&format!("[{i}]")),
-        }
-    }
-    s
 }
 
 #[derive(Default)]
@@ -489,7 +461,7 @@ pub(crate) fn restrict(applied: &Value, scope: Scope) -> Value {
                     m.remove("status");
                 }
             }
-            Scope::Status | Scope::Approval => {
+            Scope::Status => {
                 let status = m.remove("status");
                 let meta = m.get("metadata").cloned().unwrap_or(json!({}));
                 m.retain(|k, _| k == "apiVersion" || k == "kind");
@@ -500,14 +472,7 @@ pub(crate) fn restrict(applied: &Value, scope: Scope) -> Value {
                     }
                 }
                 m.insert("metadata".into(), Value::Object(md));
-                if let Some(mut s) = status {
-                    if scope == Scope::Approval {
-                        let conds = s.get("conditions").cloned();
-                        s = json!({});
-                        if let Some(c) = conds {
-                            s["conditions"] = c;
-                        }
-                    }
+                if let Some(s) = status {
                     m.insert("status".into(), s);
                 }
             }
@@ -516,32 +481,15 @@ pub(crate) fn restrict(applied: &Value, scope: Scope) -> Value {
     out
 }
 
-/// Server-side apply of `applied` (already restricted to the scope) onto `live`.
-/// Returns the new object with updated managedFields, or a 409 listing conflicts.
-pub(crate) fn apply(
-    live: Option<&Value>,
-    applied: &Value,
-    force: bool,
-    o: &Owner<'_>,
-    ids: (&str, &str, &str),
-) -> Result<Value, ApiError> {
+/// Server-side apply of `applied` (already restricted to the scope) onto the existing
+/// object `live` (apply never creates here), always
+/// forced (the remaining users all apply with `force=true`): fields other managers own
+/// and this apply sets move to this manager. Returns the new object with updated
+/// managedFields.
+pub(crate) fn apply(live: &Value, applied: &Value, o: &Owner<'_>) -> Value {
     let sub = o.scope.subresource();
     let fa = members(applied, o.schema, o.scope);
-    let Some(live) = live else {
-        let mut new = applied.clone();
-        let entries = vec![Entry {
-            manager: o.manager.into(),
-            operation: "Apply".into(),
-            api_version: o.api_version.into(),
-            time: o.now.into(),
-            subresource: sub.into(),
-            set: fa,
-        }];
-        write_entries(&mut new, entries);
-        return Ok(new);
-    };
     let mut entries = read_entries(live);
-    let mut conflicts: Vec<(FieldPath, usize)> = Vec::new();
     for p in &fa {
         if matches!(p.last(), Some(Pe::Key(_))) {
             continue;
@@ -550,42 +498,11 @@ pub(crate) fn apply(
         if lv.is_none() || lv == get_at(applied, p) {
             continue;
         }
-        for (i, e) in entries.iter().enumerate() {
-            if !e.same_owner(o.manager, "Apply", sub) && e.set.contains(p) {
-                conflicts.push((p.clone(), i));
+        for e in entries.iter_mut() {
+            if !e.same_owner(o.manager, "Apply", sub) {
+                e.set.remove(p);
             }
         }
-    }
-    if !conflicts.is_empty() && !force {
-        let (group, plural, name) = ids;
-        let mut causes = Vec::new();
-        let mut lines = Vec::new();
-        for (p, i) in &conflicts {
-            let e = &entries[*i];
-            let msg = format!("conflict with \"{}\" using {}", e.manager, e.api_version);
-            let f = path_string(p);
-            lines.push(format!("{msg}: {f}"));
-            causes.push(json!({"reason": "FieldManagerConflict", "message": msg, "field": f}));
-        }
-        let n = conflicts.len();
-        let message = if n == 1 {
-            format!("Apply failed with 1 conflict: {}", lines[0])
-        } else {
-            format!("Apply failed with {n} conflicts: {}", lines.join("\n"))
-        };
-        let mut details = json!({"name": name, "kind": plural, "causes": causes});
-        if !group.is_empty() {
-            details["group"] = json!(group);
-        }
-        return Err(ApiError {
-            code: 409,
-            reason: "Conflict",
-            message,
-            details: Some(details),
-        });
-    }
-    for (p, i) in &conflicts {
-        entries[*i].set.remove(p);
     }
     let mut new = live.clone();
     merge_apply(&mut new, applied, o.schema, "");
@@ -621,5 +538,5 @@ pub(crate) fn apply(
         }),
     }
     write_entries(&mut new, entries);
-    Ok(new)
+    new
 }

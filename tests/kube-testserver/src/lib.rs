@@ -1,32 +1,37 @@
-//! Test-only in-process Kubernetes API server.
+//! Test-only in-process fake Kubernetes API server, kept ONLY for fault injection the
+//! real kube-apiserver cannot produce on demand. Every other test runs against a real
+//! control plane (etcd and kube-apiserver, `canopy_testsupport::cluster`).
 //!
-//! [`TestApiServer`] serves HTTPS on 127.0.0.1 with a self-signed CA and bearer-token
-//! authentication, stores objects as JSON in memory and behaves like a real
-//! kube-apiserver where canopy's controllers and `kubectl` depend on it: discovery,
-//! CRDs, resourceVersion conflicts, merge/strategic/JSON patch, server-side apply with
-//! field managers, `/status` subresources, watches with bookmarks and 410 Gone, and
-//! real `Status` errors. Faults (errors, hangs, dropped watches) can be injected.
+//! What it is kept for, and its only users:
+//! - `issuer/tests/istio_faults.rs` (`Mesh::start_fake`): a counted number of 500, 503 or
+//!   409 answers to one verb on Secrets (create, update), and one update held unanswered
+//!   (a hung write) until released;
+//! - `issuer/tests/certmanager_branches.rs` (`Env::fake`): `api_server_errors_are_retried`
+//!   (five 500s to CertificateRequest status patches, then 503 to everything),
+//!   `dropped_watches_and_slow_answers_converge` (every watch stream cut at once, and the
+//!   watches opened again held), `restart_between_sign_and_status_write_does_not_sign_twice`
+//!   (500 to every status patch while the process crashes).
 //!
-//! Known differences from a real API server (it is a test tool):
-//! - no admission, RBAC, finalizers or garbage collection: deletes are immediate
-//!   (deleting a namespace or CRD removes its objects at once);
-//! - no Table output: `kubectl get` falls back to NAME/AGE columns;
-//! - `/openapi/v2` is an empty document and `/openapi/v3` is absent, so kubectl skips
-//!   client-side validation; CRD schemas are enforced server-side (`type`, `required`,
-//!   `enum`, `format: byte|date-time`, defaults, pruning; `fieldValidation=Strict`);
-//! - strategic merge patch knows merge keys only for common lists (containers, env,
-//!   volumes, ports, conditions); server-side apply treats lists as atomic unless a CRD
-//!   schema says `x-kubernetes-list-type: map|set` (built-in `conditions` are keyed by `type`);
-//! - protobuf request bodies are decoded only for Namespace, Secret, ConfigMap and
-//!   ServiceAccount (what kubectl's typed `create` commands send); responses are JSON;
-//! - no version conversion: every served version of a CRD returns the stored object.
+//! [`TestApiServer`] serves HTTPS on 127.0.0.1 with a self-signed CA and one bearer token
+//! (the admin's), stores objects as JSON in memory, and serves only what those tests'
+//! clients (kube-rs: the Istio sync, the cert-manager controllers, the test approver) send:
+//! get, list, watch (with bookmarks, resuming from a resourceVersion, 410 Gone), create,
+//! update with resourceVersion conflicts, JSON merge patch, forced server-side apply with
+//! managedFields (so that two managers' status conditions merge by `type`), `/status`
+//! subresources, CRDs, and real `Status` errors. The kinds: Namespace, Secret, Event (core
+//! and events.k8s.io), CustomResourceDefinition, CertificateSigningRequest, and the kinds
+//! CRDs define. Faults ([`Fault`]) can be injected per verb, resource and subresource, and
+//! every request is logged ([`TestApiServer::request_log`]).
+//!
+//! Not served (the real apiserver covers them): delete, discovery, OpenAPI, protobuf,
+//! YAML bodies, strategic merge and JSON patch, non-forced apply, label and field
+//! selectors, paging, dry run, schema validation, defaulting and pruning, name
+//! validation, other users than the admin, and `kubectl`.
 
 #![forbid(unsafe_code)]
 
 mod apply;
-mod discovery;
 mod patch;
-mod protobuf;
 mod registry;
 mod schema;
 mod server;
@@ -37,7 +42,6 @@ mod watch;
 use base64::Engine;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -45,11 +49,10 @@ use std::time::Duration;
 use tokio::sync::watch as tokio_watch;
 
 use server::{FaultState, Shared};
-pub use store::User;
-use store::{Selectors, Store, WriteCtx};
+use store::{Store, WriteCtx};
 
 /// The cert-manager `cert-manager.io/v1` CRDs (CertificateRequest and Certificate), as a multi-document YAML.
-pub const CERT_MANAGER_CRDS: &str = include_str!("../crds/cert-manager.yaml");
+const CERT_MANAGER_CRDS: &str = include_str!("../crds/cert-manager.yaml");
 
 /// A fault injected into request handling.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -76,7 +79,7 @@ pub enum Fault {
 /// Restricts a fault to matching requests; `None` fields match anything.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FaultScope {
-    /// API verb: get, list, watch, create, update, patch, delete, deletecollection.
+    /// API verb: get, list, watch, create, update, patch.
     pub verb: Option<String>,
     /// Resource plural, e.g. `secrets`.
     pub resource: Option<String>,
@@ -121,10 +124,6 @@ pub struct RequestRecord {
     pub path: String,
     /// Raw query string (percent-encoded).
     pub query: String,
-    /// Request Content-Type, if any.
-    pub content_type: Option<String>,
-    /// Request User-Agent.
-    pub user_agent: String,
     /// Response status code (200 for a watch that started).
     pub status: u16,
 }
@@ -140,11 +139,6 @@ impl RequestRecord {
                     .replace("%2F", "/")
             })
         })
-    }
-
-    /// Whether this request wrote (POST, PUT, PATCH, DELETE).
-    pub fn is_write(&self) -> bool {
-        matches!(self.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE")
     }
 }
 
@@ -221,7 +215,6 @@ impl TestApiServer {
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::new()),
             token: random_token(),
-            users: Mutex::new(HashMap::new()),
             fault: Mutex::new(FaultState {
                 fault: Fault::None,
                 scope: FaultScope::all(),
@@ -231,7 +224,6 @@ impl TestApiServer {
             shutdown: tokio_watch::channel(false).0,
             log: Mutex::new(Vec::new()),
             bookmark_interval: Duration::from_secs(1),
-            addr,
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
         let task_shared = shared.clone();
@@ -271,23 +263,8 @@ impl TestApiServer {
         &self.name
     }
 
-    /// Base URL, e.g. `https://127.0.0.1:41234`.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// PEM of the CA that signed the serving certificate.
-    pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
-    }
-
-    /// The bearer token every request must carry.
-    pub fn token(&self) -> &str {
-        &self.shared.token
-    }
-
     /// A kubeconfig whose cluster, context and user are all named `context`.
-    pub fn kubeconfig_yaml(&self, context: &str) -> String {
+    fn kubeconfig_yaml(&self, context: &str) -> String {
         let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem.as_bytes());
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: {context}\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\ncontexts:\n- name: {context}\n  context:\n    cluster: {context}\n    user: {context}\n    namespace: default\ncurrent-context: {context}\nusers:\n- name: {context}\n  user:\n    token: {token}\npreferences: {{}}\n",
@@ -331,11 +308,6 @@ impl TestApiServer {
         self.shared.fault_gen.send_modify(|g| *g += 1);
     }
 
-    /// Make every resourceVersion handed out so far too old: resuming watches get 410 Gone.
-    pub fn expire_watch_history(&self) {
-        self.shared.store.lock().expect("store").compact();
-    }
-
     fn type_for(
         &self,
         api_version: &str,
@@ -374,41 +346,9 @@ impl TestApiServer {
             .map(|o| Store::present(&rt, &version, o))
     }
 
-    /// All objects of a type, in one namespace or (with `None`) all of them.
-    pub fn list(&self, api_version: &str, plural: &str, namespace: Option<&str>) -> Vec<Value> {
-        let Some((rt, version)) = self.type_for(api_version, plural) else {
-            return Vec::new();
-        };
-        let store = self.shared.store.lock().expect("store");
-        store
-            .list(&rt, namespace, &Selectors::default())
-            .into_iter()
-            .map(|o| Store::present(&rt, &version, o))
-            .collect()
-    }
-
-    /// A bearer token that authenticates as `username` in `groups` (no RBAC here:
-    /// every user may do everything; the user is what gets stamped into requests).
-    pub fn add_user(&self, username: &str, groups: &[&str]) -> String {
-        let token = random_token();
-        self.shared.users.lock().expect("users").insert(
-            token.clone(),
-            User {
-                username: username.to_string(),
-                groups: groups.iter().map(|g| g.to_string()).collect(),
-            },
-        );
-        token
-    }
-
-    /// Create an object through the normal create path (as field manager `kube-testserver`); errors are Status bodies.
+    /// Create an object through the normal create path, as the admin (field manager
+    /// `kube-testserver`); errors are Status bodies.
     pub fn create(&self, object: Value) -> Result<Value, Value> {
-        self.create_as(&User::admin(), object)
-    }
-
-    /// [`Self::create`] as `user`: a CertificateRequest or CSR created so records that
-    /// user in `spec.username`/`spec.groups`, as cert-manager's webhook and the API server do.
-    pub fn create_as(&self, user: &User, object: Value) -> Result<Value, Value> {
         let api_version = object["apiVersion"].as_str().unwrap_or("").to_string();
         let kind = object["kind"].as_str().unwrap_or("").to_string();
         let (group, version) = match api_version.split_once('/') {
@@ -442,9 +382,6 @@ impl TestApiServer {
             },
             rt: rt.clone(),
             manager: "kube-testserver".into(),
-            dry_run: false,
-            strict: false,
-            user: user.clone(),
         };
         store
             .create(&ctx, object)
@@ -477,14 +414,6 @@ impl TestApiServer {
     /// Forget the request log.
     pub fn clear_request_log(&self) {
         self.shared.log.lock().expect("log").clear();
-    }
-
-    /// Stop serving: close the listener, connections, watches and hung requests.
-    pub async fn shutdown(mut self) {
-        self.stop();
-        if let Some(t) = self.task.take() {
-            let _ = t.await;
-        }
     }
 
     fn stop(&mut self) {

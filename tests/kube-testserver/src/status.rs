@@ -11,14 +11,6 @@ pub(crate) struct ApiError {
     pub details: Option<Value>,
 }
 
-/// One cause of an Invalid error (field path, reason, message).
-#[derive(Debug, Clone)]
-pub(crate) struct Cause {
-    pub field: String,
-    pub reason: &'static str,
-    pub message: String,
-}
-
 fn resource_name(group: &str, plural: &str) -> String {
     if group.is_empty() {
         plural.to_string()
@@ -120,44 +112,6 @@ impl ApiError {
         Self::new(405, "MethodNotAllowed", message)
     }
 
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", message)
-    }
-
-    /// 422 Invalid with per-field causes, e.g. `Secret "x" is invalid: metadata.name: Required value`.
-    pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
-        let qualified = if group.is_empty() {
-            kind.to_string()
-        } else {
-            format!("{kind}.{group}")
-        };
-        let summary: Vec<String> = causes
-            .iter()
-            .map(|c| format!("{}: {}", c.field, c.message))
-            .collect();
-        let message = if summary.len() == 1 {
-            format!("{qualified} \"{name}\" is invalid: {}", summary[0])
-        } else {
-            format!(
-                "{qualified} \"{name}\" is invalid: [{}]",
-                summary.join(", ")
-            )
-        };
-        let mut d = details(group, kind, name);
-        d["causes"] = Value::Array(
-            causes
-                .iter()
-                .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
-                .collect(),
-        );
-        ApiError {
-            code: 422,
-            reason: "Invalid",
-            message,
-            details: Some(d),
-        }
-    }
-
     /// The `Status` JSON body.
     pub fn to_status(&self) -> Value {
         let mut s = json!({
@@ -174,48 +128,4 @@ impl ApiError {
         }
         s
     }
-}
-
-impl Cause {
-    pub fn new(field: impl Into<String>, reason: &'static str, message: impl Into<String>) -> Self {
-        Cause {
-            field: field.into(),
-            reason,
-            message: message.into(),
-        }
-    }
-    pub fn required(field: impl Into<String>) -> Self {
-        Self::new(field, "FieldValueRequired", "Required value")
-    }
-    pub fn invalid(field: impl Into<String>, value: &Value, why: &str) -> Self {
-        let field = field.into();
-        Self::new(
-            field,
-            "FieldValueInvalid",
-            format!("Invalid value: {}: {why}", render(value)),
-        )
-    }
-}
-
-/// Render a value the way apimachinery's field errors do.
-pub(crate) fn render(value: &Value) -> String {
-    match value {
-        Value::String(s) => format!("{s:?}"),
-        Value::Object(_) => "\"object\"".into(),
-        Value::Array(_) => "\"array\"".into(),
-        other => other.to_string(),
-    }
-}
-
-/// A `Status` with `status: Success` (returned by some deletes).
-pub(crate) fn success_status(group: &str, plural: &str, name: &str, uid: &str) -> Value {
-    let mut d = details(group, plural, name);
-    d["uid"] = json!(uid);
-    json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Success",
-        "details": d,
-    })
 }

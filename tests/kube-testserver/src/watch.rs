@@ -1,4 +1,5 @@
-//! Watch streams: replay from history, live events, bookmarks, 410 Gone, timeouts.
+//! Watch streams (what kube-rs's watcher needs to list, watch and resume after a
+//! dropped stream): replay from history, live events, bookmarks, 410 Gone, timeouts.
 
 use hyper::body::Bytes;
 use serde_json::{json, Value};
@@ -9,18 +10,16 @@ use tokio::sync::{broadcast, mpsc};
 use crate::registry::ResourceType;
 use crate::server::Shared;
 use crate::status::ApiError;
-use crate::store::{bookmark, Event, Selectors, Store};
+use crate::store::{bookmark, Event, Store};
 
 /// A parsed watch request.
 pub(crate) struct WatchParams {
     pub rt: ResourceType,
     pub version: String,
     pub namespace: Option<String>,
-    pub selectors: Selectors,
     pub resource_version: Option<String>,
     pub bookmarks: bool,
     pub timeout: Option<Duration>,
-    pub send_initial_events: bool,
 }
 
 fn line(v: &Value) -> Bytes {
@@ -41,18 +40,8 @@ fn translate(p: &WatchParams, ev: &Event) -> Option<Value> {
     if ev.group != p.rt.group || ev.plural != p.rt.plural || !in_scope(p, &ev.object) {
         return None;
     }
-    let now = p.selectors.matches(&ev.object);
-    let before = ev.old.as_ref().map(|o| p.selectors.matches(o));
-    let etype = match (ev.etype, before, now) {
-        ("ADDED", _, true) => "ADDED",
-        ("DELETED", _, true) => "DELETED",
-        ("MODIFIED", Some(true), true) => "MODIFIED",
-        ("MODIFIED", Some(false), true) => "ADDED",
-        ("MODIFIED", Some(true), false) => "DELETED",
-        _ => return None,
-    };
     Some(json!({
-        "type": etype,
+        "type": ev.etype,
         "object": Store::present(&p.rt, &p.version, ev.object.clone()),
     }))
 }
@@ -77,17 +66,11 @@ pub(crate) fn start(
         let store = shared.store.lock().expect("store lock");
         let rv = p.resource_version.clone().unwrap_or_default();
         let mut finished = false;
-        if rv.is_empty() || rv == "0" || p.send_initial_events {
-            for obj in store.list(&p.rt, p.namespace.as_deref(), &p.selectors) {
+        if rv.is_empty() || rv == "0" {
+            for obj in store.list(&p.rt, p.namespace.as_deref()) {
                 initial.push(line(&json!({
                     "type": "ADDED",
                     "object": Store::present(&p.rt, &p.version, obj),
-                })));
-            }
-            if p.send_initial_events {
-                initial.push(line(&json!({
-                    "type": "BOOKMARK",
-                    "object": bookmark(&p.rt, &p.version, store.current_rv(), true),
                 })));
             }
         } else {
@@ -147,7 +130,7 @@ pub(crate) fn start(
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = ticker.tick(), if p.bookmarks => {
-                    let bm = json!({"type": "BOOKMARK", "object": bookmark(&p.rt, &p.version, last_rv, false)});
+                    let bm = json!({"type": "BOOKMARK", "object": bookmark(&p.rt, &p.version, last_rv)});
                     if tx.send(line(&bm)).await.is_err() {
                         return;
                     }
