@@ -52,6 +52,18 @@ fn request(cluster: &TestCluster, work: &Path, name: &str) {
     cluster.apply(&manifest);
 }
 
+/// The SPIFFE IDs of every certificate in the issuer's SQLite store in `work`, sorted.
+fn signed_ids(work: &Path) -> Vec<String> {
+    let out = run_ok(
+        std::process::Command::new("sqlite3")
+            .arg(work.join("issuer.db"))
+            .arg(
+                "SELECT spiffe_id FROM certificates WHERE spiffe_id IS NOT NULL ORDER BY spiffe_id",
+            ),
+    );
+    out.lines().map(str::to_string).collect()
+}
+
 #[test]
 fn two_replicas_one_leader_and_takeover_when_it_is_killed() {
     let cluster = TestCluster::start("aws");
@@ -100,15 +112,8 @@ fn two_replicas_one_leader_and_takeover_when_it_is_killed() {
     wait_ready_reason(&cluster, "shop", "second", "Issued");
 
     // Each request signed once, in the one store both replicas share.
-    let out = run_ok(
-        std::process::Command::new("sqlite3")
-            .arg(work.join("issuer.db"))
-            .arg(
-                "SELECT spiffe_id FROM certificates WHERE spiffe_id IS NOT NULL ORDER BY spiffe_id",
-            ),
-    );
     assert_eq!(
-        out.lines().collect::<Vec<_>>(),
+        signed_ids(work),
         [
             format!("spiffe://{TD}/ns/shop/sa/first"),
             format!("spiffe://{TD}/ns/shop/sa/second")
@@ -153,15 +158,8 @@ fn watches_cut_by_an_api_server_restart_resume() {
     wait_ready_reason(&cluster, "shop", "after", "Issued");
     drop(cert_manager);
 
-    let out = run_ok(
-        std::process::Command::new("sqlite3")
-            .arg(work.join("issuer.db"))
-            .arg(
-                "SELECT spiffe_id FROM certificates WHERE spiffe_id IS NOT NULL ORDER BY spiffe_id",
-            ),
-    );
     assert_eq!(
-        out.lines().collect::<Vec<_>>(),
+        signed_ids(work),
         [
             format!("spiffe://{TD}/ns/shop/sa/after"),
             format!("spiffe://{TD}/ns/shop/sa/before")
