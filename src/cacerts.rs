@@ -436,7 +436,7 @@ mod tests {
 
     #[test]
     fn built_cacerts_validate_and_common_mistakes_are_caught() {
-        let now = OffsetDateTime::now_utc();
+        let now = time::macros::datetime!(2026-06-01 12:00 UTC);
         let root = CertificateAuthority::new_root(
             Arc::new(KeyPair::generate(KeyType::EcdsaP256).unwrap()),
             &req("Root"),

@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn builds_path_and_reports_failures() {
-        let now = OffsetDateTime::now_utc();
+        let now = time::macros::datetime!(2026-06-01 12:00 UTC);
         let (root, int, leaf) = hierarchy(now);
         let roots = [root.certificate().clone()];
         let path = verify_path(&leaf, &[int.certificate().clone()], &roots, now).unwrap();
@@ -311,7 +311,7 @@ mod tests {
 
     #[test]
     fn a_leaf_cannot_sign() {
-        let now = OffsetDateTime::now_utc();
+        let now = time::macros::datetime!(2026-06-01 12:00 UTC);
         let (root, int, _) = hierarchy(now);
         // A server leaf whose key then "signs" a certificate of its own.
         let leaf_key = rcgen::KeyPair::generate().unwrap();

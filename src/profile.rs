@@ -739,7 +739,7 @@ mod tests {
     }
 
     fn pki() -> Pki {
-        let now = OffsetDateTime::now_utc();
+        let now = time::macros::datetime!(2026-06-01 12:00 UTC);
         let root = CertificateAuthority::new_root(
             Arc::new(KeyPair::generate(KeyType::EcdsaP256).unwrap()),
             &ca_req("Acme Root CA"),

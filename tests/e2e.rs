@@ -1,6 +1,8 @@
 //! canopy's end-to-end tests across real processes (pkictl, canopy-issuer, openssl, Go
 //! checkers, the real control plane), linked into one binary. Run one area with
 //! `cargo test --test e2e MODULE::`.
+// Tests and benchmarks read the wall clock freely (clippy.toml keeps it out of the code).
+#![allow(clippy::disallowed_methods)]
 
 #[path = "chart/helm.rs"]
 mod helm;

@@ -52,6 +52,18 @@ fn request(cluster: &TestCluster, work: &Path, name: &str) {
     cluster.apply(&manifest);
 }
 
+/// The SPIFFE IDs of every certificate in the issuer's SQLite store in `work`, sorted.
+fn signed_ids(work: &Path) -> Vec<String> {
+    let out = run_ok(
+        std::process::Command::new("sqlite3")
+            .arg(work.join("issuer.db"))
+            .arg(
+                "SELECT spiffe_id FROM certificates WHERE spiffe_id IS NOT NULL ORDER BY spiffe_id",
+            ),
+    );
+    out.lines().map(str::to_string).collect()
+}
+
 #[test]
 fn two_replicas_one_leader_and_takeover_when_it_is_killed() {
     let cluster = TestCluster::start("aws");
@@ -100,18 +112,57 @@ fn two_replicas_one_leader_and_takeover_when_it_is_killed() {
     wait_ready_reason(&cluster, "shop", "second", "Issued");
 
     // Each request signed once, in the one store both replicas share.
-    let out = run_ok(
-        std::process::Command::new("sqlite3")
-            .arg(work.join("issuer.db"))
-            .arg(
-                "SELECT spiffe_id FROM certificates WHERE spiffe_id IS NOT NULL ORDER BY spiffe_id",
-            ),
-    );
     assert_eq!(
-        out.lines().collect::<Vec<_>>(),
+        signed_ids(work),
         [
             format!("spiffe://{TD}/ns/shop/sa/first"),
             format!("spiffe://{TD}/ns/shop/sa/second")
+        ]
+    );
+}
+
+/// The API server restarts (SIGTERM: it ends every watch, then comes back on the same
+/// address and data) while canopy's cert-manager controller and cert-manager watch it:
+/// requests made before and after the restart are both Issued, each signed once.
+#[test]
+fn watches_cut_by_an_api_server_restart_resume() {
+    let mut cluster = TestCluster::start("aws");
+    let cert_manager = CertManager::start(&cluster);
+    let tmp = canopy_testsupport::tempdir();
+    let work = tmp.path();
+    for ns in ["canopy", "shop"] {
+        run_ok(cluster.kubectl().args(["create", "namespace", ns]));
+    }
+    let head = pki::make(work, TD, &["aws"]).config_head(TD, work);
+    let config = work.join("issuer.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "{head}listen: {{ address: \"127.0.0.1:{}\" }}\n\
+             clusters:\n  - name: aws\n    intermediate: aws\n    kubeconfig: {}\n    cert_manager:\n      policy: cert-manager\n\
+             policies:\n  - name: cert-manager\n    spiffe_ids: [\"spiffe://{TD}/ns/{{namespace}}/sa/*\"]\n    max_ttl: 24h\n",
+            free_port(),
+            cluster.kubeconfig().display()
+        ),
+    )
+    .unwrap();
+    install_canopy_cluster_issuer(&cluster, "canopy");
+    let _issuer = Serving::start(&config, &work.join("issuer.log"));
+    request(&cluster, work, "before");
+    wait_ready_reason(&cluster, "shop", "before", "Issued");
+
+    let started = std::time::Instant::now();
+    cluster.restart();
+    eprintln!("API server restarted in {:?}", started.elapsed());
+    request(&cluster, work, "after");
+    wait_ready_reason(&cluster, "shop", "after", "Issued");
+    drop(cert_manager);
+
+    assert_eq!(
+        signed_ids(work),
+        [
+            format!("spiffe://{TD}/ns/shop/sa/after"),
+            format!("spiffe://{TD}/ns/shop/sa/before")
         ]
     );
 }

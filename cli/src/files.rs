@@ -17,6 +17,9 @@ pub const PUBLIC: u32 = 0o644;
 pub const PRIVATE_DIR: u32 = 0o700;
 
 /// A name for a temporary sibling of `path`, unique within this machine for this run.
+// The clock's nanoseconds only make the name unique (with the pid and a counter); no
+// decision is taken on them.
+#[allow(clippy::disallowed_methods)]
 pub fn temp_sibling(path: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);

@@ -662,7 +662,7 @@ async fn healthz() -> Json<Value> {
 const READY_PING_TIMEOUT: Duration = Duration::from_millis(800);
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let now = OffsetDateTime::now_utc();
+    let now = crate::clock::now_precise();
     // A database that does not answer in time is down: answer 503 inside the kubelet
     // probe's default 1 s timeout instead of timing the probe out.
     let ping = tokio::time::timeout(READY_PING_TIMEOUT, state.issuer.store().ping()).await;
@@ -723,7 +723,7 @@ async fn istio_status(
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let now = OffsetDateTime::now_utc();
+    let now = crate::clock::now_precise();
     for inter in state.issuer.authorities().all() {
         state
             .metrics

@@ -13,7 +13,6 @@ use canopy::profile::{CertRequest, Profile, Subject};
 use canopy::spiffe::TrustDomain;
 use canopy::ttl::Ttl;
 use rand::RngCore;
-use time::OffsetDateTime;
 
 use crate::audit::{AuditEvent, Outcome};
 use crate::config::{Config, ConfigError};
@@ -249,7 +248,7 @@ async fn dev_token(store: &Store, dir: &Path) -> Result<String, DevError> {
             .is_some_and(|t| {
                 t.revoked_at.is_none()
                     && t.expires_at
-                        .is_none_or(|e| e > OffsetDateTime::now_utc().unix_timestamp())
+                        .is_none_or(|e| e > crate::clock::now_precise().unix_timestamp())
             })
         {
             write_header(dir, &token)?;
@@ -285,7 +284,7 @@ pub async fn create_token(
     ttl: canopy::ttl::Ttl,
 ) -> Result<String, StoreError> {
     let (token, id, hash) = crate::auth::new_token();
-    let now = OffsetDateTime::now_utc();
+    let now = crate::clock::now_precise();
     let record = TokenRecord {
         id: id.clone(),
         hash,

@@ -575,7 +575,7 @@ impl Issuer {
         reason: Option<&str>,
         deny_renewal: bool,
     ) -> Result<Revocation, IssueError> {
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now_precise();
         let serial: Serial = serial.parse().map_err(|e: canopy::serial::SerialError| {
             IssueError::bad("bad_serial", e.to_string())
         })?;
@@ -654,7 +654,7 @@ impl Issuer {
             .map_err(|e: canopy::spiffe::SpiffeError| {
                 IssueError::bad("bad_spiffe_id", e.to_string())
             })?;
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now_precise();
         let event = AuditEvent::new(
             now_ms(now),
             requester.to_string(),

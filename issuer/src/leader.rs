@@ -168,7 +168,7 @@ impl LeaderElector {
     /// One attempt: create the Lease, renew ours, or take over an expired one.
     pub async fn try_acquire_or_renew(&self) -> Result<Attempt, kube::Error> {
         let s = &self.settings;
-        let now = Timestamp::now();
+        let now = crate::clock::timestamp();
         let current = self.api.get_opt(&s.name).await?;
         let Some(mut lease) = current else {
             let lease = Lease {
@@ -329,7 +329,7 @@ mod tests {
     use super::*;
 
     fn spec(holder: Option<&str>, renewed_secs_ago: i64, duration: i32) -> LeaseSpec {
-        let now = Timestamp::now();
+        let now = crate::clock::timestamp();
         LeaseSpec {
             holder_identity: holder.map(str::to_string),
             renew_time: Some(MicroTime(now - SignedDuration::from_secs(renewed_secs_ago))),
@@ -340,7 +340,7 @@ mod tests {
 
     #[test]
     fn a_live_lease_of_another_holder_is_held() {
-        let now = Timestamp::now();
+        let now = crate::clock::timestamp();
         assert!(held_by_other(&spec(Some("b"), 1, 15), "a", now));
         assert!(!held_by_other(&spec(Some("b"), 16, 15), "a", now));
         assert!(!held_by_other(&spec(Some("a"), 1, 15), "a", now));

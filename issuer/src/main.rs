@@ -303,7 +303,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let (config, _) = load(&source, None).await?;
             let store = Store::connect(&config.storage.url, 1).await?;
-            let now = time::OffsetDateTime::now_utc();
+            let now = canopy_issuer::clock::now_precise();
             let event = canopy_issuer::audit::AuditEvent::new(
                 (now.unix_timestamp_nanos() / 1_000_000) as i64,
                 "cli",
@@ -327,7 +327,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = Store::connect(&config.storage.url, 1).await?;
             let tokens = store.tokens().await?;
             store.close().await;
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let now = canopy_issuer::clock::now_precise().unix_timestamp();
             let rows: Vec<serde_json::Value> = tokens
                 .iter()
                 .map(|t| {
@@ -479,7 +479,7 @@ fn cli_event(
     target: &str,
     detail: serde_json::Value,
 ) -> canopy_issuer::audit::AuditEvent {
-    let now = time::OffsetDateTime::now_utc();
+    let now = canopy_issuer::clock::now_precise();
     canopy_issuer::audit::AuditEvent::new(
         (now.unix_timestamp_nanos() / 1_000_000) as i64,
         "cli",
@@ -505,7 +505,7 @@ async fn operator_revoke(
         Some(r) => r.parse()?,
         None => RevocationReason::Unspecified,
     };
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = canopy_issuer::clock::now_precise().unix_timestamp();
     let record = match store.certificate(&serial).await {
         Err(StoreError::NotFound) => bail!("no certificate with serial {serial} is recorded"),
         other => other?,
@@ -547,7 +547,7 @@ async fn deny(command: DenyCommand) -> anyhow::Result<ExitCode> {
             let (config, _) = load(&source, None).await?;
             let store = Store::connect(&config.storage.url, 1).await?;
             store.migrate().await?;
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let now = canopy_issuer::clock::now_precise().unix_timestamp();
             let event = cli_event(
                 "deny-identity",
                 &id.to_string(),

@@ -325,7 +325,7 @@ async fn renew_listener_cert(
     loop {
         let life = current.not_after() - current.not_before();
         let renew_at = current.not_before() + life * 2 / 3;
-        let wait: time::Duration = renew_at - OffsetDateTime::now_utc();
+        let wait: time::Duration = renew_at - crate::clock::now_precise();
         tokio::time::sleep(Duration::from_secs(wait.whole_seconds().max(60) as u64)).await;
         match issue_listener_cert(&config, &inter, &store).await {
             Ok((key, cert)) => {

@@ -184,6 +184,29 @@ impl Env {
         CertificateAuthority::new(cert, vec![], Arc::new(key)).unwrap()
     }
 
+    /// A workload leaf for `spiffe` signed by the aws intermediate at `signed_at` (not
+    /// recorded: see [`record`]).
+    fn aws_leaf(
+        &self,
+        spiffe: &str,
+        ttl: Ttl,
+        signed_at: time::OffsetDateTime,
+    ) -> (canopy::ca::IssuedCertificate, KeyPair) {
+        self.aws_ca()
+            .issue_with_new_key(
+                Profile::Workload,
+                &CertRequest {
+                    spiffe_id: Some(spiffe.parse().unwrap()),
+                    trust_domain: Some(TD.parse().unwrap()),
+                    ttl: Some(ttl),
+                    ..CertRequest::default()
+                },
+                KeyType::EcdsaP256,
+                signed_at,
+            )
+            .unwrap()
+    }
+
     /// A leaf for `spiffe` minted with the key of a mesh CA under the aws intermediate (as
     /// `cacerts` holds it, unencrypted): (chain PEM, key PEM).
     fn mesh_ca_leaf(&self, constraints: Option<NameConstraints>, spiffe: &str) -> (String, String) {
@@ -401,20 +424,7 @@ fn expired_client_certificate_still_authenticates_on_a_resumed_tls13_session() {
     let now = time::OffsetDateTime::now_utc();
     let signed_at = now - ttl.as_duration() + time::Duration::seconds(4);
     let web = id("/ns/shop/sa/web");
-    let (leaf, key) = env
-        .aws_ca()
-        .issue_with_new_key(
-            Profile::Workload,
-            &CertRequest {
-                spiffe_id: Some(web.parse().unwrap()),
-                trust_domain: Some(TD.parse().unwrap()),
-                ttl: Some(ttl),
-                ..CertRequest::default()
-            },
-            KeyType::EcdsaP256,
-            signed_at,
-        )
-        .unwrap();
+    let (leaf, key) = env.aws_leaf(&web, ttl, signed_at);
     let cert = &leaf.certificate;
     record(&env, cert);
     let mtls = env.mtls(&Certificate::pem_of(&leaf.chain), &key.to_unencrypted_pem());
@@ -718,20 +728,11 @@ fn mtls_requesters_as_a_table() {
     assert_eq!(r.status, 200, "{}", r.text());
     // Issued by the aws intermediate and recorded, but its notAfter has passed.
     let ttl = Ttl::minutes(10);
-    let (expired, expired_key) = env
-        .aws_ca()
-        .issue_with_new_key(
-            Profile::Workload,
-            &CertRequest {
-                spiffe_id: Some(web.parse().unwrap()),
-                trust_domain: Some(TD.parse().unwrap()),
-                ttl: Some(ttl),
-                ..CertRequest::default()
-            },
-            KeyType::EcdsaP256,
-            time::OffsetDateTime::now_utc() - ttl.as_duration() - time::Duration::minutes(1),
-        )
-        .unwrap();
+    let (expired, expired_key) = env.aws_leaf(
+        &web,
+        ttl,
+        time::OffsetDateTime::now_utc() - ttl.as_duration() - time::Duration::minutes(1),
+    );
     record(&env, &expired.certificate);
     // A mesh CA under aws with DNS constraints only (`mesh_ca_uri_constraint: false`), so
     // the handshake passes and the issuer itself must refuse its leaf.

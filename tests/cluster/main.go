@@ -192,6 +192,10 @@ func main() {
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
 		"--endpoint-reconciler-type=none",
+		// On SIGTERM, end open watches after 2 s instead of letting net/http's Shutdown
+		// wait for them (60 s): a restart with controllers watching (canopy, cert-manager)
+		// then takes seconds, and the watchers see their streams cut as in a real rollout.
+		"--shutdown-watch-termination-grace-period=2s",
 		fmt.Sprintf("--v=%d", *logLevel),
 	}
 	if *runtimeCfg != "" {

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use base64::Engine;
 use futures::StreamExt;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -207,7 +206,7 @@ async fn reconcile(
 
     // Signed before, status lost? Hand back that certificate.
     if cr.ready().is_some() {
-        let now = Timestamp::now().as_second();
+        let now = crate::clock::timestamp().as_second();
         if let Some(record) = prior::find(
             ctx.issuer.store(),
             &requester_name,
@@ -328,7 +327,7 @@ fn retries_exhausted(ctx: &Context, cr: &CertificateRequest) -> bool {
     let Some(created) = cr.meta().creation_timestamp.as_ref() else {
         return false;
     };
-    let age = Timestamp::now().duration_since(created.0);
+    let age = crate::clock::timestamp().duration_since(created.0);
     age.as_secs() >= 0 && age.unsigned_abs() >= ctx.settings.max_retry_duration
 }
 

@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -190,7 +189,7 @@ async fn reconcile(
     });
     // No Pending marker exists in this API, so always look for an earlier signature.
     let spiffe_id = plan.csr.uris().first().cloned();
-    let now = Timestamp::now().as_second();
+    let now = crate::clock::timestamp().as_second();
     let earlier = prior::find(
         ctx.issuer.store(),
         &requester.to_string(),
@@ -225,7 +224,7 @@ async fn reconcile(
                         .meta()
                         .creation_timestamp
                         .as_ref()
-                        .map(|t| Timestamp::now().duration_since(t.0).unsigned_abs());
+                        .map(|t| crate::clock::timestamp().duration_since(t.0).unsigned_abs());
                     if age.is_some_and(|a| a >= ctx.settings.max_retry_duration) {
                         fail(&api, &csr, &ctx, format!("gave up retrying: {e}")).await?;
                         return Ok(Action::await_change());

@@ -3,7 +3,6 @@
 //! the object was deleted meanwhile (istio-csr deletes its requests as soon as it
 //! has read them): nothing left to do.
 
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::Resource;
 use serde::de::DeserializeOwned;
@@ -23,7 +22,9 @@ pub enum Written {
 
 /// Now, as Kubernetes writes times (RFC 3339, whole seconds, UTC).
 pub fn now_rfc3339() -> String {
-    Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    crate::clock::timestamp()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// A condition, keeping `lastTransitionTime` when `status` did not change.
