@@ -56,6 +56,8 @@ tests/fuzz.sh
 
 say "build the binaries the end-to-end tests run"
 cargo build --workspace --bins --quiet
+# Built: the tests need not each run `cargo build` again (one per process under nextest).
+export CANOPY_TEST_BINS_BUILT=1
 
 say "build the Go test tools (the first time compiles kube-apiserver and etcd, cert-manager, istiod's CA and helm from their Go modules: about 6 minutes on 2 cores; then seconds)"
 for script in tests/cluster/build.sh tests/istiod/build.sh tests/helm/build.sh; do

@@ -29,10 +29,15 @@ pub fn target_dir() -> PathBuf {
 
 /// Path to a workspace binary (`pkictl`, `canopy-issuer`), built once per test process
 /// with the same profile as the running test, so tests always run the current code.
+/// `CANOPY_TEST_BINS_BUILT=1` (tests/run.sh, which builds them just before the tests)
+/// skips that build: under nextest every test is its own process.
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     let release = cfg!(not(debug_assertions));
     BUILT.get_or_init(|| {
+        if std::env::var_os("CANOPY_TEST_BINS_BUILT").is_some_and(|v| v == "1") && !release {
+            return;
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.current_dir(workspace_root()).args([
