@@ -648,27 +648,34 @@ pub fn wait_ready_reason(
     name: &str,
     want: &str,
 ) -> serde_json::Value {
-    wait_until(
-        &format!("{ns}/{name} Ready={want}"),
-        Duration::from_secs(60),
-        || {
-            let out = cluster
-                .kubectl()
-                .args(["-n", ns, "get", "certificaterequest", name, "-o", "json"])
-                .output()
-                .map_err(|e| e.to_string())?;
-            let cr: serde_json::Value =
-                serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-            let reason = cr["status"]["conditions"]
-                .as_array()
-                .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-                .map(|c| c["reason"].clone());
-            match reason {
-                Some(r) if r == want => Ok(cr),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
+    wait_ready_reason_within(cluster, ns, name, want, Duration::from_secs(60))
+}
+
+/// [`wait_ready_reason`], waiting up to `timeout`.
+pub fn wait_ready_reason_within(
+    cluster: &TestCluster,
+    ns: &str,
+    name: &str,
+    want: &str,
+    timeout: Duration,
+) -> serde_json::Value {
+    wait_until(&format!("{ns}/{name} Ready={want}"), timeout, || {
+        let out = cluster
+            .kubectl()
+            .args(["-n", ns, "get", "certificaterequest", name, "-o", "json"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let cr: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        let reason = cr["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+            .map(|c| c["reason"].clone());
+        match reason {
+            Some(r) if r == want => Ok(cr),
+            other => Err(format!("{other:?}")),
+        }
+    })
 }
 
 #[cfg(test)]
