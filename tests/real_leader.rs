@@ -53,6 +53,32 @@ fn request(cluster: &TestCluster, work: &Path, name: &str) {
     cluster.apply(&manifest);
 }
 
+/// Writes `work/NAME.yaml`: an issuer (on a free port, the config head `head`) whose
+/// cert-manager controller serves `cluster` under the policy `cert-manager`, with `lease`
+/// in its `cert_manager:` block if given.
+fn issuer_config(
+    cluster: &TestCluster,
+    work: &Path,
+    head: &str,
+    name: &str,
+    lease: Option<&str>,
+) -> std::path::PathBuf {
+    let file = work.join(format!("{name}.yaml"));
+    let lease = lease.map(|l| format!("      {l}\n")).unwrap_or_default();
+    std::fs::write(
+        &file,
+        format!(
+            "{head}listen: {{ address: \"127.0.0.1:{}\" }}\n\
+             clusters:\n  - name: aws\n    intermediate: aws\n    kubeconfig: {}\n    cert_manager:\n      policy: cert-manager\n{lease}\
+             policies:\n  - name: cert-manager\n    spiffe_ids: [\"spiffe://{TD}/ns/{{namespace}}/sa/*\"]\n    max_ttl: 24h\n",
+            free_port(),
+            cluster.kubeconfig().display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
 /// The SPIFFE IDs of every certificate in the issuer's SQLite store in `work`, sorted.
 fn signed_ids(work: &Path) -> Vec<String> {
     let out = run_ok(
@@ -75,21 +101,8 @@ fn two_replicas_one_leader_and_takeover_when_it_is_killed() {
         run_ok(cluster.kubectl().args(["create", "namespace", ns]));
     }
     let head = pki::make(work, TD, &["aws"]).config_head(TD, work);
-    let config = |replica: &str| {
-        let file = work.join(format!("{replica}.yaml"));
-        std::fs::write(
-            &file,
-            format!(
-                "{head}listen: {{ address: \"127.0.0.1:{}\" }}\n\
-                 clusters:\n  - name: aws\n    intermediate: aws\n    kubeconfig: {}\n    cert_manager:\n      policy: cert-manager\n      lease: {{ namespace: canopy, duration: 3s }}\n\
-                 policies:\n  - name: cert-manager\n    spiffe_ids: [\"spiffe://{TD}/ns/{{namespace}}/sa/*\"]\n    max_ttl: 24h\n",
-                free_port(),
-                cluster.kubeconfig().display()
-            ),
-        )
-        .unwrap();
-        file
-    };
+    let lease = "lease: { namespace: canopy, duration: 3s }";
+    let config = |replica: &str| issuer_config(&cluster, work, &head, replica, Some(lease));
     install_canopy_cluster_issuer(&cluster, "canopy");
 
     let a = Serving::start_as(&config("a"), &work.join("a.log"), Some("replica-a"));
@@ -135,18 +148,7 @@ fn watches_cut_by_an_api_server_restart_resume() {
         run_ok(cluster.kubectl().args(["create", "namespace", ns]));
     }
     let head = pki::make(work, TD, &["aws"]).config_head(TD, work);
-    let config = work.join("issuer.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "{head}listen: {{ address: \"127.0.0.1:{}\" }}\n\
-             clusters:\n  - name: aws\n    intermediate: aws\n    kubeconfig: {}\n    cert_manager:\n      policy: cert-manager\n\
-             policies:\n  - name: cert-manager\n    spiffe_ids: [\"spiffe://{TD}/ns/{{namespace}}/sa/*\"]\n    max_ttl: 24h\n",
-            free_port(),
-            cluster.kubeconfig().display()
-        ),
-    )
-    .unwrap();
+    let config = issuer_config(&cluster, work, &head, "issuer", None);
     install_canopy_cluster_issuer(&cluster, "canopy");
     let _issuer = Serving::start(&config, &work.join("issuer.log"));
     request(&cluster, work, "before");

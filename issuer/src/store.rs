@@ -356,6 +356,30 @@ fn is_sqlite_busy(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Runs `op` (opening or migrating a SQLite file) again, with a growing pause, while it
+/// fails in a way `racing` says another process starting on the same file can cause; at
+/// most [`SQLITE_START_ATTEMPTS`] times, then its last answer stands.
+async fn retry_sqlite_start<T, E, Fut>(
+    mut op: impl FnMut() -> Fut,
+    racing: impl Fn(&E) -> bool,
+) -> Result<T, E>
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e) if racing(&e) && attempt < SQLITE_START_ATTEMPTS => {
+                tracing::info!(attempt, error = %e, "SQLite start raced another process; trying again");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Connection to the issuer's database.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -402,17 +426,11 @@ impl Store {
                 // lock that SQLite does not wait for: a process starting beside another on
                 // the same new file (replicas, `serve` and `token create`) can be told
                 // "database is locked" at once. It is free again within milliseconds.
-                let mut attempt = 1;
-                let pool = loop {
-                    match pool.clone().connect_with(options.clone()).await {
-                        Err(e) if is_sqlite_busy(&e) && attempt < SQLITE_START_ATTEMPTS => {
-                            attempt += 1;
-                            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt)))
-                                .await;
-                        }
-                        other => break other?,
-                    }
-                };
+                let pool = retry_sqlite_start(
+                    || pool.clone().connect_with(options.clone()),
+                    is_sqlite_busy,
+                )
+                .await?;
                 Backend::Sqlite(pool)
             }
             "postgres" | "postgresql" => {
@@ -450,21 +468,17 @@ impl Store {
         let result = match &self.backend {
             Backend::Sqlite(pool) => {
                 let migrator = sqlx::migrate!("./migrations/sqlite");
-                let mut attempt = 1;
-                loop {
-                    match migrator.run(pool).await {
-                        Err(sqlx::migrate::MigrateError::Execute(e))
-                        | Err(sqlx::migrate::MigrateError::ExecuteMigration(e, _))
-                            if attempt < SQLITE_START_ATTEMPTS =>
-                        {
-                            tracing::info!(attempt, error = %e, "migration raced another process; trying again");
-                            attempt += 1;
-                            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt)))
-                                .await;
-                        }
-                        other => break other,
-                    }
-                }
+                retry_sqlite_start(
+                    || migrator.run(pool),
+                    |e| {
+                        matches!(
+                            e,
+                            sqlx::migrate::MigrateError::Execute(_)
+                                | sqlx::migrate::MigrateError::ExecuteMigration(..)
+                        )
+                    },
+                )
+                .await
             }
             Backend::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await,
         };

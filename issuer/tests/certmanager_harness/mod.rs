@@ -648,28 +648,9 @@ pub async fn set_approval_as(
     name: &str,
     type_: &str,
 ) {
-    let reason = if type_ == "Approved" {
-        "cert-manager.io"
-    } else {
-        "policy.cert-manager.io"
-    };
-    let body = json!({
-        "apiVersion": "cert-manager.io/v1",
-        "kind": "CertificateRequest",
-        "metadata": {"name": name, "namespace": namespace},
-        "status": {"conditions": [{
-            "type": type_,
-            "status": "True",
-            "reason": reason,
-            "message": format!("{type_} by the test approver"),
-            "lastTransitionTime": "2025-01-01T00:00:00Z",
-        }]},
-    });
-    let api = cr_api(server.client().await, namespace);
-    let params = PatchParams::apply(manager).force();
     // Retried like cert-manager does: a test may be injecting API errors.
     let mut attempts = 0;
-    while let Err(e) = api.patch_status(name, &params, &Patch::Apply(&body)).await {
+    while let Err(e) = try_set_approval_as(server, manager, namespace, name, type_).await {
         attempts += 1;
         assert!(attempts < 20, "approving {namespace}/{name}: {e}");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -684,6 +665,11 @@ pub async fn try_set_approval_as(
     name: &str,
     type_: &str,
 ) -> Result<(), String> {
+    let reason = if type_ == "Approved" {
+        "cert-manager.io"
+    } else {
+        "policy.cert-manager.io"
+    };
     let body = json!({
         "apiVersion": "cert-manager.io/v1",
         "kind": "CertificateRequest",
@@ -691,7 +677,7 @@ pub async fn try_set_approval_as(
         "status": {"conditions": [{
             "type": type_,
             "status": "True",
-            "reason": "cert-manager.io",
+            "reason": reason,
             "message": format!("{type_} by the test approver"),
             "lastTransitionTime": "2025-01-01T00:00:00Z",
         }]},
