@@ -1,0 +1,403 @@
+//! Issued certificates: the ledger's group commit, revocation and the inventory queries.
+
+use serde::Serialize;
+
+use super::{multi_row_insert, Backend, Store, StoreError, ROWS_PER_INSERT};
+use crate::audit::AuditEvent;
+
+/// A certificate the issuer signed, as stored. Timestamps are Unix seconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CertificateRecord {
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// The SPIFFE ID in the URI SAN, if any.
+    pub spiffe_id: Option<String>,
+    /// Subject DN as text.
+    pub subject: String,
+    /// DNS SANs.
+    pub dns_names: Vec<String>,
+    /// IP SANs.
+    pub ip_addresses: Vec<String>,
+    /// notBefore.
+    pub not_before: i64,
+    /// notAfter.
+    pub not_after: i64,
+    /// When it was signed.
+    pub issued_at: i64,
+    /// Identity of whoever asked for it.
+    pub requester: String,
+    /// How the requester authenticated (mtls, token, kubernetes).
+    pub auth_method: String,
+    /// Name of the intermediate that signed it.
+    pub intermediate: String,
+    /// Cluster of the requester, when known.
+    pub cluster: Option<String>,
+    /// Kubernetes namespace of the requester, when known.
+    pub namespace: Option<String>,
+    /// Profile it was issued under.
+    pub profile: String,
+    /// SHA-256 fingerprint of the DER, lowercase hex.
+    pub fingerprint: String,
+    /// The certificate, PEM.
+    pub certificate: String,
+    /// When it was revoked.
+    pub revoked_at: Option<i64>,
+    /// Why it was revoked.
+    pub revocation_reason: Option<String>,
+    /// The token it was asked for with, if any (checked live when it is recorded).
+    pub token_id: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct CertificateRow {
+    id: i64,
+    serial: String,
+    spiffe_id: Option<String>,
+    subject: String,
+    dns_names: String,
+    ip_addresses: String,
+    not_before: i64,
+    not_after: i64,
+    issued_at: i64,
+    requester: String,
+    auth_method: String,
+    intermediate: String,
+    cluster: Option<String>,
+    namespace: Option<String>,
+    profile: String,
+    fingerprint: String,
+    certificate: String,
+    revoked_at: Option<i64>,
+    revocation_reason: Option<String>,
+    token_id: Option<String>,
+}
+
+impl CertificateRow {
+    fn into_record(self) -> Result<(i64, CertificateRecord), StoreError> {
+        let list = |s: &str| -> Result<Vec<String>, StoreError> {
+            serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+        };
+        Ok((
+            self.id,
+            CertificateRecord {
+                dns_names: list(&self.dns_names)?,
+                ip_addresses: list(&self.ip_addresses)?,
+                serial: self.serial,
+                spiffe_id: self.spiffe_id,
+                subject: self.subject,
+                not_before: self.not_before,
+                not_after: self.not_after,
+                issued_at: self.issued_at,
+                requester: self.requester,
+                auth_method: self.auth_method,
+                intermediate: self.intermediate,
+                cluster: self.cluster,
+                namespace: self.namespace,
+                profile: self.profile,
+                fingerprint: self.fingerprint,
+                certificate: self.certificate,
+                revoked_at: self.revoked_at,
+                revocation_reason: self.revocation_reason,
+                token_id: self.token_id,
+            },
+        ))
+    }
+}
+
+const CERT_COLUMNS: &str = "id, serial, spiffe_id, subject, dns_names, ip_addresses, not_before, \
+     not_after, issued_at, requester, auth_method, intermediate, cluster, namespace, profile, \
+     fingerprint, certificate, revoked_at, revocation_reason, token_id";
+
+/// One write the ledger commits; several are group-committed in one transaction.
+#[derive(Clone, Debug)]
+pub enum Write {
+    /// A signed certificate and its audit entry.
+    Issued(Box<CertificateRecord>, AuditEvent),
+    /// An audit entry alone (a denial, a failure).
+    Event(AuditEvent),
+}
+
+/// Filters for listing certificates.
+#[derive(Clone, Debug, Default)]
+pub struct CertificateFilter {
+    /// Exact SPIFFE ID.
+    pub spiffe_id: Option<String>,
+    /// Exact serial.
+    pub serial: Option<String>,
+    /// notAfter strictly before (Unix seconds).
+    pub expires_before: Option<i64>,
+    /// notAfter strictly after (Unix seconds).
+    pub expires_after: Option<i64>,
+    /// Only revoked (true) or only not revoked (false).
+    pub revoked: Option<bool>,
+}
+
+/// A revoked certificate as the CRL needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revoked {
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// Revocation time, Unix seconds.
+    pub revoked_at: i64,
+    /// Reason given by the revoker.
+    pub reason: Option<String>,
+}
+
+/// Outcome of a revocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Revocation {
+    /// Revoked now.
+    Revoked(CertificateRecord),
+    /// It was already revoked; nothing changed.
+    AlreadyRevoked(CertificateRecord),
+}
+
+impl Store {
+    /// Commits every write in one transaction: all or nothing.
+    ///
+    /// A certificate asked for with a token (`auth_method` `token`, requester
+    /// `token:ID`) is recorded only if that token is live in this same transaction,
+    /// else nothing is and the answer is [`StoreError::RevokedToken`]: a token revoked
+    /// by any replica or the CLI gets no certificate from the moment it is revoked,
+    /// even when the requester was authenticated from a cache.
+    pub async fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+        let mut certificates = Vec::with_capacity(writes.len());
+        let mut events = Vec::with_capacity(writes.len());
+        let mut tokens: Vec<&str> = Vec::new();
+        let mut identities: Vec<&str> = Vec::new();
+        let now = crate::clock::now().unix_timestamp();
+        for write in writes {
+            match write {
+                Write::Issued(cert, event) => {
+                    if let Some(id) = cert.token_id.as_deref() {
+                        if !tokens.contains(&id) {
+                            tokens.push(id);
+                        }
+                    }
+                    if let Some(id) = cert.spiffe_id.as_deref() {
+                        if !identities.contains(&id) {
+                            identities.push(id);
+                        }
+                    }
+                    certificates.push(&**cert);
+                    events.push(event);
+                }
+                Write::Event(event) => events.push(event),
+            }
+        }
+        macro_rules! body {
+            ($kind:tt, $pool:expr) => {{
+                let mut tx = begin_write!($kind $pool);
+                if !tokens.is_empty() {
+                    let placeholders: Vec<String> =
+                        (2..=tokens.len() + 1).map(|i| format!("${i}")).collect();
+                    let sql = format!(
+                        "SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL \
+                         AND (expires_at IS NULL OR expires_at > $1) AND id IN ({})",
+                        placeholders.join(", ")
+                    );
+                    let mut query = sqlx::query_scalar::<_, i64>(&sql).bind(now);
+                    for id in &tokens {
+                        query = query.bind(*id);
+                    }
+                    let live = query.fetch_one(&mut *tx).await?;
+                    if live != tokens.len() as i64 {
+                        return Err(StoreError::RevokedToken);
+                    }
+                }
+                if !identities.is_empty() {
+                    let placeholders: Vec<String> =
+                        (1..=identities.len()).map(|i| format!("${i}")).collect();
+                    let sql = format!(
+                        "SELECT spiffe_id FROM denied_identities WHERE spiffe_id IN ({}) LIMIT 1",
+                        placeholders.join(", ")
+                    );
+                    let mut query = sqlx::query_scalar::<_, String>(&sql);
+                    for id in &identities {
+                        query = query.bind(*id);
+                    }
+                    if let Some(id) = query.fetch_optional(&mut *tx).await? {
+                        return Err(StoreError::DeniedIdentity(id));
+                    }
+                }
+                for chunk in certificates.chunks(ROWS_PER_INSERT) {
+                    let sql = multi_row_insert(
+                        "INSERT INTO certificates (serial, spiffe_id, subject, dns_names, ip_addresses, \
+                         not_before, not_after, issued_at, requester, auth_method, intermediate, cluster, \
+                         namespace, profile, fingerprint, certificate, token_id)",
+                        17,
+                        chunk.len(),
+                    );
+                    let mut query = sqlx::query(&sql);
+                    for c in chunk {
+                        query = query
+                            .bind(&c.serial)
+                            .bind(&c.spiffe_id)
+                            .bind(&c.subject)
+                            .bind(json_list(&c.dns_names))
+                            .bind(json_list(&c.ip_addresses))
+                            .bind(c.not_before)
+                            .bind(c.not_after)
+                            .bind(c.issued_at)
+                            .bind(&c.requester)
+                            .bind(&c.auth_method)
+                            .bind(&c.intermediate)
+                            .bind(&c.cluster)
+                            .bind(&c.namespace)
+                            .bind(&c.profile)
+                            .bind(&c.fingerprint)
+                            .bind(&c.certificate)
+                            .bind(&c.token_id);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                append_audit!(tx, events.iter().copied());
+                tx.commit().await?;
+            }};
+        }
+        match &self.backend {
+            Backend::Sqlite(pool) => body!(sqlite, pool),
+            Backend::Postgres(pool) => body!(postgres, pool),
+        }
+        Ok(())
+    }
+
+    /// Appends audit events on their own.
+    pub async fn append_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let writes: Vec<Write> = events.iter().cloned().map(Write::Event).collect();
+        self.commit(&writes).await
+    }
+
+    /// Marks a certificate revoked (and audits it) unless it already is.
+    pub async fn revoke(
+        &self,
+        serial: &str,
+        reason: Option<&str>,
+        at: i64,
+        event: AuditEvent,
+    ) -> Result<Revocation, StoreError> {
+        macro_rules! body {
+            ($kind:tt, $pool:expr) => {{
+                let mut tx = begin_write!($kind $pool);
+                let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE serial = $1");
+                let row: Option<CertificateRow> = sqlx::query_as(&sql)
+                    .bind(serial)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(row) = row else {
+                    return Err(StoreError::NotFound);
+                };
+                let (_, mut record) = row.into_record()?;
+                if record.revoked_at.is_some() {
+                    return Ok(Revocation::AlreadyRevoked(record));
+                }
+                sqlx::query(
+                    "UPDATE certificates SET revoked_at = $1, revocation_reason = $2 \
+                     WHERE serial = $3 AND revoked_at IS NULL",
+                )
+                .bind(at)
+                .bind(reason)
+                .bind(serial)
+                .execute(&mut *tx)
+                .await?;
+                append_audit!(tx, [&event]);
+                tx.commit().await?;
+                record.revoked_at = Some(at);
+                record.revocation_reason = reason.map(str::to_string);
+                Ok(Revocation::Revoked(record))
+            }};
+        }
+        match &self.backend {
+            Backend::Sqlite(pool) => body!(sqlite, pool),
+            Backend::Postgres(pool) => body!(postgres, pool),
+        }
+    }
+
+    /// One certificate by serial.
+    pub async fn certificate(&self, serial: &str) -> Result<CertificateRecord, StoreError> {
+        let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE serial = $1");
+        let row: Option<CertificateRow> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(serial).fetch_optional(pool).await?
+        });
+        Ok(row.ok_or(StoreError::NotFound)?.into_record()?.1)
+    }
+
+    /// Whether the certificate with this serial is recorded as revoked.
+    pub async fn is_revoked(&self, serial: &str) -> Result<bool, StoreError> {
+        let sql = "SELECT revoked_at FROM certificates WHERE serial = $1";
+        let revoked: Option<Option<i64>> = on_pool!(self, pool => {
+            sqlx::query_scalar(sql).bind(serial).fetch_optional(pool).await?
+        });
+        Ok(matches!(revoked, Some(Some(_))))
+    }
+
+    /// A page of certificates in issue order, after the row `after` (exclusive).
+    /// Returns the records and the row id to continue from, if there may be more.
+    pub async fn certificates(
+        &self,
+        filter: &CertificateFilter,
+        after: i64,
+        limit: u32,
+    ) -> Result<(Vec<CertificateRecord>, Option<i64>), StoreError> {
+        let sql = format!(
+            "SELECT {CERT_COLUMNS} FROM certificates WHERE id > $1 \
+             AND ($2 IS NULL OR spiffe_id = $2) \
+             AND ($3 IS NULL OR serial = $3) \
+             AND ($4 IS NULL OR not_after < $4) \
+             AND ($5 IS NULL OR not_after > $5) \
+             AND ($6 IS NULL OR (revoked_at IS NOT NULL) = $6) \
+             ORDER BY id LIMIT $7"
+        );
+        let rows: Vec<CertificateRow> = on_pool!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(after)
+                .bind(&filter.spiffe_id)
+                .bind(&filter.serial)
+                .bind(filter.expires_before)
+                .bind(filter.expires_after)
+                .bind(filter.revoked)
+                .bind(i64::from(limit) + 1)
+                .fetch_all(pool)
+                .await?
+        });
+        let more = rows.len() > limit as usize;
+        let mut records = Vec::with_capacity(rows.len().min(limit as usize));
+        let mut last = None;
+        for row in rows.into_iter().take(limit as usize) {
+            let (id, record) = row.into_record()?;
+            last = Some(id);
+            records.push(record);
+        }
+        Ok((records, if more { last } else { None }))
+    }
+
+    /// Revoked, not yet expired certificates of one intermediate (for its CRL).
+    pub async fn revoked(&self, intermediate: &str, now: i64) -> Result<Vec<Revoked>, StoreError> {
+        let sql = "SELECT serial, revoked_at, revocation_reason FROM certificates \
+                   WHERE intermediate = $1 AND revoked_at IS NOT NULL AND not_after > $2 \
+                   ORDER BY id";
+        let rows: Vec<(String, i64, Option<String>)> = on_pool!(self, pool => {
+            sqlx::query_as(sql).bind(intermediate).bind(now).fetch_all(pool).await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(serial, revoked_at, reason)| Revoked {
+                serial,
+                revoked_at,
+                reason,
+            })
+            .collect())
+    }
+
+    /// Number of certificates stored.
+    pub async fn certificate_count(&self) -> Result<i64, StoreError> {
+        let n: i64 = on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM certificates").fetch_one(pool).await?
+        });
+        Ok(n)
+    }
+}
+
+fn json_list(items: &[String]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".to_string())
+}

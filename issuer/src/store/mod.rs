@@ -1,0 +1,358 @@
+//! Storage: issued certificates, revocations, tokens and the audit log, in SQLite
+//! (default, one file, WAL) or PostgreSQL (several replicas share it).
+//!
+//! Queries are unchecked (`sqlx::query`), so a build never needs a database. The SQL
+//! is written once with `$n` placeholders, which both drivers accept; each call is
+//! expanded per backend by `on_pool!`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+pub use certificates::{CertificateFilter, CertificateRecord, Revocation, Revoked, Write};
+pub use tokens::TokenRecord;
+
+/// Errors from storage. Messages never carry SQL text or connection strings.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or failed; the request may be retried.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A unique constraint was violated (for example a duplicate serial).
+    #[error("duplicate record: {0}")]
+    Duplicate(String),
+    /// The record does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A certificate asked for with a token that is no longer live: not recorded.
+    #[error("unknown, expired or revoked token")]
+    RevokedToken,
+    /// A certificate for a SPIFFE ID on the deny list: not recorded.
+    #[error(
+        "SPIFFE ID {0} is on the deny list: it is not issued until an operator allows it again"
+    )]
+    DeniedIdentity(String),
+    /// The storage URL is not one canopy understands.
+    #[error("storage url must start with sqlite: or postgres:// (got scheme {0:?})")]
+    BadUrl(String),
+    /// Stored data could not be read back.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// Applying the embedded migrations failed.
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Duplicate(db.constraint().unwrap_or("unique").to_string())
+            }
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                StoreError::Corrupt(e.to_string())
+            }
+            _ => {
+                tracing::warn!(error = %e, "storage error");
+                StoreError::Unavailable(kind_of(&e).to_string())
+            }
+        }
+    }
+}
+
+fn kind_of(e: &sqlx::Error) -> &'static str {
+    match e {
+        sqlx::Error::PoolTimedOut => "connection pool timed out",
+        sqlx::Error::PoolClosed => "connection pool closed",
+        sqlx::Error::Io(_) => "i/o error talking to the database",
+        sqlx::Error::Tls(_) => "tls error talking to the database",
+        sqlx::Error::Database(_) => "database error",
+        _ => "database error",
+    }
+}
+
+/// Which database holds the data.
+#[derive(Clone, Debug)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool of either backend.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite($pool) => $body,
+            $crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Appends audit events inside an open transaction `$tx`, chaining their hashes.
+///
+/// The first statement updates the single `audit_head` row, which takes its write
+/// lock (appenders, threads or replicas, are serialised until commit) and reads the
+/// head in the same round trip. The entries go in as multi-row INSERTs: each
+/// statement is a round trip to the database (for SQLite, to its worker thread), so a
+/// group commit costs a few statements, not a few per certificate.
+macro_rules! append_audit {
+    ($tx:expr, $events:expr) => {{
+        let head = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+            .fetch_one(&mut *$tx)
+            .await?;
+        let mut seq: i64 = sqlx::Row::try_get(&head, "seq")?;
+        let mut prev: String = sqlx::Row::try_get(&head, "hash")?;
+        let mut entries = Vec::new();
+        for event in $events {
+            seq += 1;
+            let entry = $crate::audit::AuditEntry::chain(seq, prev, event);
+            prev = entry.hash.clone();
+            entries.push(entry);
+        }
+        for chunk in entries.chunks($crate::store::ROWS_PER_INSERT) {
+            let sql = $crate::store::multi_row_insert(
+                "INSERT INTO audit_log (seq, at_ms, actor, action, target, outcome, detail, prev_hash, hash)",
+                9,
+                chunk.len(),
+            );
+            let mut query = sqlx::query(&sql);
+            for entry in chunk {
+                query = query
+                    .bind(entry.seq)
+                    .bind(entry.at_ms)
+                    .bind(&entry.actor)
+                    .bind(&entry.action)
+                    .bind(&entry.target)
+                    .bind(&entry.outcome)
+                    .bind(&entry.detail)
+                    .bind(&entry.prev_hash)
+                    .bind(&entry.hash);
+            }
+            query.execute(&mut *$tx).await?;
+        }
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(seq)
+            .bind(&prev)
+            .execute(&mut *$tx)
+            .await?;
+    }};
+}
+
+/// Most rows in one INSERT: 64 certificates x 16 columns stays far below the bind
+/// limits of SQLite (32766) and PostgreSQL (65535).
+const ROWS_PER_INSERT: usize = 64;
+
+/// `PREFIX VALUES ($1, .., $C), ($C+1, ..), ...` for `rows` rows of `columns` values.
+fn multi_row_insert(prefix: &str, columns: usize, rows: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::with_capacity(prefix.len() + 8 + rows * columns * 6);
+    sql.push_str(prefix);
+    sql.push_str(" VALUES ");
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "${}", row * columns + column + 1);
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Starts a write transaction. SQLite takes the write lock at BEGIN (so a
+/// concurrent writer waits on busy_timeout instead of failing on upgrade).
+macro_rules! begin_write {
+    (sqlite $pool:expr) => {
+        $pool.begin_with("BEGIN IMMEDIATE").await?
+    };
+    (postgres $pool:expr) => {
+        $pool.begin().await?
+    };
+}
+
+// Declared after the macros above, which they use.
+mod audit_log;
+mod certificates;
+mod tokens;
+
+/// How often opening or migrating a SQLite file is tried when another process is doing
+/// the same at that moment (see [`Store::connect`] and [`Store::migrate`]).
+const SQLITE_START_ATTEMPTS: u32 = 10;
+
+/// Whether SQLite answered SQLITE_BUSY (any extended code): another connection holds a
+/// lock SQLite would not wait for.
+fn is_sqlite_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => d
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| c & 0xff == 5),
+        _ => false,
+    }
+}
+
+/// Runs `op` (opening or migrating a SQLite file) again, with a growing pause, while it
+/// fails in a way `racing` says another process starting on the same file can cause; at
+/// most [`SQLITE_START_ATTEMPTS`] times, then its last answer stands.
+async fn retry_sqlite_start<T, E, Fut>(
+    mut op: impl FnMut() -> Fut,
+    racing: impl Fn(&E) -> bool,
+) -> Result<T, E>
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e) if racing(&e) && attempt < SQLITE_START_ATTEMPTS => {
+                tracing::info!(attempt, error = %e, "SQLite start raced another process; trying again");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Connection to the issuer's database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite:PATH` or `postgres://...`); does not migrate.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        let backend = match scheme {
+            "sqlite" => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .map_err(|_| StoreError::BadUrl("sqlite (malformed)".into()))?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // FULL: a commit survives power loss, not only a process crash.
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(max_connections.max(1))
+                    .acquire_timeout(Duration::from_secs(10))
+                    // A local file does not go away like a server connection: pinging it on
+                    // every acquire only costs a round trip to its worker thread.
+                    .test_before_acquire(false)
+                    // A COMMIT that fails with an I/O error (disk full) is rolled back by
+                    // SQLite itself; sqlx's own ROLLBACK then fails and leaves the connection
+                    // marked "in a transaction", refusing every later BEGIN. Close such a
+                    // connection instead of reusing it (found by tests/faults_sqlite.rs).
+                    .after_release(|conn, _| {
+                        Box::pin(async move {
+                            use sqlx::sqlite::SqliteTransactionManager as Tm;
+                            use sqlx::{Connection, TransactionManager};
+                            if Tm::get_transaction_depth(conn) == 0 {
+                                return Ok(true);
+                            }
+                            // A dropped transaction's rollback may still be queued: flush it.
+                            conn.ping().await?;
+                            Ok(Tm::get_transaction_depth(conn) == 0)
+                        })
+                    });
+                // A new file is switched to WAL by the first connection, under an exclusive
+                // lock that SQLite does not wait for: a process starting beside another on
+                // the same new file (replicas, `serve` and `token create`) can be told
+                // "database is locked" at once. It is free again within milliseconds.
+                let pool = retry_sqlite_start(
+                    || pool.clone().connect_with(options.clone()),
+                    is_sqlite_busy,
+                )
+                .await?;
+                Backend::Sqlite(pool)
+            }
+            "postgres" | "postgresql" => {
+                let options = PgConnectOptions::from_str(url)
+                    .map_err(|_| StoreError::BadUrl("postgres (malformed)".into()))?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(max_connections.max(1))
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(options)
+                    .await?;
+                Backend::Postgres(pool)
+            }
+            other => return Err(StoreError::BadUrl(other.to_string())),
+        };
+        Ok(Store { backend })
+    }
+
+    /// Name of the backend ("sqlite" or "postgres").
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Applies the embedded migrations of this backend.
+    ///
+    /// Several processes may start on one new database at once (replicas sharing a SQLite
+    /// file, `serve` beside `token create`). On PostgreSQL sqlx holds an advisory lock
+    /// while it migrates; SQLite has none, so a process can find a migration pending,
+    /// then fail to apply it ("table certificates already exists") because another
+    /// process committed it meanwhile. Each migration is one transaction, rolled back on
+    /// failure, so running the migrator again skips what the other process applied.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let result = match &self.backend {
+            Backend::Sqlite(pool) => {
+                let migrator = sqlx::migrate!("./migrations/sqlite");
+                retry_sqlite_start(
+                    || migrator.run(pool),
+                    |e| {
+                        matches!(
+                            e,
+                            sqlx::migrate::MigrateError::Execute(_)
+                                | sqlx::migrate::MigrateError::ExecuteMigration(..)
+                        )
+                    },
+                )
+                .await
+            }
+            Backend::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await,
+        };
+        result.map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_row_insert_numbers_every_value() {
+        assert_eq!(
+            multi_row_insert("INSERT INTO t (a, b)", 2, 3),
+            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6)"
+        );
+        assert_eq!(
+            multi_row_insert("INSERT INTO t (a)", 1, 1),
+            "INSERT INTO t (a) VALUES ($1)"
+        );
+    }
+}
