@@ -29,7 +29,7 @@ use crate::config::Limits;
 use crate::issuance::{IssueError, Issuer, SignRequest};
 use crate::metrics::{IntermediateLabel, Metrics};
 use crate::ratelimit::RateLimiter;
-use crate::store::{CertificateFilter, CertificateRecord, Revocation};
+use crate::store::{CertificateFilter, CertificateRecord, Cursor, Revocation};
 
 /// Every route the API serves: (method, path). The OpenAPI document is checked
 /// against this list, and the router is built to match it.
@@ -531,7 +531,7 @@ fn view(r: &CertificateRecord) -> Value {
         "revoked": r.revoked_at.is_some(),
         "revoked_at": r.revoked_at.map(unix_rfc3339),
         "revocation_reason": r.revocation_reason,
-        "certificate": r.certificate,
+        "certificate": r.pem(),
     })
 }
 
@@ -540,6 +540,7 @@ fn view(r: &CertificateRecord) -> Value {
 struct ListQuery {
     spiffe_id: Option<String>,
     serial: Option<String>,
+    requester: Option<String>,
     expires_before: Option<String>,
     expires_after: Option<String>,
     revoked: Option<bool>,
@@ -588,6 +589,7 @@ async fn certificates(
     let filter = CertificateFilter {
         spiffe_id: q.spiffe_id.clone(),
         serial,
+        requester: q.requester.clone(),
         expires_before: q
             .expires_before
             .as_deref()
@@ -607,15 +609,13 @@ async fn certificates(
             "limit must be between 1 and 1000",
         ));
     }
-    let after = match &q.cursor {
-        Some(c) => URL_SAFE_NO_PAD
-            .decode(c)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.parse::<i64>().ok())
-            .ok_or_else(|| ApiError::bad("bad_cursor", "cursor is not one this API returned"))?,
-        None => 0,
-    };
+    let after =
+        match &q.cursor {
+            Some(c) => Some(decode_cursor(c).ok_or_else(|| {
+                ApiError::bad("bad_cursor", "cursor is not one this API returned")
+            })?),
+            None => None,
+        };
     let (records, next) = state
         .issuer
         .store()
@@ -624,8 +624,23 @@ async fn certificates(
         .map_err(IssueError::from)?;
     Ok(Json(json!({
         "items": records.iter().map(view).collect::<Vec<_>>(),
-        "next_cursor": next.map(|id| URL_SAFE_NO_PAD.encode(id.to_string())),
+        "next_cursor": next.map(encode_cursor),
     })))
+}
+
+/// A page's cursor as the API hands it out: `NOTAFTER.ID`, base64url, opaque to clients.
+fn encode_cursor(c: Cursor) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}.{}", c.not_after, c.id))
+}
+
+fn decode_cursor(text: &str) -> Option<Cursor> {
+    let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (not_after, id) = text.split_once('.')?;
+    Some(Cursor {
+        not_after: not_after.parse().ok()?,
+        id: id.parse().ok()?,
+    })
 }
 
 async fn certificate(

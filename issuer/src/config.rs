@@ -85,6 +85,9 @@ pub struct Config {
     /// Mesh-wide Istio settings (resync period, API timeout, root rotation).
     #[serde(default)]
     pub istio: Option<crate::istio::IstioConfig>,
+    /// When expired certificates are deleted.
+    #[serde(default)]
+    pub retention: crate::retention::RetentionConfig,
 }
 
 /// The HTTPS listener.
@@ -556,6 +559,9 @@ impl Config {
         }
         if self.storage.max_connections == 0 {
             return err("storage.max_connections".into(), "must be at least 1");
+        }
+        if let Err((field, reason)) = self.retention.validate() {
+            return Err((format!("retention.{field}"), reason));
         }
         if self.roots.is_empty() {
             return err("roots".into(), "name at least one root certificate file");

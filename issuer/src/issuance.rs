@@ -457,29 +457,18 @@ impl Issuer {
         let cert = issued.certificate;
         let serial = cert.serial().clone();
         let record = CertificateRecord {
-            serial: serial.to_string(),
             spiffe_id: spiffe_id.as_ref().map(ToString::to_string),
-            subject: cert.subject().to_string(),
-            dns_names: cert.dns_names().to_vec(),
-            ip_addresses: cert
-                .ip_addresses()
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
-            not_before: cert.not_before().unix_timestamp(),
-            not_after: cert.not_after().unix_timestamp(),
-            issued_at: now.unix_timestamp(),
-            requester: requester.to_string(),
-            auth_method: requester.method.as_str().to_string(),
-            intermediate: intermediate.name.clone(),
             cluster: requester.cluster.as_ref().map(ToString::to_string),
             namespace: requester.namespace.clone(),
-            profile: profile.to_string(),
-            fingerprint: cert.fingerprint_sha256().to_string(),
-            certificate: cert.to_pem(),
-            revoked_at: None,
-            revocation_reason: None,
             token_id: requester.token_id.clone(),
+            ..CertificateRecord::new(
+                &cert,
+                &intermediate.name,
+                &profile.to_string(),
+                &requester.to_string(),
+                requester.method.as_str(),
+                now.unix_timestamp(),
+            )
         };
         let event = AuditEvent::new(
             now_ms(now),

@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod policy;
 pub mod ratelimit;
 pub mod recorder;
+pub mod retention;
 pub mod serve;
 pub mod store;
 pub mod tls;

@@ -82,6 +82,27 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Delete certificates expired longer than the safety buffer now (what `serve`
+    /// does every `retention.interval`), or pause and resume that for every replica.
+    Tidy {
+        /// Count what would be deleted; change nothing.
+        #[arg(long, conflicts_with_all = ["pause", "resume"])]
+        dry_run: bool,
+        /// Keep certificates this long after notAfter (overrides
+        /// `retention.safety_buffer`, e.g. 72h).
+        #[arg(long)]
+        safety_buffer: Option<canopy::ttl::Ttl>,
+        /// Stop retention in every replica until `--resume`.
+        #[arg(long, conflicts_with = "resume")]
+        pause: bool,
+        /// Let retention run again.
+        #[arg(long)]
+        resume: bool,
+        #[command(flatten)]
+        source: Source,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -380,6 +401,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Deny { command } => deny(command).await,
+        Command::Tidy {
+            dry_run,
+            safety_buffer,
+            pause,
+            resume,
+            source,
+            output,
+        } => {
+            let (mut config, _) = load(&source, None).await?;
+            if let Some(buffer) = safety_buffer {
+                config.retention.safety_buffer = buffer;
+            }
+            let store = Store::connect(&config.storage.url, 1).await?;
+            store.migrate().await?;
+            let result = if pause || resume {
+                tidy_switch(&store, pause, output.json()).await
+            } else {
+                tidy(&store, &config.retention, dry_run, output.json()).await
+            };
+            store.close().await;
+            result
+        }
         Command::Migrate { source } => {
             let (config, _) = load(&source, None).await?;
             let store = Store::connect(&config.storage.url, 1).await?;
@@ -488,6 +531,97 @@ fn cli_event(
         canopy_issuer::audit::Outcome::Ok,
         detail,
     )
+}
+
+/// `canopy-issuer tidy [--dry-run]`: one retention pass now, progress on stderr.
+async fn tidy(
+    store: &Store,
+    retention: &canopy_issuer::retention::RetentionConfig,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let now = canopy_issuer::clock::now().unix_timestamp();
+    let cutoff = retention.cutoff(now);
+    let report = if dry_run {
+        let due = store.expired_count(cutoff).await?;
+        canopy_issuer::retention::PassReport {
+            cutoff,
+            deleted: due as u64,
+            ..Default::default()
+        }
+    } else {
+        eprintln!(
+            "deleting certificates that expired before {} ({} after notAfter), {} per batch",
+            rfc3339(cutoff),
+            retention.safety_buffer,
+            retention.batch_size
+        );
+        let mut last_shown = std::time::Instant::now();
+        canopy_issuer::retention::pass(store, retention, now, None, |r, _| {
+            if last_shown.elapsed() >= std::time::Duration::from_secs(1) {
+                eprintln!("  {} deleted in {} batches", r.deleted, r.batches);
+                last_shown = std::time::Instant::now();
+            }
+        })
+        .await?
+    };
+    let size = store.size().await?;
+    let paused = store.retention_paused().await?;
+    if json {
+        let out = serde_json::json!({
+            "dry_run": dry_run,
+            "cutoff": rfc3339(report.cutoff),
+            "deleted": if dry_run { 0 } else { report.deleted },
+            "would_delete": if dry_run { Some(report.deleted) } else { None },
+            "batches": report.batches,
+            "duration_ms": report.duration_ms,
+            "certificates_stored": size.certificates,
+            "store_bytes": size.bytes,
+            "background_paused": paused,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if dry_run {
+        println!(
+            "would delete {} certificates that expired before {} ({} stored)",
+            report.deleted,
+            rfc3339(report.cutoff),
+            size.certificates
+        );
+    } else {
+        println!(
+            "deleted {} certificates that expired before {} in {} batches, {} ms; {} stored, {} bytes{}",
+            report.deleted,
+            rfc3339(report.cutoff),
+            report.batches,
+            report.duration_ms,
+            size.certificates,
+            size.bytes,
+            if paused { " (background retention is paused)" } else { "" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `canopy-issuer tidy --pause|--resume`.
+async fn tidy_switch(store: &Store, pause: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let action = if pause {
+        "retention.pause"
+    } else {
+        "retention.resume"
+    };
+    let changed = store
+        .set_retention_paused(pause, cli_event(action, "retention", serde_json::json!({})))
+        .await?;
+    let state = if pause { "paused" } else { "running" };
+    if json {
+        let out = serde_json::json!({"retention": state, "changed": changed});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if changed {
+        println!("retention is {state} in every replica");
+    } else {
+        println!("retention was already {state}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `canopy-issuer revoke SERIAL`: any recorded certificate, by an operator.

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub intermediate_expiry: Family<IntermediateLabel, Gauge<i64, AtomicI64>>,
     /// Istio cacerts sync: mesh CA expiry per cluster, mints, failed passes.
     pub istio: std::sync::Arc<crate::istio::IstioMetrics>,
+    /// Retention: rows deleted, pass duration, rows and bytes stored.
+    pub retention: std::sync::Arc<crate::retention::RetentionMetrics>,
 }
 
 impl Default for Metrics {
@@ -98,9 +100,12 @@ impl Metrics {
             intermediate_expiry.clone(),
         );
         let istio = std::sync::Arc::new(crate::istio::IstioMetrics::register(&mut registry));
+        let retention =
+            std::sync::Arc::new(crate::retention::RetentionMetrics::register(&mut registry));
         Metrics {
             registry,
             istio,
+            retention,
             issued,
             failed,
             denied,

@@ -64,31 +64,15 @@ pub struct Service {
 }
 
 fn record_of(cert: &Certificate, intermediate: &str, now: OffsetDateTime) -> CertificateRecord {
-    CertificateRecord {
-        serial: cert.serial().to_string(),
-        spiffe_id: None,
-        subject: cert.subject().to_string(),
-        dns_names: cert.dns_names().to_vec(),
-        ip_addresses: cert
-            .ip_addresses()
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-        not_before: cert.not_before().unix_timestamp(),
-        not_after: cert.not_after().unix_timestamp(),
-        issued_at: now.unix_timestamp(),
-        requester: "canopy-issuer".into(),
-        auth_method: "internal".into(),
-        intermediate: intermediate.to_string(),
-        cluster: None,
-        namespace: None,
-        profile: "server".into(),
-        fingerprint: cert.fingerprint_sha256().to_string(),
-        certificate: cert.to_pem(),
-        revoked_at: None,
-        revocation_reason: None,
-        token_id: None,
-    }
+    let issued_at = now.unix_timestamp();
+    CertificateRecord::new(
+        cert,
+        intermediate,
+        "server",
+        "canopy-issuer",
+        "internal",
+        issued_at,
+    )
 }
 
 /// Issues the listener certificate and records it like any other.
@@ -136,6 +120,15 @@ impl Service {
             metrics.clone(),
         ));
         let (controllers_stop, mut controllers) = start_cert_manager(config, &issuer).await?;
+        if config.retention.enabled {
+            controllers.push(tokio::spawn(crate::retention::run(
+                store.clone(),
+                config.retention.clone(),
+                metrics.retention.clone(),
+                crate::certmanager::replica_identity(),
+                controllers_stop.subscribe(),
+            )));
+        }
         let auth = Arc::new(Authenticator::new(
             store.clone(),
             config.trust_domain.clone(),

@@ -446,25 +446,15 @@ fn record(env: &Env, cert: &Certificate) {
         let url = format!("sqlite:{}", env.dir.path().join("attacks.db").display());
         let store = canopy_issuer::store::Store::connect(&url, 1).await.unwrap();
         let record = canopy_issuer::store::CertificateRecord {
-            serial: cert.serial().to_string(),
             spiffe_id: cert.spiffe_id().map(|i| i.to_string()),
-            subject: cert.subject().to_string(),
-            dns_names: vec![],
-            ip_addresses: vec![],
-            not_before: cert.not_before().unix_timestamp(),
-            not_after: cert.not_after().unix_timestamp(),
-            issued_at: cert.not_before().unix_timestamp(),
-            requester: "test".into(),
-            auth_method: "internal".into(),
-            intermediate: "aws".into(),
-            cluster: None,
-            namespace: None,
-            profile: "workload".into(),
-            fingerprint: cert.fingerprint_sha256().to_string(),
-            certificate: cert.to_pem(),
-            revoked_at: None,
-            revocation_reason: None,
-            token_id: None,
+            ..canopy_issuer::store::CertificateRecord::new(
+                cert,
+                "aws",
+                "workload",
+                "test",
+                "internal",
+                cert.not_before().unix_timestamp(),
+            )
         };
         let event = canopy_issuer::audit::AuditEvent::new(
             0,

@@ -29,4 +29,5 @@ mod outage;
 mod pg_restart;
 mod replicas;
 mod soak;
+mod store_scale;
 mod tls_policy;

@@ -3,17 +3,14 @@
 //! instead of signing a second one.
 //!
 //! The record's `requester` names the request with its UID (see
-//! [`super::requester_for`]). The store has no index on `requester`, so this pages
-//! through the unexpired certificates (narrowed to the request's SPIFFE ID when it
-//! has one). It runs only for requests we touched before (they carry our `Ready`
-//! condition), not on the first attempt.
+//! [`super::requester_for`]), and the store has an index on `requester`: one query.
+//! It runs only for requests we touched before (they carry our `Ready` condition),
+//! not on the first attempt.
 
 use canopy::cert::Certificate;
 
 use crate::store::{CertificateFilter, CertificateRecord, Store, StoreError};
 use crate::Issuer;
-
-const PAGE: u32 = 500;
 
 /// The unexpired certificate recorded for `requester`, if any.
 pub(crate) async fn find(
@@ -23,27 +20,19 @@ pub(crate) async fn find(
     now: i64,
 ) -> Result<Option<CertificateRecord>, StoreError> {
     let filter = CertificateFilter {
+        requester: Some(requester.to_string()),
         spiffe_id: spiffe_id.map(str::to_string),
         expires_after: Some(now),
         revoked: Some(false),
         ..CertificateFilter::default()
     };
-    let mut after = 0;
-    loop {
-        let (page, next) = store.certificates(&filter, after, PAGE).await?;
-        if let Some(found) = page.into_iter().find(|r| r.requester == requester) {
-            return Ok(Some(found));
-        }
-        match next {
-            Some(n) => after = n,
-            None => return Ok(None),
-        }
-    }
+    let (page, _) = store.certificates(&filter, None, 1).await?;
+    Ok(page.into_iter().next())
 }
 
 /// A recorded certificate as status wants it: (leaf + intermediates PEM, roots PEM).
 pub(crate) fn chain_of(issuer: &Issuer, record: &CertificateRecord) -> Option<(String, String)> {
-    let leaf = Certificate::from_pem(&record.certificate).ok()?;
+    let leaf = Certificate::from_der(record.der.clone()).ok()?;
     let inter = issuer.authorities().get(&record.intermediate)?;
     let mut chain = leaf.to_pem();
     chain.push_str(&inter.chain_pem);

@@ -343,25 +343,16 @@ impl Syncer {
             })?;
         let cert = &issued.certificate;
         let record = CertificateRecord {
-            serial: cert.serial().to_string(),
-            spiffe_id: None,
-            subject: cert.subject().to_string(),
-            dns_names: Vec::new(),
-            ip_addresses: Vec::new(),
-            not_before: cert.not_before().unix_timestamp(),
-            not_after: cert.not_after().unix_timestamp(),
-            issued_at: now.unix_timestamp(),
-            requester: ACTOR.into(),
-            auth_method: "internal".into(),
-            intermediate: signing.name.clone(),
             cluster: Some(cluster.name.to_string()),
             namespace: Some(cluster.settings.namespace.clone()),
-            profile: Profile::MeshCa.to_string(),
-            fingerprint: cert.fingerprint_sha256().to_string(),
-            certificate: cert.to_pem(),
-            revoked_at: None,
-            revocation_reason: None,
-            token_id: None,
+            ..CertificateRecord::new(
+                cert,
+                &signing.name,
+                &Profile::MeshCa.to_string(),
+                ACTOR,
+                "internal",
+                now.unix_timestamp(),
+            )
         };
         let event = AuditEvent::new(
             now_ms(now),

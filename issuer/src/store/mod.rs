@@ -12,7 +12,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-pub use certificates::{CertificateFilter, CertificateRecord, Revocation, Revoked, Write};
+pub use certificates::{
+    CertificateFilter, CertificateRecord, Cursor, Order, QueryPlan, Revocation, Revoked, Write,
+};
+pub use retention::StoreSize;
 pub use tokens::TokenRecord;
 
 /// Errors from storage. Messages never carry SQL text or connection strings.
@@ -179,6 +182,7 @@ macro_rules! begin_write {
 // Declared after the macros above, which they use.
 mod audit_log;
 mod certificates;
+mod retention;
 mod tokens;
 
 /// How often opening or migrating a SQLite file is tried when another process is doing
@@ -219,6 +223,42 @@ where
             other => return other,
         }
     }
+}
+
+/// Rows a conversion batch rewrites in one transaction.
+const CONVERT_BATCH: i64 = 500;
+
+/// Rewrites SQLite rows stored before certificates were kept as DER (migration 0003
+/// keeps their PEM in `pem`): DER in, PEM out, a batch per transaction, so that an
+/// interrupted start resumes where it stopped. PostgreSQL converts them in SQL.
+async fn convert_legacy_pem(pool: &SqlitePool) -> Result<(), StoreError> {
+    let mut converted = 0u64;
+    loop {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, pem FROM certificates WHERE pem IS NOT NULL ORDER BY id LIMIT $1",
+        )
+        .bind(CONVERT_BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            break;
+        }
+        for (id, pem) in &rows {
+            let der = certificates::legacy_pem_to_der(pem)?;
+            sqlx::query("UPDATE certificates SET der = $1, pem = NULL WHERE id = $2")
+                .bind(der)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        converted += rows.len() as u64;
+    }
+    if converted > 0 {
+        tracing::info!(converted, "stored certificates converted from PEM to DER");
+    }
+    Ok(())
 }
 
 /// Connection to the issuer's database.
@@ -323,7 +363,11 @@ impl Store {
             }
             Backend::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await,
         };
-        result.map_err(|e| StoreError::Migration(e.to_string()))
+        result.map_err(|e| StoreError::Migration(e.to_string()))?;
+        if let Backend::Sqlite(pool) = &self.backend {
+            convert_legacy_pem(pool).await?;
+        }
+        Ok(())
     }
 
     /// Checks that the database answers.

@@ -436,7 +436,7 @@ impl Env {
     pub async fn records(&self) -> Vec<CertificateRecord> {
         self.issuer
             .store()
-            .certificates(&CertificateFilter::default(), 0, 1000)
+            .certificates(&CertificateFilter::default(), None, 1000)
             .await
             .unwrap()
             .0

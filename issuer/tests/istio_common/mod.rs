@@ -347,7 +347,7 @@ impl Mesh {
     pub async fn recorded_mesh_cas(&self, cluster: &str) -> Vec<String> {
         let (records, _) = self
             .store
-            .certificates(&Default::default(), 0, 1000)
+            .certificates(&Default::default(), None, 1000)
             .await
             .unwrap();
         records
