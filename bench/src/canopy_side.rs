@@ -83,8 +83,14 @@ pub struct IssuerFiles {
     pub root_pem: String,
 }
 
-/// Writes CA material and a config with `storage_url` into `dir`.
-pub fn write_files(dir: &Path, ca: &BenchCa, storage_url: &str) -> anyhow::Result<IssuerFiles> {
+/// Writes CA material and a config with `storage_url` into `dir`; `extra` is appended
+/// to the config (top-level keys, e.g. a `retention:` section).
+pub fn write_files(
+    dir: &Path,
+    ca: &BenchCa,
+    storage_url: &str,
+    extra: &str,
+) -> anyhow::Result<IssuerFiles> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("root.pem"), &ca.root_pem)?;
     std::fs::write(
@@ -117,8 +123,9 @@ policies:
     max_ttl: 1h
     key_types: [ecdsa-p256]
     profiles: [workload]
+    list: true
 limits: {{ rate_per_second: 1000000, burst: 1000000 }}
-"#
+{extra}"#
         ),
     )?;
     Ok(IssuerFiles {

@@ -167,6 +167,34 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// GETs each of `paths` in turn on one keep-alive connection and returns the
+    /// latency of each, microseconds; fails on the first answer that is not a 200.
+    pub async fn get_each(&self, paths: &[String]) -> anyhow::Result<Vec<u32>> {
+        let (mut sender, _) = self.connect().await?;
+        let mut latencies = Vec::with_capacity(paths.len());
+        for path in paths {
+            let req = self.at(path).request(Method::GET, Bytes::new());
+            let started = Instant::now();
+            let exchange = async {
+                sender.ready().await?;
+                let response = sender.send_request(req).await?;
+                let status = response.status();
+                let bytes = response.into_body().collect().await?.to_bytes();
+                anyhow::Ok((status, bytes))
+            };
+            let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+                .await
+                .map_err(|_| anyhow!("GET {path} timed out"))??;
+            if status != StatusCode::OK {
+                anyhow::bail!("GET {path}: {status} {}", String::from_utf8_lossy(&body));
+            }
+            latencies.push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+        }
+        Ok(latencies)
+    }
+}
+
 /// How hard and how long to drive an endpoint.
 #[derive(Clone, Debug)]
 pub struct Load {
@@ -218,6 +246,14 @@ impl Outcome {
         if self.error_samples.len() < ERROR_SAMPLES && !self.error_samples.contains(&message) {
             self.error_samples.push(message);
         }
+    }
+
+    /// Adds `other`, a run right after this one: answers, latencies and time add up.
+    pub fn append(&mut self, other: Outcome) {
+        let elapsed = self.elapsed + other.elapsed;
+        self.merge(other);
+        self.elapsed = elapsed;
+        self.latencies_us.sort_unstable();
     }
 
     fn merge(&mut self, other: Outcome) {

@@ -13,6 +13,7 @@ mod load;
 mod openbao;
 mod postgres;
 mod report;
+mod scale;
 mod server;
 mod workload;
 
@@ -41,6 +42,9 @@ enum Command {
     Run(RunArgs),
     /// Drive one HTTPS sign endpoint and print what it sustained.
     Load(LoadArgs),
+    /// The store at scale: signing and inventory queries on an empty store, on one
+    /// filled with N certificates, and during a tidy (SQLite and PostgreSQL).
+    Scale(scale::ScaleArgs),
     /// Only the in-process ceiling (one thread; handy under `perf record`).
     Ceiling {
         /// How long each step runs.
@@ -153,6 +157,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Load(args) => runtime.block_on(load_only(args)),
+        Command::Scale(args) => runtime.block_on(scale::run(args)),
         Command::Ceiling { duration } => ceiling_only(duration),
     };
     match result {
@@ -258,7 +263,7 @@ async fn run_canopy(
         extra_process,
     }: CanopyRun<'_>,
 ) -> anyhow::Result<Row> {
-    let files = canopy_side::write_files(dir, ca, storage_url)?;
+    let files = canopy_side::write_files(dir, ca, storage_url, "")?;
     let token = canopy_side::create_token(bin, &files)?;
     let (server, endpoint) = canopy_side::start(bin, &files, &token, &dir.join("issuer.log"))?;
     eprintln!("  canopy-issuer pid {} ({storage})", server.pid());

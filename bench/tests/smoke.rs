@@ -56,3 +56,42 @@ fn smoke_mode_produces_numbers_and_no_errors() {
     let sign: f64 = field(ceiling, "verify_sign_per_sec").parse().unwrap();
     assert!(sign > 0.0, "{ceiling}");
 }
+
+/// `canopy-bench scale --smoke` (bench/run.sh --scale N --smoke): fills small stores,
+/// measures every phase on both backends it can reach, and every sign answer is good.
+#[test]
+fn scale_smoke_mode_measures_every_phase() {
+    let issuer = canopy_testsupport::bin("canopy-issuer");
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_canopy-bench"))
+        .args(["scale", "--smoke", "--issuer"])
+        .arg(&issuer)
+        .arg("--work-dir")
+        .arg(work.path())
+        .output()
+        .expect("run canopy-bench scale");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "canopy-bench scale --smoke failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    for phase in ["empty", "full", "tidy"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("result system=scale-sqlite phase={phase} ")))
+            .unwrap_or_else(|| panic!("no SQLite {phase} result in\n{stdout}"));
+        assert_eq!(field(line, "errors"), "0", "{line}");
+        assert!(field(line, "ok").parse::<u64>().unwrap() > 0, "{line}");
+    }
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("result system=scale-sqlite startup_s="))
+        .unwrap_or_else(|| panic!("no SQLite summary in\n{stdout}"));
+    assert_eq!(field(summary, "tidy_deleted"), "2000", "{summary}");
+    assert!(
+        field(summary, "bytes_per_cert").parse::<f64>().unwrap() > 0.0,
+        "{summary}"
+    );
+}
