@@ -124,7 +124,7 @@ policies:
     key_types: [ecdsa-p256]
     profiles: [workload]
     list: true
-limits: {{ rate_per_second: 1000000, burst: 1000000 }}
+limits: {{ rate_per_second: 1000000, burst: 1000000, peer_rate_per_second: 1000000, peer_burst: 1000000 }}
 {extra}"#
         ),
     )?;

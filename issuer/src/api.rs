@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
-use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, RETRY_AFTER,
+};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,6 +24,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::{AuthError, Authenticator, Requester};
@@ -30,6 +33,7 @@ use crate::issuance::{IssueError, Issuer, SignRequest};
 use crate::metrics::{IntermediateLabel, Metrics};
 use crate::ratelimit::RateLimiter;
 use crate::store::{CertificateFilter, CertificateRecord, Cursor, Revocation};
+use crate::tls::Peer;
 
 /// Every route the API serves: (method, path). The OpenAPI document is checked
 /// against this list, and the router is built to match it.
@@ -66,9 +70,27 @@ pub struct AppState {
     pub istio: Option<Arc<crate::istio::Health>>,
 }
 
-/// Builds the router with body limit and request timeout.
+/// Builds the router with the limits that apply before any handler runs: the per-peer
+/// rate limit, the body limit and the global budget of buffered bodies, the request
+/// timeout.
 pub fn router(state: AppState, limits: &Limits) -> Router {
-    let body_limit = limits.body_bytes;
+    let request_timeout = Duration::from_secs(limits.request_timeout.as_seconds().max(1) as u64);
+    let bodies = Arc::new(BodyBounds {
+        limit: limits.body_bytes,
+        budget: Arc::new(Semaphore::new(
+            limits.buffered_body_bytes.min(Semaphore::MAX_PERMITS),
+        )),
+        drain: Drain {
+            bytes: limits.body_bytes.saturating_mul(DRAIN_FACTOR),
+            within: request_timeout,
+        },
+        metrics: state.metrics.clone(),
+    });
+    let peers = Arc::new(PeerLimit {
+        limiter: RateLimiter::new(limits.peer_rate_per_second, limits.peer_burst),
+        metrics: state.metrics.clone(),
+        drain: bodies.drain,
+    });
     Router::new()
         .route("/v1/sign", post(sign))
         .route("/v1/roots", get(roots))
@@ -87,13 +109,113 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(axum::middleware::from_fn(
-            move |req: Request, next: axum::middleware::Next| buffer_body(body_limit, req, next),
+            move |req: Request, next: axum::middleware::Next| {
+                buffer_body(bodies.clone(), req, next)
+            },
+        ))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: axum::middleware::Next| limit_peer(peers.clone(), req, next),
         ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(limits.request_timeout.as_seconds().max(1) as u64),
+            request_timeout,
         ))
         .with_state(state)
+}
+
+/// After an early answer, up to this many times `limits.body_bytes` of the rest of the
+/// body is read and thrown away (see [`Drain`]).
+const DRAIN_FACTOR: usize = 16;
+
+/// How much of an unwanted body is read, and for how long, after an early answer.
+///
+/// An HTTP/2 stream whose request body is left unread ends with RST_STREAM (NO_ERROR,
+/// RFC 9113 section 8.1) once the answer is sent; clients still sending, curl 7.88 among
+/// them, report that reset (exit 92) instead of the answer. Reading the rest lets the
+/// stream end cleanly, so a 413 or 429 reaches the client over HTTP/2 as over HTTP/1.1.
+/// Beyond `bytes` or `within` the stream is reset after all: nobody makes the issuer
+/// read an unbounded upload.
+#[derive(Clone, Copy, Debug)]
+struct Drain {
+    bytes: usize,
+    within: Duration,
+}
+
+impl Drain {
+    /// Answers `response` now and reads the rest of `body` in the background, unless
+    /// `headers` show the client waits for `100 Continue` (it will not send the body
+    /// unless asked, and reading would ask) or declare more than the drain takes.
+    fn answer(self, headers: &HeaderMap, body: axum::body::Body, response: Response) -> Response {
+        let waits_for_continue = headers
+            .get(EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if waits_for_continue || declared_length(headers).is_some_and(|n| n > self.bytes as u64) {
+            return response;
+        }
+        tokio::spawn(async move {
+            use http_body_util::BodyExt as _;
+            let mut body = body;
+            let mut left = self.bytes;
+            let _ = tokio::time::timeout(self.within, async {
+                while let Some(Ok(frame)) = body.frame().await {
+                    let n = frame.data_ref().map_or(0, |d| d.len());
+                    if n > left {
+                        return;
+                    }
+                    left -= n;
+                }
+            })
+            .await;
+        });
+        response
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// The per-peer rate limit, taken before authentication or any body is read.
+#[derive(Debug)]
+struct PeerLimit {
+    limiter: RateLimiter,
+    metrics: Arc<Metrics>,
+    drain: Drain,
+}
+
+/// Refuses requests over `limits.peer_rate_per_second`/`peer_burst` from one peer
+/// address with 429 and `Retry-After`, before any credential is checked: a flood of bad
+/// tokens or JWTs costs a bucket look-up each, not a database query or a signature check.
+async fn limit_peer(peers: Arc<PeerLimit>, req: Request, next: axum::middleware::Next) -> Response {
+    let Some(Peer(peer)) = req.extensions().get::<Peer>().copied() else {
+        return next.run(req).await;
+    };
+    let Err(wait) = peers.limiter.check(&peer.to_string(), Instant::now()) else {
+        return next.run(req).await;
+    };
+    peers.metrics.deny("peer_rate_limited");
+    let mut err = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "peer_rate_limited",
+        format!("too many requests from {peer}; retry later"),
+    );
+    err.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+    let (parts, body) = req.into_parts();
+    peers
+        .drain
+        .answer(&parts.headers, body, err.into_response())
+}
+
+/// The body limit and the global budget of buffered body bytes.
+#[derive(Debug)]
+struct BodyBounds {
+    limit: usize,
+    budget: Arc<Semaphore>,
+    drain: Drain,
+    metrics: Arc<Metrics>,
 }
 
 /// Reads the whole request body (at most `limit` bytes) before any handler runs.
@@ -102,30 +224,70 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
 /// waiting on `Expect: 100-continue` sends it); an undeclared one when it passes the
 /// limit. Reading the rest first means an early answer (401, 403, 429) is never sent
 /// while the client is still sending: over HTTP/2 that answer would end with a
-/// RST_STREAM, which some clients (curl 7.88) report as a failed transfer.
-async fn buffer_body(limit: usize, req: Request, next: axum::middleware::Next) -> Response {
+/// RST_STREAM, which some clients (curl 7.88) report as a failed transfer. For the
+/// same reason a refused body is drained ([`Drain`]).
+///
+/// The bytes read are held against `limits.buffered_body_bytes`, shared by all requests:
+/// this reading happens before authentication, so without the budget unauthenticated
+/// clients could make the issuer hold connections × streams × body limit bytes. A body
+/// that does not fit is answered 503 with `Retry-After`.
+async fn buffer_body(
+    bounds: Arc<BodyBounds>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
     use http_body_util::BodyExt as _;
-    let declared = req
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return body_too_large().into_response();
+    let (parts, mut body) = req.into_parts();
+    if declared_length(&parts.headers).is_some_and(|n| n > bounds.limit as u64) {
+        return bounds
+            .drain
+            .answer(&parts.headers, body, body_too_large().into_response());
     }
-    let (parts, body) = req.into_parts();
-    let bytes = match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return body_too_large().into_response()
+    let mut bytes = Vec::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    while let Some(frame) = body.frame().await {
+        let data = match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue, // trailers
+            },
+            Err(_) => {
+                return ApiError::bad("bad_request", "the request body could not be read")
+                    .into_response()
+            }
+        };
+        if bytes.len() + data.len() > bounds.limit {
+            return bounds
+                .drain
+                .answer(&parts.headers, body, body_too_large().into_response());
         }
-        Err(_) => {
-            return ApiError::bad("bad_request", "the request body could not be read")
-                .into_response()
+        let permits = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        match bounds.budget.clone().try_acquire_many_owned(permits) {
+            Ok(permit) => match &mut held {
+                Some(h) => h.merge(permit),
+                None => held = Some(permit),
+            },
+            Err(_) => {
+                bounds.metrics.fail("body_budget_exhausted");
+                let mut err = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "the issuer holds as many request bodies as it may; retry",
+                );
+                err.retry_after = Some(1);
+                return bounds
+                    .drain
+                    .answer(&parts.headers, body, err.into_response());
+            }
         }
-    };
-    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
-        .await
+        bytes.extend_from_slice(&data);
+    }
+    let response = next
+        .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await;
+    // The handler is done with the body: its bytes leave the budget.
+    drop(held);
+    response
 }
 
 fn body_too_large() -> ApiError {

@@ -324,7 +324,8 @@ fn default_profiles() -> Vec<String> {
     vec!["workload".to_string()]
 }
 
-/// Request limits.
+/// Request and connection limits: what one identity, one peer address and the whole
+/// listener may cost before and after authentication.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
@@ -340,6 +341,39 @@ pub struct Limits {
     /// Time limit of a request.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: Ttl,
+    /// Open connections in total; more are closed at accept.
+    #[serde(default = "default_max_open_connections")]
+    pub max_connections: usize,
+    /// Open connections from one peer address (an IPv6 /64 counts as one); more are
+    /// closed at accept.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// Requests per second per peer address, counted before authentication (sustained).
+    #[serde(default = "default_peer_rate")]
+    pub peer_rate_per_second: u32,
+    /// Requests per peer address in a burst, counted before authentication.
+    #[serde(default = "default_peer_burst")]
+    pub peer_burst: u32,
+    /// Bytes of request bodies held in memory at once, all requests together. Bodies
+    /// are read whole before authentication, so this bounds what unauthenticated
+    /// clients can make the issuer hold; a body that does not fit is answered 503.
+    #[serde(default = "default_buffered_body_bytes")]
+    pub buffered_body_bytes: usize,
+    /// HTTP/2 streams open at once on one connection.
+    #[serde(default = "default_http2_max_concurrent_streams")]
+    pub http2_max_concurrent_streams: u32,
+    /// Interval of the HTTP/2 keep-alive PING.
+    #[serde(default = "default_http2_keep_alive_interval")]
+    pub http2_keep_alive_interval: Ttl,
+    /// Time a PING may go unanswered before the connection is closed.
+    #[serde(default = "default_http2_keep_alive_timeout")]
+    pub http2_keep_alive_timeout: Ttl,
+    /// A connection with no request in flight for this long is closed (HTTP/1 and HTTP/2).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Ttl,
+    /// Time for an HTTP/1 request head to arrive whole (slowloris).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: Ttl,
 }
 
 impl Default for Limits {
@@ -349,6 +383,16 @@ impl Default for Limits {
             burst: default_burst(),
             body_bytes: default_body_bytes(),
             request_timeout: default_request_timeout(),
+            max_connections: default_max_open_connections(),
+            max_connections_per_peer: default_max_connections_per_peer(),
+            peer_rate_per_second: default_peer_rate(),
+            peer_burst: default_peer_burst(),
+            buffered_body_bytes: default_buffered_body_bytes(),
+            http2_max_concurrent_streams: default_http2_max_concurrent_streams(),
+            http2_keep_alive_interval: default_http2_keep_alive_interval(),
+            http2_keep_alive_timeout: default_http2_keep_alive_timeout(),
+            idle_timeout: default_idle_timeout(),
+            header_read_timeout: default_header_read_timeout(),
         }
     }
 }
@@ -364,6 +408,36 @@ fn default_body_bytes() -> usize {
 }
 fn default_request_timeout() -> Ttl {
     Ttl::from_seconds(30).expect("positive")
+}
+fn default_max_open_connections() -> usize {
+    1024
+}
+fn default_max_connections_per_peer() -> usize {
+    64
+}
+fn default_peer_rate() -> u32 {
+    1000
+}
+fn default_peer_burst() -> u32 {
+    2000
+}
+fn default_buffered_body_bytes() -> usize {
+    16 * 1024 * 1024
+}
+fn default_http2_max_concurrent_streams() -> u32 {
+    32
+}
+fn default_http2_keep_alive_interval() -> Ttl {
+    Ttl::from_seconds(30).expect("positive")
+}
+fn default_http2_keep_alive_timeout() -> Ttl {
+    Ttl::from_seconds(20).expect("positive")
+}
+fn default_idle_timeout() -> Ttl {
+    Ttl::from_seconds(120).expect("positive")
+}
+fn default_header_read_timeout() -> Ttl {
+    Ttl::from_seconds(10).expect("positive")
 }
 
 /// A cluster name: lowercase letters, digits and `-`, 1–63 characters.
@@ -774,6 +848,31 @@ impl Config {
         if self.limits.body_bytes < 4096 {
             return err("limits.body_bytes".into(), "must be at least 4096");
         }
+        let l = &self.limits;
+        if l.peer_rate_per_second == 0 || l.peer_burst == 0 {
+            return err("limits.peer_rate_per_second".into(), "must be at least 1");
+        }
+        if l.max_connections == 0 {
+            return err("limits.max_connections".into(), "must be at least 1");
+        }
+        if l.max_connections_per_peer == 0 || l.max_connections_per_peer > l.max_connections {
+            return err(
+                "limits.max_connections_per_peer".into(),
+                "must be between 1 and limits.max_connections",
+            );
+        }
+        if l.buffered_body_bytes < l.body_bytes {
+            return err(
+                "limits.buffered_body_bytes".into(),
+                "must be at least limits.body_bytes (one whole body must fit)",
+            );
+        }
+        if l.http2_max_concurrent_streams == 0 {
+            return err(
+                "limits.http2_max_concurrent_streams".into(),
+                "must be at least 1",
+            );
+        }
         Ok(())
     }
 }
@@ -877,6 +976,38 @@ policies:
         let end = start + readme[start..].find("```").unwrap();
         let c = parse(&readme[start..end]).unwrap();
         assert_eq!(c.clusters[0].name.as_str(), "eks-prod");
-        assert_eq!(c.limits.burst, 200);
+        // The README's `limits:` block spells out the defaults.
+        assert_eq!(
+            format!("{:?}", c.limits),
+            format!("{:?}", Limits::default())
+        );
+    }
+
+    #[test]
+    fn connection_limits_are_validated() {
+        let with = |limits: &str| format!("{GOOD}limits: {{ {limits} }}\n");
+        assert!(parse(&with("max_connections: 10, max_connections_per_peer: 10")).is_ok());
+        assert_eq!(
+            field_of(&with("max_connections: 10, max_connections_per_peer: 11")),
+            "limits.max_connections_per_peer"
+        );
+        assert_eq!(
+            field_of(&with("max_connections: 0")),
+            "limits.max_connections"
+        );
+        assert_eq!(
+            field_of(&with("body_bytes: 65536, buffered_body_bytes: 65535")),
+            "limits.buffered_body_bytes"
+        );
+        assert_eq!(
+            field_of(&with("http2_max_concurrent_streams: 0")),
+            "limits.http2_max_concurrent_streams"
+        );
+        assert_eq!(
+            field_of(&with("peer_burst: 0")),
+            "limits.peer_rate_per_second"
+        );
+        assert_eq!(field_of(&with("idle_timeout: 0s")), "limits.idle_timeout");
+        assert!(field_of(&with("max_conections: 5")).contains("max_conections"));
     }
 }

@@ -3,6 +3,7 @@
 //! API, after authentication and policy, recording every certificate and every
 //! decision before answering.
 
+pub mod admission;
 pub mod api;
 pub mod audit;
 pub mod auth;

@@ -45,6 +45,10 @@ pub struct Metrics {
     pub crls_signed: Counter,
     /// Seconds until each intermediate expires.
     pub intermediate_expiry: Family<IntermediateLabel, Gauge<i64, AtomicI64>>,
+    /// Connections closed at accept, by reason (`total`, `per_peer`).
+    pub connections_refused: Family<ReasonLabel, Counter>,
+    /// Connections open now (TLS handshake included).
+    pub connections_open: Gauge,
     /// Istio cacerts sync: mesh CA expiry per cluster, mints, failed passes.
     pub istio: std::sync::Arc<crate::istio::IstioMetrics>,
     /// Retention: rows deleted, pass duration, rows and bytes stored.
@@ -99,6 +103,18 @@ impl Metrics {
             "Seconds until the intermediate certificate expires",
             intermediate_expiry.clone(),
         );
+        let connections_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept because a connection cap was reached, by reason",
+            connections_refused.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Connections open now",
+            connections_open.clone(),
+        );
         let istio = std::sync::Arc::new(crate::istio::IstioMetrics::register(&mut registry));
         let retention =
             std::sync::Arc::new(crate::retention::RetentionMetrics::register(&mut registry));
@@ -112,6 +128,8 @@ impl Metrics {
             sign_duration,
             crls_signed,
             intermediate_expiry,
+            connections_refused,
+            connections_open,
         }
     }
 
@@ -132,6 +150,15 @@ impl Metrics {
     /// Counts a denial.
     pub fn deny(&self, reason: &str) {
         self.denied
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a connection closed at accept.
+    pub fn refuse_connection(&self, reason: &str) {
+        self.connections_refused
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })
@@ -161,6 +188,7 @@ mod tests {
             .inc();
         m.fail("bad_csr");
         m.deny("policy");
+        m.refuse_connection("per_peer");
         m.sign_duration.observe(0.01);
         m.intermediate_expiry
             .get_or_create(&IntermediateLabel {
@@ -172,6 +200,7 @@ mod tests {
             "canopy_certificates_issued_total{profile=\"workload\"} 1",
             "canopy_requests_failed_total{reason=\"bad_csr\"} 1",
             "canopy_requests_denied_total{reason=\"policy\"} 1",
+            "canopy_connections_refused_total{reason=\"per_peer\"} 1",
             "canopy_sign_duration_seconds_bucket",
             "canopy_intermediate_expiry_seconds{intermediate=\"aws\"} 42",
         ] {

@@ -12,8 +12,8 @@ fn error_responses(codes: &[&str]) -> Value {
             "403" => "Denied by policy; the message says why",
             "404" => "Not found",
             "413" => "Request body over the limit",
-            "429" => "Rate limited; see Retry-After",
-            "503" => "Storage unavailable or not ready; retry (see Retry-After)",
+            "429" => "Rate limited, per identity (rate_limited) or per client address before authentication (peer_rate_limited); see Retry-After",
+            "503" => "Storage unavailable, not ready, or the budget for buffered request bodies in use (busy); retry (see Retry-After)",
             _ => "Error",
         };
         map.insert(
@@ -46,7 +46,7 @@ pub fn document() -> Value {
         "info": {
             "title": "canopy issuer API",
             "version": "1",
-            "description": "Signs short-lived workload certificates under one SPIFFE trust domain. Keys stay with the requester: send a CSR."
+            "description": "Signs short-lived workload certificates under one SPIFFE trust domain. Keys stay with the requester: send a CSR. Any route may answer 429 peer_rate_limited (too many requests from one client address, counted before authentication) with Retry-After; a client over the connection caps is closed at accept."
         },
         "paths": {
             "/v1/sign": {"post": {
@@ -89,7 +89,7 @@ pub fn document() -> Value {
                 "responses": with(json_ok("Revoked", json!({"type": "object", "properties": {
                     "serial": {"type": "string"}, "revoked_at": {"type": "string", "format": "date-time"},
                     "reason": {"type": "string"}, "already_revoked": {"type": "boolean"}}})),
-                    error_responses(&["400", "401", "403", "404", "429", "503"]))
+                    error_responses(&["400", "401", "403", "404", "413", "429", "503"]))
             }},
             "/v1/certificates": {"get": {
                 "summary": "List issued certificates (policy with list: true)",

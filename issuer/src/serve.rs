@@ -59,6 +59,7 @@ pub struct Service {
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: axum::Router,
+    connection_limits: Arc<tls::ConnectionLimits>,
     controllers_stop: tokio::sync::watch::Sender<bool>,
     controllers: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -183,6 +184,7 @@ impl Service {
                 Some(health)
             }
         };
+        let connection_limits = tls::ConnectionLimits::new(&config.limits, metrics.clone());
         let state = AppState {
             issuer,
             auth,
@@ -207,6 +209,7 @@ impl Service {
             listener,
             tls,
             router,
+            connection_limits,
             controllers_stop,
             controllers,
         })
@@ -215,7 +218,14 @@ impl Service {
     /// Serves until SIGINT or SIGTERM, then stops the controllers (releasing their Leases,
     /// so a standby replica takes over at once instead of after a lease period).
     pub async fn run(self) {
-        tls::serve(self.listener, self.tls, self.router, shutdown_signal()).await;
+        tls::serve(
+            self.listener,
+            self.tls,
+            self.router,
+            self.connection_limits,
+            shutdown_signal(),
+        )
+        .await;
         let _ = self.controllers_stop.send(true);
         for c in self.controllers {
             let _ = tokio::time::timeout(Duration::from_secs(10), c).await;

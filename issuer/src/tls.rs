@@ -1,9 +1,12 @@
 //! The HTTPS listener: rustls (aws-lc-rs, TLS 1.2+) with optional client
 //! certificates, so workloads may authenticate with mTLS and others with tokens.
-//! The verified client certificate is handed to the handlers as a request extension.
+//! The verified client certificate and the peer are handed to the handlers as request
+//! extensions. Connections are admitted against the caps of [`crate::admission`] before
+//! the handshake, and closed when idle.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -23,23 +26,132 @@ use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::config::TlsFiles;
+use crate::admission::{Admission, LogThrottle, PeerKey, Refusal};
+use crate::config::{Limits, TlsFiles};
 use crate::intermediate::Intermediate;
+use crate::metrics::Metrics;
 
 /// Time allowed for a TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time allowed for an HTTP/1 request head to arrive whole (from the connection's start,
-/// then from the end of each response), so slow clients cannot hold connections.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time an idle connection told to close (HTTP/2 GOAWAY) gets before it is dropped.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(10);
+/// One log line per this period about refused connections (each is counted in metrics).
+const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(10);
+/// HTTP/2 receive windows: bodies are at most `limits.body_bytes` (64 KiB by default)
+/// and read at once, so larger windows would only let a client park more unread bytes in
+/// the connection's buffers (hyper's default is 1 MiB per stream and per connection).
+const HTTP2_STREAM_WINDOW: u32 = 64 * 1024;
+const HTTP2_CONNECTION_WINDOW: u32 = 256 * 1024;
 /// Lifetime of the server certificate the issuer makes for itself.
 const SERVER_CERT_TTL: Ttl = Ttl::days(30);
 
 /// The client certificate of the connection, verified against our roots.
 #[derive(Clone, Debug)]
 pub struct ClientCert(pub Option<Arc<Certificate>>);
+
+/// The peer of the connection, as the per-peer limits count it.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub PeerKey);
+
+/// How connections are admitted and how long they are kept: `limits.max_connections*`,
+/// `limits.http2_*`, `limits.idle_timeout`, `limits.header_read_timeout`.
+#[derive(Debug)]
+pub struct ConnectionLimits {
+    admission: Arc<Admission>,
+    metrics: Arc<Metrics>,
+    refusals_logged: LogThrottle,
+    http2_max_concurrent_streams: u32,
+    http2_keep_alive_interval: Duration,
+    http2_keep_alive_timeout: Duration,
+    idle_timeout: Duration,
+    header_read_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    /// The connection limits of `limits`, counting refusals in `metrics`.
+    pub fn new(limits: &Limits, metrics: Arc<Metrics>) -> Arc<Self> {
+        let secs = |t: canopy::ttl::Ttl| Duration::from_secs(t.as_seconds().max(1) as u64);
+        Arc::new(ConnectionLimits {
+            admission: Admission::new(limits.max_connections, limits.max_connections_per_peer),
+            metrics,
+            refusals_logged: LogThrottle::new(REFUSAL_LOG_PERIOD),
+            http2_max_concurrent_streams: limits.http2_max_concurrent_streams,
+            http2_keep_alive_interval: secs(limits.http2_keep_alive_interval),
+            http2_keep_alive_timeout: secs(limits.http2_keep_alive_timeout),
+            idle_timeout: secs(limits.idle_timeout),
+            header_read_timeout: secs(limits.header_read_timeout),
+        })
+    }
+
+    /// Counts (and now and then logs) a connection closed at accept.
+    fn refused(&self, refusal: Refusal, peer: PeerKey) {
+        self.metrics.refuse_connection(refusal.reason());
+        if let Some(held_back) = self.refusals_logged.check(std::time::Instant::now()) {
+            tracing::warn!(
+                %peer,
+                reason = refusal.reason(),
+                held_back,
+                open = self.admission.open(),
+                "connection closed at accept: a connection cap is reached \
+                 (limits.max_connections, limits.max_connections_per_peer)"
+            );
+        }
+    }
+}
+
+/// Requests in flight on one connection and when the last one began or ended, for the
+/// idle timeout.
+#[derive(Debug)]
+struct Activity {
+    in_flight: AtomicUsize,
+    last: Mutex<Instant>,
+}
+
+/// One request in flight; dropped when its response is ready.
+struct InFlight(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Activity {
+            in_flight: AtomicUsize::new(0),
+            last: Mutex::new(Instant::now()),
+        })
+    }
+
+    fn touch(&self) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.touch();
+        InFlight(self.clone())
+    }
+
+    /// Resolves once no request has been in flight for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let busy = self.in_flight.load(Ordering::SeqCst) > 0;
+            let quiet_until = *self.last.lock().unwrap_or_else(|e| e.into_inner()) + timeout;
+            let now = Instant::now();
+            if !busy && quiet_until <= now {
+                return;
+            }
+            tokio::time::sleep_until(if busy { now + timeout } else { quiet_until }).await;
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// Why the listener could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +320,7 @@ pub async fn serve(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     router: Router,
+    limits: Arc<ConnectionLimits>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(config);
@@ -224,12 +337,25 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Closed before any TLS work: a refused connection costs an accept and a close.
+        let slot = match limits.admission.admit(PeerKey::from(peer.ip())) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                limits.refused(refusal, PeerKey::from(peer.ip()));
+                drop(stream);
+                continue;
+            }
+        };
         let acceptor = acceptor.clone();
         let router = router.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, peer, acceptor, router).await {
+            limits.metrics.connections_open.inc();
+            if let Err(e) = connection(stream, peer, acceptor, router, &limits).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            limits.metrics.connections_open.dec();
+            drop(slot);
         });
     }
 }
@@ -239,6 +365,7 @@ async fn connection(
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     router: Router,
+    limits: &ConnectionLimits,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let _ = stream.set_nodelay(true);
     let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await??;
@@ -256,26 +383,56 @@ async fn connection(
             }
         });
     let client = ClientCert(client);
-    let service = router.map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(client.clone());
-        request
-    });
+    let peer_key = Peer(PeerKey::from(peer.ip()));
+    let activity = Activity::new();
+    let in_flight = activity.clone();
+    let service = router
+        .map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(client.clone());
+            request.extensions_mut().insert(peer_key);
+            request
+        })
+        .map_future(move |response| {
+            let guard = in_flight.begin();
+            async move {
+                let response = response.await;
+                drop(guard);
+                response
+            }
+        });
     // The protocol comes from ALPN (RFC 9113 §3.2: HTTP/2 over TLS is negotiated, never
     // sniffed): sniffing the preface would wait for a client's first byte with no time
-    // limit. HTTP/1 heads must arrive whole within HEADER_READ_TIMEOUT (slowloris).
+    // limit. HTTP/1 heads must arrive whole within the header timeout (slowloris); an
+    // HTTP/2 peer must answer PINGs; either is closed after the idle timeout.
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .keep_alive_interval(limits.http2_keep_alive_interval)
+        .keep_alive_timeout(limits.http2_keep_alive_timeout)
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW);
     let builder = if h2 {
         builder.http2_only()
     } else {
         builder.http1_only()
     };
-    builder
-        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
-        .await
+    let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
+    tokio::pin!(conn);
+    tokio::select! {
+        served = conn.as_mut() => return served,
+        () = activity.idle_for(limits.idle_timeout) => {}
+    }
+    tracing::debug!(%peer, "closing an idle connection");
+    conn.as_mut().graceful_shutdown();
+    match tokio::time::timeout(IDLE_CLOSE_GRACE, conn).await {
+        Ok(served) => served,
+        Err(_) => Ok(()),
+    }
 }

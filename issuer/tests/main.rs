@@ -25,6 +25,7 @@ mod istio_cli;
 mod istio_faults;
 mod istio_rotation;
 mod istio_sync;
+mod limits;
 mod outage;
 mod pg_restart;
 mod replicas;

@@ -40,7 +40,8 @@ fn sustained_signing_keeps_memory_and_descriptors_flat() {
         dir,
         "sqlite:soak.db",
         &jwt.jwks,
-        "  burst: 1000000\n  rate_per_second: 1000000",
+        // Every client is 127.0.0.1: lift the per-peer limit along with the per-identity one.
+        "  burst: 1000000\n  rate_per_second: 1000000\n  peer_burst: 1000000\n  peer_rate_per_second: 1000000",
     );
     let config_s = config.to_str().unwrap().to_string();
     let (ok, out, err) = run_bin(&["token", "create", "--policy", "dev", "--config", &config_s]);
