@@ -12,6 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub use audit_log::CertificateBinding;
 pub use certificates::{CertificateFilter, CertificateRecord, Revocation, Revoked, Write};
 pub use tokens::TokenRecord;
 
@@ -179,6 +180,7 @@ macro_rules! begin_write {
 // Declared after the macros above, which they use.
 mod audit_log;
 mod certificates;
+mod checkpoints;
 mod tokens;
 
 /// How often opening or migrating a SQLite file is tried when another process is doing
