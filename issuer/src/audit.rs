@@ -3,8 +3,12 @@
 //! entry's hash, so editing or removing an entry breaks every hash after it; the
 //! head row (updated in the same transaction) catches a removed tail.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+pub mod archive;
+pub mod checkpoint;
+pub mod verify;
 
 /// Hash that precedes the first entry.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -73,7 +77,8 @@ impl Outcome {
 }
 
 /// An entry as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[serde(deny_unknown_fields)]
 pub struct AuditEntry {
     /// Position in the chain, from 1, without gaps.
     pub seq: i64,
@@ -221,9 +226,23 @@ impl Verifier {
         }
     }
 
+    /// Starts after entry `seq` whose hash is `hash` (a signed checkpoint), for a log
+    /// whose older entries were archived and pruned.
+    pub fn resume(seq: i64, hash: String) -> Self {
+        Verifier {
+            last_seq: seq,
+            last_hash: hash,
+        }
+    }
+
     /// Sequence number of the last entry checked.
     pub fn last_seq(&self) -> i64 {
         self.last_seq
+    }
+
+    /// Hash of the last entry checked (GENESIS_HASH before the first).
+    pub fn last_hash(&self) -> &str {
+        &self.last_hash
     }
 
     /// Checks the next entry.

@@ -88,6 +88,35 @@ pub struct Config {
     /// When expired certificates are deleted.
     #[serde(default)]
     pub retention: crate::retention::RetentionConfig,
+    /// Audit log checkpoints, archives and pruning.
+    #[serde(default)]
+    pub audit: AuditSettings,
+}
+
+/// Audit log checkpoints, archives and pruning (`audit:`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// Unencrypted PKCS#8 PEM ECDSA P-256 key (mode 0600) that signs checkpoints; kept
+    /// out of the database. Without it no checkpoint is taken and nothing is pruned.
+    #[serde(default)]
+    pub checkpoint_key: Option<PathBuf>,
+    /// How often `serve` checkpoints the head when it moved (default 1h).
+    #[serde(default)]
+    pub checkpoint_interval: Option<Ttl>,
+    /// Folder the archive segments are written to before entries are pruned.
+    #[serde(default)]
+    pub archive_dir: Option<PathBuf>,
+    /// Entries older than this (up to a checkpoint) are archived and pruned; unset: never.
+    #[serde(default)]
+    pub retention: Option<Ttl>,
+}
+
+impl AuditSettings {
+    /// How often `serve` checkpoints the head.
+    pub fn checkpoint_interval(&self) -> Ttl {
+        self.checkpoint_interval.unwrap_or(Ttl::hours(1))
+    }
 }
 
 /// The HTTPS listener.
@@ -565,6 +594,12 @@ impl Config {
                 fix(p);
             }
         }
+        if let Some(p) = &mut self.audit.checkpoint_key {
+            fix(p);
+        }
+        if let Some(p) = &mut self.audit.archive_dir {
+            fix(p);
+        }
         if let Some(tls) = &mut self.listen.tls {
             fix(&mut tls.cert);
             fix(&mut tls.key);
@@ -639,6 +674,18 @@ impl Config {
         }
         if self.roots.is_empty() {
             return err("roots".into(), "name at least one root certificate file");
+        }
+        if self.audit.retention.is_some() && self.audit.checkpoint_key.is_none() {
+            return err(
+                "audit.retention".into(),
+                "pruning needs signed checkpoints: set audit.checkpoint_key too",
+            );
+        }
+        if self.audit.retention.is_some() && self.audit.archive_dir.is_none() {
+            return err(
+                "audit.retention".into(),
+                "entries are archived before they are pruned: set audit.archive_dir too",
+            );
         }
         if self.intermediates.is_empty() {
             return err(

@@ -26,6 +26,8 @@ pub const DEV_INTERMEDIATES: [&str; 2] = ["aws", "azure"];
 pub const DEV_POLICY: &str = "dev";
 /// File with the dev token as an HTTP header, for `curl -H @FILE`.
 pub const DEV_TOKEN_HEADER: &str = "dev-token.header";
+/// The dev audit checkpoint key (mode 0600), outside the database like a real one.
+pub const DEV_CHECKPOINT_KEY: &str = "audit-checkpoint-key.pem";
 /// Lifetime of the dev token (made again when it has expired).
 const DEV_TOKEN_TTL: canopy::ttl::Ttl = canopy::ttl::Ttl::days(30);
 
@@ -162,6 +164,16 @@ fn make_cas(dir: &Path, td: &TrustDomain) -> Result<(), DevError> {
     write_public(&root_path, &root.certificate().to_pem())
 }
 
+/// Makes the dev audit checkpoint key unless it exists.
+fn make_checkpoint_key(dir: &Path) -> Result<(), DevError> {
+    let path = dir.join(DEV_CHECKPOINT_KEY);
+    if path.exists() {
+        return Ok(());
+    }
+    let key = crate::audit::checkpoint::CheckpointKey::generate().map_err(ca_error)?;
+    write_private(&path, &key.to_pem())
+}
+
 fn config_text(td: &str, listen: SocketAddr) -> String {
     let intermediates: String = DEV_INTERMEDIATES
         .iter()
@@ -182,6 +194,9 @@ storage:
 roots: [root.pem]
 intermediates:
 {intermediates}default_intermediate: aws
+audit:
+  # Signs audit checkpoints; kept out of the database (`audit checkpoint-key` prints its public key).
+  checkpoint_key: {DEV_CHECKPOINT_KEY}
 policies:
   # The dev token: any SPIFFE ID in the trust domain, cluster-local DNS names.
   - name: {DEV_POLICY}
@@ -219,6 +234,11 @@ pub async fn prepare(data_dir: &Path, listen: Option<SocketAddr>) -> Result<DevS
     if let Some(addr) = listen {
         config.listen.address = addr;
     }
+    // Dev folders made before checkpoints existed get their key too, without a config edit.
+    if config.audit.checkpoint_key.is_none() {
+        config.audit.checkpoint_key = Some(data_dir.join(DEV_CHECKPOINT_KEY));
+    }
+    make_checkpoint_key(&data_dir)?;
     let store = Store::connect(&config.storage.url, 2).await?;
     store.migrate().await?;
     let token = dev_token(&store, &data_dir).await?;

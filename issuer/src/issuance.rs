@@ -606,7 +606,7 @@ impl Issuer {
             "revoke",
             serial.clone(),
             Outcome::Ok,
-            json!({"reason": reason.to_string(), "spiffe_id": record.spiffe_id, "intermediate": record.intermediate}),
+            json!({"reason": reason.to_string(), "spiffe_id": record.spiffe_id, "intermediate": record.intermediate, "not_after": record.not_after}),
         );
         let revocation = self
             .store

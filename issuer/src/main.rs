@@ -180,10 +180,49 @@ enum DenyCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the audit log's hash chain; fails if an entry was changed or removed.
+    /// Check the audit log's hash chain (from genesis, or from the signed checkpoint before
+    /// its oldest stored entry), every checkpoint, and the certificate rows against it.
+    /// Exits 1 if an entry, checkpoint or row was changed, added or removed.
     Verify {
         #[command(flatten)]
         source: Source,
+        /// Folder of archive segments (`audit archive`): walked in order before the database.
+        #[arg(long, value_name = "DIR")]
+        archive: Option<PathBuf>,
+        /// Public key (PEM, from `audit checkpoint-key`) that signed the checkpoints
+        /// (default: the public half of audit.checkpoint_key).
+        #[arg(long, value_name = "PUB.pem")]
+        checkpoint_key: Option<PathBuf>,
+        /// A head hash written down earlier (12 or more hex digits, as `audit verify`
+        /// prints it): the chain must still contain it; catches entries cut off its end.
+        #[arg(long, value_name = "HASH")]
+        expect_head: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Sign the current head with audit.checkpoint_key (`serve` does it every
+    /// audit.checkpoint_interval); a checkpoint at an unchanged head is kept as is.
+    Checkpoint {
+        #[command(flatten)]
+        source: Source,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Print the public key of audit.checkpoint_key (PEM), to verify checkpoints elsewhere.
+    CheckpointKey {
+        #[command(flatten)]
+        source: Source,
+    },
+    /// Write the entries older than audit.retention (up to a signed checkpoint) into a
+    /// segment in audit.archive_dir, then delete their rows.
+    Archive {
+        #[command(flatten)]
+        source: Source,
+        /// Show what would be archived and deleted; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
 }
 
@@ -486,25 +525,207 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::from(report.exit_code()))
         }
-        Command::Audit {
-            command: AuditCommand::Verify { source },
+        Command::Audit { command } => audit(command).await,
+    }
+}
+
+fn checkpoint_key(
+    config: &Config,
+) -> anyhow::Result<canopy_issuer::audit::checkpoint::CheckpointKey> {
+    let Some(path) = &config.audit.checkpoint_key else {
+        bail!("no audit.checkpoint_key in the config: checkpoints need a signing key kept out of the database");
+    };
+    Ok(canopy_issuer::audit::checkpoint::CheckpointKey::load(path)?)
+}
+
+fn now_ms() -> i64 {
+    (canopy_issuer::clock::now_precise().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+async fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
+    use canopy_issuer::audit::{archive, checkpoint::CheckpointPublicKey, verify};
+    match command {
+        AuditCommand::Verify {
+            source,
+            archive,
+            checkpoint_key: public_key,
+            expect_head,
+            output,
         } => {
-            let (config, _) = load(&source, None).await?;
-            let store = Store::connect(&config.storage.url, 1).await?;
-            let result = store.verify_audit().await;
-            store.close().await;
-            match result {
-                Ok(n) => {
-                    println!("audit log OK: {n} entries, hash chain intact");
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    eprintln!("audit log FAILED verification: {e}");
-                    Ok(ExitCode::FAILURE)
+            if let Some(expected) = &expect_head {
+                if expected.len() < 12 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    bail!("--expect-head takes the hex hash printed by `canopy-issuer audit verify` (12 or more digits)");
                 }
             }
+            let (config, _) = load(&source, None).await?;
+            let key = match (&public_key, &config.audit.checkpoint_key) {
+                (Some(path), _) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    Some(CheckpointPublicKey::from_pem(
+                        &text,
+                        &path.display().to_string(),
+                    )?)
+                }
+                (None, Some(_)) => Some(checkpoint_key(&config)?.public_key()),
+                (None, None) => None,
+            };
+            let store = Store::connect(&config.storage.url, 2).await?;
+            store.migrate().await?;
+            let options = verify::VerifyOptions {
+                archive_dir: archive.as_deref(),
+                key: key.as_ref(),
+                expect_head: expect_head.as_deref(),
+            };
+            let report = verify::verify(&store, &options).await;
+            store.close().await;
+            if output.json() {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if report.ok {
+                print!("{}", verify_text(&report));
+            }
+            if !report.ok {
+                eprintln!("audit log FAILED verification:");
+                for p in &report.problems {
+                    eprintln!("  - {p}");
+                }
+                if report.more_problems > 0 {
+                    eprintln!("  ... and {} more", report.more_problems);
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Checkpoint { source, output } => {
+            let (config, _) = load(&source, None).await?;
+            let key = checkpoint_key(&config)?;
+            let store = Store::connect(&config.storage.url, 1).await?;
+            store.migrate().await?;
+            let cp = store
+                .checkpoint(&key, canopy_issuer::clock::now_precise())
+                .await;
+            store.close().await;
+            let cp = cp?;
+            if output.json() {
+                println!("{}", serde_json::to_string_pretty(&cp)?);
+            } else {
+                match cp {
+                    Some(cp) => println!(
+                        "checkpoint at entry {} hash {} signed with key {}",
+                        cp.seq, cp.hash, cp.key_id
+                    ),
+                    None => println!("the audit log is empty: nothing to checkpoint"),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::CheckpointKey { source } => {
+            let (config, _) = load(&source, None).await?;
+            print!("{}", checkpoint_key(&config)?.public_key().to_pem());
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Archive {
+            source,
+            dry_run,
+            output,
+        } => {
+            let (config, _) = load(&source, None).await?;
+            let Some(retention) = config.audit.retention else {
+                bail!("pruning is off: set audit.retention (and audit.archive_dir) in the config");
+            };
+            let dir = config
+                .audit
+                .archive_dir
+                .clone()
+                .context("no audit.archive_dir in the config")?;
+            let before = now_ms() - retention.as_seconds() * 1000;
+            let store = Store::connect(&config.storage.url, 1).await?;
+            store.migrate().await?;
+            let report = if dry_run {
+                archive::plan_archive(&store, &dir, before).await
+            } else {
+                let key = checkpoint_key(&config)?.public_key();
+                archive::archive_and_prune(&store, &dir, before, &key).await
+            };
+            store.close().await;
+            let report = report?;
+            if output.json() {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                match (&report.segment, report.first_seq, report.last_seq) {
+                    (Some(path), Some(first), Some(last)) if report.dry_run => println!(
+                        "would archive entries {first}..={last} into {} and delete their rows",
+                        path.display()
+                    ),
+                    (Some(path), Some(first), Some(last)) => println!(
+                        "archived entries {first}..={last} into {} ({} entries), deleted {} rows",
+                        path.display(),
+                        report.archived,
+                        report.deleted
+                    ),
+                    _ => println!(
+                        "nothing to archive: {}{}",
+                        report
+                            .nothing_because
+                            .as_deref()
+                            .unwrap_or("nothing is old enough"),
+                        if report.deleted > 0 {
+                            format!(
+                                " (deleted {} rows an earlier run had archived)",
+                                report.deleted
+                            )
+                        } else {
+                            String::new()
+                        }
+                    ),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn verify_text(r: &canopy_issuer::audit::verify::VerifyReport) -> String {
+    let from = match r.from_checkpoint {
+        Some(seq) => format!("from the signed checkpoint at entry {seq}"),
+        None => "from genesis".to_string(),
+    };
+    let archived = if r.segments > 0 {
+        format!(
+            ", {} of them from {} archive segments",
+            r.archived_entries, r.segments
+        )
+    } else {
+        String::new()
+    };
+    let keys = match &r.key_id {
+        Some(id) => format!("signatures checked with key {id}"),
+        None => "signatures NOT checked: no checkpoint key (set audit.checkpoint_key or pass --checkpoint-key)".into(),
+    };
+    let c = &r.certificates;
+    let mut text = format!(
+        "audit log OK: {} entries verified {from}{archived}, hash chain intact\n\
+         checkpoints: {} match the chain ({keys})\n\
+         certificates: {} sign and {} revoke entries bound to their rows ({} rows deleted as tidy entries allowed); \
+         {} rows checked, {} older than the verified range (not covered), {} newer\n\
+         head: entry {} hash {} (keep it; --expect-head checks it)\n",
+        r.entries,
+        r.checkpoints,
+        c.sign_entries,
+        c.revoke_entries,
+        c.covered_by_tidy,
+        c.rows,
+        c.rows_not_covered,
+        c.rows_newer,
+        r.last_seq,
+        r.head_hash,
+    );
+    if let Some((at, after)) = r.expected_head_at {
+        text.push_str(&format!(
+            "expected head found at entry {at} ({after} entries appended since)\n"
+        ));
+    }
+    text
 }
 
 fn rfc3339(secs: i64) -> String {
@@ -647,7 +868,7 @@ async fn operator_revoke(
     let event = cli_event(
         "revoke",
         &serial,
-        serde_json::json!({"reason": reason.to_string(), "spiffe_id": record.spiffe_id, "intermediate": record.intermediate}),
+        serde_json::json!({"reason": reason.to_string(), "spiffe_id": record.spiffe_id, "intermediate": record.intermediate, "not_after": record.not_after}),
     );
     let outcome = store
         .revoke(&serial, Some(&reason.to_string()), now, event)

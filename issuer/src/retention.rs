@@ -3,6 +3,10 @@
 //! batches, each batch audited, so that a store of short-lived certificates stays
 //! the size of what is live. OpenBao's `tidy` with its `safety_buffer` is the model.
 //!
+//! The same loop prunes the audit log when `audit.retention` is set: entries older than
+//! that, up to a signed checkpoint, are written to an archive segment and then deleted
+//! ([`crate::audit::archive::archive_and_prune`]).
+//!
 //! With several replicas one runs it: the one holding the store lease `retention`
 //! (a row in the database, so it needs no Kubernetes). Operators pause and resume it
 //! from any replica (`canopy-issuer tidy --pause` / `--resume`); a pass stopped by a
@@ -236,11 +240,24 @@ pub async fn pass(
     Ok(report)
 }
 
+/// Audit log pruning, as the retention loop runs it (`audit.retention` and friends).
+#[derive(Clone, Debug)]
+pub struct AuditPruning {
+    /// Where archive segments are written.
+    pub archive_dir: std::path::PathBuf,
+    /// Entries older than this are archived and pruned (up to a checkpoint).
+    pub retention: Ttl,
+    /// The checkpoint key's public half: segments end at a checkpoint it verifies.
+    pub key: crate::audit::checkpoint::CheckpointPublicKey,
+}
+
 /// The background loop of `serve`: a pass every `interval` while this replica holds
-/// the lease and retention is not paused; stops when `stop` turns true.
+/// the lease and retention is not paused (certificates when `config.enabled`, the
+/// audit log when `audit` is given); stops when `stop` turns true.
 pub async fn run(
     store: Store,
     config: RetentionConfig,
+    audit: Option<AuditPruning>,
     metrics: std::sync::Arc<RetentionMetrics>,
     holder: String,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -250,7 +267,17 @@ pub async fn run(
     // hands retention over within three intervals.
     let ttl_ms = 3 * interval.as_millis() as i64;
     loop {
-        match run_once(&store, &config, &metrics, &holder, ttl_ms, &stop).await {
+        match run_once(
+            &store,
+            &config,
+            audit.as_ref(),
+            &metrics,
+            &holder,
+            ttl_ms,
+            &stop,
+        )
+        .await
+        {
             Ok(Some(report)) if report.deleted > 0 => tracing::info!(
                 deleted = report.deleted,
                 batches = report.batches,
@@ -282,6 +309,7 @@ fn now_ms() -> i64 {
 async fn run_once(
     store: &Store,
     config: &RetentionConfig,
+    audit: Option<&AuditPruning>,
     metrics: &RetentionMetrics,
     holder: &str,
     ttl_ms: i64,
@@ -293,6 +321,30 @@ async fn run_once(
     let paused = store.retention_paused().await?;
     metrics.paused.set(i64::from(paused));
     if paused {
+        return Ok(None);
+    }
+    if let Some(audit) = audit {
+        let before_ms = now_ms() - audit.retention.as_seconds() * 1000;
+        match crate::audit::archive::archive_and_prune(
+            store,
+            &audit.archive_dir,
+            before_ms,
+            &audit.key,
+        )
+        .await
+        {
+            Ok(report) if report.deleted > 0 => tracing::info!(
+                archived = report.archived,
+                deleted = report.deleted,
+                segment = ?report.segment,
+                "audit entries archived and pruned"
+            ),
+            Ok(_) => {}
+            // Nothing was deleted (the archive is written first): try again next pass.
+            Err(e) => tracing::warn!(error = %e, "audit archive failed; nothing pruned"),
+        }
+    }
+    if !config.enabled {
         return Ok(None);
     }
     let now = crate::clock::now().unix_timestamp();

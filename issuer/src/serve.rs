@@ -41,6 +41,9 @@ pub enum ServeError {
     /// TLS.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The audit checkpoint key.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::audit::checkpoint::CheckpointError),
     /// Binding the socket.
     #[error("cannot listen on {addr}: {reason}")]
     Bind {
@@ -95,7 +98,8 @@ async fn issue_listener_cert(
         "sign",
         cert.serial().to_string(),
         Outcome::Ok,
-        json!({"profile": "server", "intermediate": inter.name, "purpose": "listener"}),
+        json!({"profile": "server", "intermediate": inter.name, "purpose": "listener",
+               "not_after": cert.not_after().unix_timestamp(), "fingerprint": cert.fingerprint_sha256()}),
     );
     store
         .commit(&[Write::Issued(
@@ -121,10 +125,23 @@ impl Service {
             metrics.clone(),
         ));
         let (controllers_stop, mut controllers) = start_cert_manager(config, &issuer).await?;
-        if config.retention.enabled {
+        let audit_pruning = match (
+            &config.audit.retention,
+            &config.audit.archive_dir,
+            &config.audit.checkpoint_key,
+        ) {
+            (Some(retention), Some(dir), Some(key)) => Some(crate::retention::AuditPruning {
+                archive_dir: dir.clone(),
+                retention: *retention,
+                key: crate::audit::checkpoint::CheckpointKey::load(key)?.public_key(),
+            }),
+            _ => None,
+        };
+        if config.retention.enabled || audit_pruning.is_some() {
             controllers.push(tokio::spawn(crate::retention::run(
                 store.clone(),
                 config.retention.clone(),
+                audit_pruning,
                 metrics.retention.clone(),
                 crate::certmanager::replica_identity(),
                 controllers_stop.subscribe(),
@@ -168,6 +185,14 @@ impl Service {
                 server_cert
             }
         };
+        if let Some(path) = &config.audit.checkpoint_key {
+            let key = crate::audit::checkpoint::CheckpointKey::load(path)?;
+            tokio::spawn(checkpoint_audit(
+                store.clone(),
+                key,
+                config.audit.checkpoint_interval(),
+            ));
+        }
         let crls = tls::load_crls(&config.crls)?;
         let tls = tls::server_config(&authorities.roots, &crls, server_cert)?;
         let istio = match config.istio_setup()? {
@@ -339,6 +364,24 @@ async fn renew_listener_cert(
             Err(e) => {
                 tracing::warn!(error = %e, "could not renew the listener certificate; retrying")
             }
+        }
+    }
+}
+
+/// Signs the audit head every `interval` when it moved (a checkpoint at an unchanged
+/// head is the same one), so the log stays verifiable once older entries are pruned.
+async fn checkpoint_audit(
+    store: Store,
+    key: crate::audit::checkpoint::CheckpointKey,
+    interval: canopy::ttl::Ttl,
+) {
+    let period = Duration::from_secs(interval.as_seconds().max(1) as u64);
+    loop {
+        tokio::time::sleep(period).await;
+        match store.checkpoint(&key, crate::clock::now_precise()).await {
+            Ok(Some(cp)) => tracing::debug!(seq = cp.seq, "audit checkpoint"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not checkpoint the audit log; retrying"),
         }
     }
 }

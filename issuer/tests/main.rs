@@ -9,6 +9,7 @@ mod istio_common;
 
 mod api;
 mod attacks;
+mod audit_checkpoints;
 mod authz_matrix;
 mod certmanager_branches;
 mod certmanager_crds;

@@ -502,3 +502,79 @@ fn one_replica_tidies_and_the_other_takes_over() {
     assert_eq!(deleted(&standby_client), 30.0);
     standby.kill();
 }
+
+/// With `audit.retention` set, the same background loop archives old audit entries
+/// (up to a signed checkpoint) and prunes them; `audit verify` then passes from the
+/// checkpoint and, given the archive, from genesis.
+#[test]
+fn background_retention_archives_and_prunes_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let configured = Configured::new(dir.path(), &url, "");
+    let key = dir.path().join("checkpoint-key.pem");
+    let (ok, out) = openssl(
+        dir.path(),
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let archive = dir.path().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    let config = std::fs::read_to_string(&configured.config).unwrap();
+    std::fs::write(
+        &configured.config,
+        format!(
+            "{config}retention:\n  interval: 1s\naudit:\n  checkpoint_key: {}\n  checkpoint_interval: 1s\n  archive_dir: {}\n  retention: 1s\n",
+            key.display(),
+            archive.display()
+        ),
+    )
+    .unwrap();
+    let rt = runtime();
+    let (server, _client) = configured.serve(dir.path());
+    let seq_one_stored = || {
+        rt.block_on(async {
+            let store = Store::connect(&url, 1).await.unwrap();
+            let entries = store.audit_entries(0, 1).await.unwrap();
+            store.close().await;
+            entries.first().is_some_and(|e| e.seq == 1)
+        })
+    };
+    let segments = || -> Vec<String> {
+        std::fs::read_dir(&archive)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect()
+    };
+    wait_for(
+        60,
+        || !seq_one_stored() && segments().iter().any(|s| s.starts_with("audit-1-")),
+        "the first audit entries to be archived, then pruned",
+    );
+    assert!(
+        segments().iter().all(|s| s.ends_with(".jsonl")),
+        "{:?}",
+        segments()
+    );
+    let archive_arg = archive.to_str().unwrap();
+    let (ok, out, err) = run_bin(&["audit", "verify", "--config", &configured.config]);
+    assert!(ok, "verify from the checkpoint: {out}{err}");
+    let (ok, out, err) = run_bin(&[
+        "audit",
+        "verify",
+        "--archive",
+        archive_arg,
+        "--config",
+        &configured.config,
+    ]);
+    assert!(ok, "verify across the archive: {out}{err}");
+    drop(server);
+}

@@ -48,3 +48,95 @@ impl Store {
         verifier.finish(seq, &hash)
     }
 }
+
+/// What `audit verify` needs of a certificate row to bind it to its audit entries.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct CertificateBinding {
+    /// Row id (issue order).
+    pub id: i64,
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// SHA-256 of the DER, lowercase hex.
+    pub fingerprint: String,
+    /// When it was signed, Unix seconds.
+    pub issued_at: i64,
+    /// When it was revoked.
+    pub revoked_at: Option<i64>,
+}
+
+const BINDING_COLUMNS: &str = "id, serial, fingerprint, issued_at, revoked_at";
+
+/// `$FIRST, $FIRST+1, ...` for `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Store {
+    /// Sequence number of the oldest stored audit entry (older ones were pruned), if any.
+    pub async fn audit_first_seq(&self) -> Result<Option<i64>, StoreError> {
+        let first: Option<i64> = on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT MIN(seq) FROM audit_log").fetch_one(pool).await?
+        });
+        Ok(first)
+    }
+
+    /// The certificate rows with these serials (missing ones are absent from the answer).
+    pub async fn certificate_bindings(
+        &self,
+        serials: &[&str],
+    ) -> Result<Vec<CertificateBinding>, StoreError> {
+        if serials.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {BINDING_COLUMNS} FROM certificates WHERE serial IN ({})",
+            placeholders(1, serials.len())
+        );
+        let rows: Vec<CertificateBinding> = on_pool!(self, pool => {
+            let mut query = sqlx::query_as(&sql);
+            for s in serials {
+                query = query.bind(*s);
+            }
+            query.fetch_all(pool).await?
+        });
+        Ok(rows)
+    }
+
+    /// A page of certificate rows in id order, after row `after`.
+    pub async fn certificate_bindings_page(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<CertificateBinding>, StoreError> {
+        let sql = format!(
+            "SELECT {BINDING_COLUMNS} FROM certificates WHERE id > $1 ORDER BY id LIMIT $2"
+        );
+        let rows: Vec<CertificateBinding> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(after).bind(i64::from(limit)).fetch_all(pool).await?
+        });
+        Ok(rows)
+    }
+
+    /// For these serials, the seq of their `ok` `sign` entry still stored (serial, seq).
+    pub async fn sign_entries(&self, serials: &[&str]) -> Result<Vec<(String, i64)>, StoreError> {
+        if serials.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT target, seq FROM audit_log WHERE action = 'sign' AND outcome = 'ok' \
+             AND target IN ({})",
+            placeholders(1, serials.len())
+        );
+        let rows: Vec<(String, i64)> = on_pool!(self, pool => {
+            let mut query = sqlx::query_as(&sql);
+            for s in serials {
+                query = query.bind(*s);
+            }
+            query.fetch_all(pool).await?
+        });
+        Ok(rows)
+    }
+}

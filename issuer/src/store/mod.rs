@@ -12,6 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub use audit_log::CertificateBinding;
 pub use certificates::{
     CertificateFilter, CertificateRecord, Cursor, Order, QueryPlan, Revocation, Revoked, Write,
 };
@@ -182,6 +183,7 @@ macro_rules! begin_write {
 // Declared after the macros above, which they use.
 mod audit_log;
 mod certificates;
+mod checkpoints;
 mod retention;
 mod tokens;
 
