@@ -13,9 +13,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use audit_log::CertificateBinding;
-pub use certificates::{
-    CertificateFilter, CertificateRecord, Cursor, Order, QueryPlan, Revocation, Revoked, Write,
-};
+pub use certificates::{CertificateRecord, Revocation, Write};
+pub use inventory::{CertificateFilter, Cursor, Order, QueryPlan, Revoked};
 pub use retention::StoreSize;
 pub use tokens::TokenRecord;
 
@@ -184,6 +183,7 @@ macro_rules! begin_write {
 mod audit_log;
 mod certificates;
 mod checkpoints;
+mod inventory;
 mod retention;
 mod tokens;
 
