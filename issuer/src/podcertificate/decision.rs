@@ -364,7 +364,10 @@ mod tests {
         let other = KeyPair::generate().unwrap();
         let mine = stub(empty_params(), &key);
         let theirs = stub(empty_params(), &other);
-        let (kp, op) = (key.subject_public_key_info(), other.subject_public_key_info());
+        let (kp, op) = (
+            key.subject_public_key_info(),
+            other.subject_public_key_info(),
+        );
         let at = theirs.windows(op.len()).position(|w| w == op).unwrap();
         let mut swapped = theirs.clone();
         swapped[at..at + kp.len()].copy_from_slice(&kp);
