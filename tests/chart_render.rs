@@ -668,6 +668,73 @@ istio:
     assert!(config["clusters"][0].get("istio").is_none());
 }
 
+#[test]
+fn pod_certificates_are_switched_on_per_cluster_with_sign_on_their_signer_names_only() {
+    let dir = canopy_testsupport::tempdir();
+    let values = values_file(
+        dir.path(),
+        "pods.yaml",
+        r#"
+clusters:
+  - {name: here, intermediate: default, inCluster: true, podCertificates: {policy: pods, signerNames: [canopy.dev/spiffe, pki.example.com/mesh]}}
+  - {name: there, intermediate: default, kubeconfigSecret: {name: k}, podCertificates: {policy: pods}}
+  - {name: elsewhere, intermediate: default, kubeconfigSecret: {name: k2}}
+policies:
+  - {name: pods, spiffe_ids: ["spiffe://cluster.local/ns/{namespace}/sa/{sa}"]}
+"#,
+    );
+    let objects = template(&[&values]);
+    let (_, config) = config_of(&objects, &fullname());
+    let clusters = config["clusters"].as_sequence().unwrap();
+    let pc = &clusters[0]["pod_certificates"];
+    assert_eq!(pc["policy"].as_str(), Some("pods"));
+    assert_eq!(pc["lease"]["namespace"].as_str(), Some(NAMESPACE));
+    assert_eq!(
+        clusters[1]["pod_certificates"]["signer_names"][0].as_str(),
+        Some("canopy.dev/spiffe")
+    );
+    assert!(clusters[2].get("pod_certificates").is_none());
+    let role: ClusterRole = serde_json::from_value(
+        find(
+            &objects,
+            "ClusterRole",
+            &format!("{}-pod-certificates", fullname()),
+        )
+        .clone(),
+    )
+    .unwrap();
+    let rules = role.rules.unwrap();
+    let sign = rules
+        .iter()
+        .find(|r| r.verbs.contains(&"sign".to_string()))
+        .unwrap();
+    assert_eq!(
+        sign.resource_names.as_deref(),
+        Some(
+            &[
+                "canopy.dev/spiffe".to_string(),
+                "pki.example.com/mesh".to_string()
+            ][..]
+        )
+    );
+    assert!(rules.iter().any(
+        |r| r.resources.as_deref() == Some(&["podcertificaterequests/status".to_string()][..])
+    ));
+    find(&objects, "Role", &format!("{}-leader-election", fullname()));
+    // Off by default, and a signer name the API server would refuse fails the schema.
+    assert!(of_kind(&template(&[]), "ClusterRole")
+        .iter()
+        .all(|r| r["metadata"]["name"] != format!("{}-pod-certificates", fullname())));
+    let bad = values_file(
+        dir.path(),
+        "bad.yaml",
+        "clusters:\n  - {name: here, intermediate: default, inCluster: true, podCertificates: {policy: pods, signerNames: [spiffe]}}\n",
+    );
+    let chart = helm::chart().display().to_string();
+    let out = helm::helm_fails(&["template", "t", &chart, "-f", &bad.display().to_string()]);
+    assert!(out.contains("signerNames"), "{out}");
+}
+
 // ---------------------------------------------------------------------------------------
 // the pod
 

@@ -24,4 +24,5 @@ mod real_csr_api;
 mod real_istio;
 mod real_jwt;
 mod real_leader;
+mod real_pod_certificates;
 mod walkthrough;

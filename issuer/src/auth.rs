@@ -56,6 +56,9 @@ pub enum AuthMethod {
     CertManager,
     /// A Kubernetes CertificateSigningRequest (its creator, as the API server wrote it).
     CsrApi,
+    /// A Kubernetes PodCertificateRequest (the pod's service account, as the API
+    /// server holds it).
+    PodCertificate,
     /// A component of this issuer, not a network caller.
     Internal,
 }
@@ -69,6 +72,7 @@ impl AuthMethod {
             AuthMethod::Kubernetes => "kubernetes",
             AuthMethod::CertManager => "cert-manager",
             AuthMethod::CsrApi => "csr-api",
+            AuthMethod::PodCertificate => "pod-certificate",
             AuthMethod::Internal => "internal",
         }
     }
@@ -204,6 +208,34 @@ impl Requester {
         r
     }
 
+    /// The pod of a PodCertificateRequest: its namespace and service account as the
+    /// API server holds them (the caller checked the request against the pod, its
+    /// service account and its node), bound to that namespace and to the policy of
+    /// the cluster's pod certificate signer. Its name carries the request's UID.
+    pub fn pod_certificate(
+        request: PodCertificateRequester<'_>,
+        trust_domain: &TrustDomain,
+    ) -> Self {
+        let mut r = Requester::new(
+            AuthMethod::PodCertificate,
+            format!(
+                "podcertificaterequest:{}/{}/{}#{}",
+                request.cluster, request.namespace, request.name, request.uid
+            ),
+            PolicyScope::Bound(request.policy.to_string()),
+        );
+        r.cluster = Some(request.cluster.clone());
+        r.namespace = Some(request.namespace.to_string());
+        r.service_account = Some(request.service_account.to_string());
+        r.spiffe_id =
+            SpiffeId::kubernetes(trust_domain, request.namespace, request.service_account).ok();
+        r.username = Some(format!(
+            "system:serviceaccount:{}:{}",
+            request.namespace, request.service_account
+        ));
+        r
+    }
+
     /// The SPIFFE ID of the requester, if it has one.
     pub fn spiffe_id(&self) -> Option<&SpiffeId> {
         self.spiffe_id.as_ref()
@@ -238,6 +270,24 @@ pub struct KubernetesRequest<'a> {
     pub groups: &'a [String],
     /// Whether `username` is one of the cluster's `trusted_requesters`.
     pub trusted: bool,
+}
+
+/// A PodCertificateRequest whose pod the API server vouched for
+/// (see [`Requester::pod_certificate`]).
+#[derive(Clone, Copy, Debug)]
+pub struct PodCertificateRequester<'a> {
+    /// The cluster it was made in.
+    pub cluster: &'a ClusterName,
+    /// The policy of the cluster's pod certificate signer.
+    pub policy: &'a str,
+    /// The request's (and the pod's) namespace.
+    pub namespace: &'a str,
+    /// The pod's service account.
+    pub service_account: &'a str,
+    /// The request's name.
+    pub name: &'a str,
+    /// The request's UID.
+    pub uid: &'a str,
 }
 
 impl fmt::Display for Requester {

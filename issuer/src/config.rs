@@ -257,6 +257,9 @@ pub struct ClusterConfig {
     /// cert-manager external issuer for this cluster (controllers run when set).
     #[serde(default)]
     pub cert_manager: Option<crate::certmanager::CertManagerConfig>,
+    /// Sign this cluster's PodCertificateRequests for canopy's signer names (absent: not).
+    #[serde(default)]
+    pub pod_certificates: Option<crate::podcertificate::PodCertificatesConfig>,
     /// Keep this cluster's Istio `cacerts` valid (absent: not managed).
     #[serde(default)]
     pub istio: Option<crate::istio::IstioClusterConfig>,
@@ -758,6 +761,30 @@ impl Config {
                         format!("clusters[{i}].cert_manager.trusted_requesters[{j}]"),
                         "name a Kubernetes user, e.g. system:serviceaccount:istio-system:istio-csr",
                     );
+                }
+            }
+            if let Some(pc) = &c.pod_certificates {
+                if !self.policies.iter().any(|p| p.name == pc.policy) {
+                    return err(
+                        format!("clusters[{i}].pod_certificates.policy"),
+                        "no policy has this name",
+                    );
+                }
+                if pc.signer_names.is_empty() {
+                    return err(
+                        format!("clusters[{i}].pod_certificates.signer_names"),
+                        "name at least one signer, e.g. canopy.dev/spiffe",
+                    );
+                }
+                let mut seen = HashSet::new();
+                for (j, name) in pc.signer_names.iter().enumerate() {
+                    let field = format!("clusters[{i}].pod_certificates.signer_names[{j}]");
+                    if let Some(problem) = crate::podcertificate::signer_name_problem(name) {
+                        return err(field, problem);
+                    }
+                    if !seen.insert(name.as_str()) {
+                        return err(field, "duplicate signer name");
+                    }
                 }
             }
             if let Some(istio) = &c.istio {

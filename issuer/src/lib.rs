@@ -17,6 +17,7 @@ pub mod istio;
 pub mod leader;
 pub mod metrics;
 pub mod openapi;
+pub mod podcertificate;
 pub mod policy;
 pub mod ratelimit;
 pub mod recorder;

@@ -29,6 +29,15 @@ pub struct IntermediateLabel {
     pub intermediate: String,
 }
 
+/// Labels: a pod certificate signer and what became of a request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignerLabel {
+    /// Signer name (`canopy.dev/spiffe`).
+    pub signer: String,
+    /// `issued`, `denied` or `failed`.
+    pub outcome: String,
+}
+
 /// All metrics, registered once.
 #[derive(Debug)]
 pub struct Metrics {
@@ -49,6 +58,8 @@ pub struct Metrics {
     pub connections_refused: Family<ReasonLabel, Counter>,
     /// Connections open now (TLS handshake included).
     pub connections_open: Gauge,
+    /// PodCertificateRequests answered, by signer and outcome.
+    pub pod_certificates: Family<SignerLabel, Counter>,
     /// Istio cacerts sync: mesh CA expiry per cluster, mints, failed passes.
     pub istio: std::sync::Arc<crate::istio::IstioMetrics>,
     /// Retention: rows deleted, pass duration, rows and bytes stored.
@@ -115,6 +126,12 @@ impl Metrics {
             "Connections open now",
             connections_open.clone(),
         );
+        let pod_certificates = Family::<SignerLabel, Counter>::default();
+        registry.register(
+            "pod_certificate_requests",
+            "PodCertificateRequests answered, by signer and outcome (issued, denied, failed)",
+            pod_certificates.clone(),
+        );
         let istio = std::sync::Arc::new(crate::istio::IstioMetrics::register(&mut registry));
         let retention =
             std::sync::Arc::new(crate::retention::RetentionMetrics::register(&mut registry));
@@ -130,6 +147,7 @@ impl Metrics {
             intermediate_expiry,
             connections_refused,
             connections_open,
+            pod_certificates,
         }
     }
 
@@ -165,6 +183,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a PodCertificateRequest answered by `signer`.
+    pub fn pod_certificate(&self, signer: &str, outcome: &str) {
+        self.pod_certificates
+            .get_or_create(&SignerLabel {
+                signer: signer.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
     /// Text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -190,6 +218,7 @@ mod tests {
         m.deny("policy");
         m.refuse_connection("per_peer");
         m.sign_duration.observe(0.01);
+        m.pod_certificate("canopy.dev/spiffe", "issued");
         m.intermediate_expiry
             .get_or_create(&IntermediateLabel {
                 intermediate: "aws".into(),
@@ -202,6 +231,7 @@ mod tests {
             "canopy_requests_denied_total{reason=\"policy\"} 1",
             "canopy_connections_refused_total{reason=\"per_peer\"} 1",
             "canopy_sign_duration_seconds_bucket",
+            "canopy_pod_certificate_requests_total{signer=\"canopy.dev/spiffe\",outcome=\"issued\"} 1",
             "canopy_intermediate_expiry_seconds{intermediate=\"aws\"} 42",
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");

@@ -263,7 +263,8 @@ type Controllers = (
     Vec<tokio::task::JoinHandle<()>>,
 );
 
-/// Starts the cert-manager external issuer of every cluster that has `cert_manager:`.
+/// Starts the cert-manager external issuer of every cluster that has `cert_manager:`
+/// and the pod certificate signer of every cluster that has `pod_certificates:`.
 async fn start_cert_manager(
     config: &Config,
     issuer: &Arc<Issuer>,
@@ -289,6 +290,29 @@ async fn start_cert_manager(
                     .await
             {
                 tracing::error!(cluster = %cluster.name, error = %e, "cert-manager controllers failed");
+            }
+        }));
+    }
+    for cluster in &config.clusters {
+        let Some(pc) = &cluster.pod_certificates else {
+            continue;
+        };
+        let settings = crate::podcertificate::Settings::from_config(&cluster.name, pc, &identity);
+        let client = crate::certmanager::client_for(cluster).await?;
+        let cluster = cluster.clone();
+        let issuer = issuer.clone();
+        let mut stop = stop_rx.clone();
+        controllers.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            let (is_leader, _) = tokio::sync::watch::channel(false);
+            if let Err(e) = crate::podcertificate::Controller::run(
+                &cluster, client, issuer, settings, shutdown, is_leader,
+            )
+            .await
+            {
+                tracing::error!(cluster = %cluster.name, error = %e, "pod certificate signer failed");
             }
         }));
     }

@@ -87,6 +87,20 @@ Namespace whose Secrets ClusterIssuers may read.
 "true" when one configured cluster is the one the chart is installed in: only then do the
 issuer's controllers talk to this API server, so only then is a token mounted.
 */}}
+{{/*
+The signer names of the in-cluster cluster's pod certificate signer, one per line (empty
+when it has none).
+*/}}
+{{- define "canopy-issuer.podCertificateSigners" -}}
+{{- range .Values.clusters }}
+{{- if and .inCluster .podCertificates }}
+{{- range (default (list "canopy.dev/spiffe") .podCertificates.signerNames) }}
+{{ . }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{- define "canopy-issuer.inCluster" -}}
 {{- $in := false }}
 {{- range .Values.clusters }}
@@ -194,6 +208,12 @@ and the URL below only names where it comes from.
 {{- with .maxRetry }}{{ $_ := set $cm "max_retry" . }}{{ end }}
 {{- with .trustedRequesters }}{{ $_ := set $cm "trusted_requesters" . }}{{ end }}
 {{- $_ := set $c "cert_manager" $cm }}
+{{- end }}
+{{- with .podCertificates }}
+{{- if not .policy }}{{ fail (printf "clusters[%s].podCertificates.policy: name the policy pod certificates are decided under" $c.name) }}{{ end }}
+{{- $pc := dict "policy" .policy "signer_names" (default (list "canopy.dev/spiffe") .signerNames) "lease" (dict "namespace" $.Release.Namespace) }}
+{{- with .maxRetry }}{{ $_ := set $pc "max_retry" . }}{{ end }}
+{{- $_ := set $c "pod_certificates" $pc }}
 {{- end }}
 {{- $c = mergeOverwrite $c (deepCopy (default dict .extra)) }}
 {{- $clusters = append $clusters $c }}

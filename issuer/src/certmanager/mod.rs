@@ -20,9 +20,9 @@ pub mod request;
 
 mod certificaterequest;
 mod issuers;
-mod prior;
+pub(crate) mod prior;
 mod signingrequest;
-mod status;
+pub(crate) mod status;
 
 use std::collections::HashMap;
 use std::future::Future;
