@@ -42,11 +42,13 @@ pub struct RetentionConfig {
     /// How often a pass runs (default 10m).
     #[serde(default = "default_interval")]
     pub interval: Ttl,
-    /// Rows deleted per transaction (default 1000).
+    /// Rows deleted per transaction (default 500).
     #[serde(default = "default_batch_size")]
     pub batch_size: u32,
-    /// Pause between batches, milliseconds (default 20), so that signing, which
-    /// writes to the same database, keeps its pace during a large pass.
+    /// Least pause between batches, milliseconds (default 20). The pause is also at
+    /// least as long as the batch took, so a pass holds the database's write lock at
+    /// most half the time and signing, which writes to the same database, keeps most
+    /// of its pace during a large pass.
     #[serde(default = "default_batch_pause_ms")]
     pub batch_pause_ms: u64,
 }
@@ -61,7 +63,7 @@ fn default_interval() -> Ttl {
     Ttl::minutes(10)
 }
 fn default_batch_size() -> u32 {
-    1000
+    500
 }
 fn default_batch_pause_ms() -> u64 {
     20
@@ -222,9 +224,11 @@ pub async fn pass(
                 break;
             }
         }
+        let batch_started = Instant::now();
         let deleted = store
             .tidy_batch(report.cutoff, config.batch_size, now_ms())
             .await?;
+        let batch_took = batch_started.elapsed();
         if deleted == 0 {
             break;
         }
@@ -234,7 +238,7 @@ pub async fn pass(
         if deleted < u64::from(config.batch_size) {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(config.batch_pause_ms)).await;
+        tokio::time::sleep(Duration::from_millis(config.batch_pause_ms).max(batch_took)).await;
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
