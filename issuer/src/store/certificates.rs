@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{multi_row_insert, Backend, Store, StoreError, ROWS_PER_INSERT};
+use super::{multi_row_insert, Store, StoreError, ROWS_PER_INSERT};
 use crate::audit::AuditEvent;
 
 /// A certificate the issuer signed, as stored. Timestamps are Unix seconds.
@@ -229,81 +229,74 @@ impl Store {
                 Write::Event(event) => events.push(event),
             }
         }
-        macro_rules! body {
-            ($kind:tt, $pool:expr) => {{
-                let mut tx = begin_write!($kind $pool);
-                if !tokens.is_empty() {
-                    let placeholders: Vec<String> =
-                        (2..=tokens.len() + 1).map(|i| format!("${i}")).collect();
-                    let sql = format!(
-                        "SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL \
-                         AND (expires_at IS NULL OR expires_at > $1) AND id IN ({})",
-                        placeholders.join(", ")
-                    );
-                    let mut query = sqlx::query_scalar::<_, i64>(&sql).bind(now);
-                    for id in &tokens {
-                        query = query.bind(*id);
-                    }
-                    let live = query.fetch_one(&mut *tx).await?;
-                    if live != tokens.len() as i64 {
-                        return Err(StoreError::RevokedToken);
-                    }
+        in_write_tx!(self, tx => {
+            if !tokens.is_empty() {
+                let placeholders: Vec<String> =
+                    (2..=tokens.len() + 1).map(|i| format!("${i}")).collect();
+                let sql = format!(
+                    "SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL \
+                     AND (expires_at IS NULL OR expires_at > $1) AND id IN ({})",
+                    placeholders.join(", ")
+                );
+                let mut query = sqlx::query_scalar::<_, i64>(&sql).bind(now);
+                for id in &tokens {
+                    query = query.bind(*id);
                 }
-                if !identities.is_empty() {
-                    let placeholders: Vec<String> =
-                        (1..=identities.len()).map(|i| format!("${i}")).collect();
-                    let sql = format!(
-                        "SELECT spiffe_id FROM denied_identities WHERE spiffe_id IN ({}) LIMIT 1",
-                        placeholders.join(", ")
-                    );
-                    let mut query = sqlx::query_scalar::<_, String>(&sql);
-                    for id in &identities {
-                        query = query.bind(*id);
-                    }
-                    if let Some(id) = query.fetch_optional(&mut *tx).await? {
-                        return Err(StoreError::DeniedIdentity(id));
-                    }
+                let live = query.fetch_one(&mut *tx).await?;
+                if live != tokens.len() as i64 {
+                    return Err(StoreError::RevokedToken);
                 }
-                for chunk in certificates.chunks(ROWS_PER_INSERT) {
-                    let sql = multi_row_insert(
-                        "INSERT INTO certificates (serial, spiffe_id, subject, dns_names, ip_addresses, \
-                         not_before, not_after, issued_at, requester, auth_method, intermediate, cluster, \
-                         namespace, profile, fingerprint, der, token_id)",
-                        17,
-                        chunk.len(),
-                    );
-                    let mut query = sqlx::query(&sql);
-                    for c in chunk {
-                        query = query
-                            .bind(&c.serial)
-                            .bind(&c.spiffe_id)
-                            .bind(&c.subject)
-                            .bind(json_list(&c.dns_names))
-                            .bind(json_list(&c.ip_addresses))
-                            .bind(c.not_before)
-                            .bind(c.not_after)
-                            .bind(c.issued_at)
-                            .bind(&c.requester)
-                            .bind(&c.auth_method)
-                            .bind(&c.intermediate)
-                            .bind(&c.cluster)
-                            .bind(&c.namespace)
-                            .bind(&c.profile)
-                            .bind(&c.fingerprint)
-                            .bind(&c.der)
-                            .bind(&c.token_id);
-                    }
-                    query.execute(&mut *tx).await?;
+            }
+            if !identities.is_empty() {
+                let placeholders: Vec<String> =
+                    (1..=identities.len()).map(|i| format!("${i}")).collect();
+                let sql = format!(
+                    "SELECT spiffe_id FROM denied_identities WHERE spiffe_id IN ({}) LIMIT 1",
+                    placeholders.join(", ")
+                );
+                let mut query = sqlx::query_scalar::<_, String>(&sql);
+                for id in &identities {
+                    query = query.bind(*id);
                 }
-                append_audit!(tx, events.iter().copied());
-                tx.commit().await?;
-            }};
-        }
-        match &self.backend {
-            Backend::Sqlite(pool) => body!(sqlite, pool),
-            Backend::Postgres(pool) => body!(postgres, pool),
-        }
-        Ok(())
+                if let Some(id) = query.fetch_optional(&mut *tx).await? {
+                    return Err(StoreError::DeniedIdentity(id));
+                }
+            }
+            for chunk in certificates.chunks(ROWS_PER_INSERT) {
+                let sql = multi_row_insert(
+                    "INSERT INTO certificates (serial, spiffe_id, subject, dns_names, ip_addresses, \
+                     not_before, not_after, issued_at, requester, auth_method, intermediate, cluster, \
+                     namespace, profile, fingerprint, der, token_id)",
+                    17,
+                    chunk.len(),
+                );
+                let mut query = sqlx::query(&sql);
+                for c in chunk {
+                    query = query
+                        .bind(&c.serial)
+                        .bind(&c.spiffe_id)
+                        .bind(&c.subject)
+                        .bind(json_list(&c.dns_names))
+                        .bind(json_list(&c.ip_addresses))
+                        .bind(c.not_before)
+                        .bind(c.not_after)
+                        .bind(c.issued_at)
+                        .bind(&c.requester)
+                        .bind(&c.auth_method)
+                        .bind(&c.intermediate)
+                        .bind(&c.cluster)
+                        .bind(&c.namespace)
+                        .bind(&c.profile)
+                        .bind(&c.fingerprint)
+                        .bind(&c.der)
+                        .bind(&c.token_id);
+                }
+                query.execute(&mut *tx).await?;
+            }
+            append_audit!(tx, events.iter().copied());
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Appends audit events on their own.
@@ -320,41 +313,34 @@ impl Store {
         at: i64,
         event: AuditEvent,
     ) -> Result<Revocation, StoreError> {
-        macro_rules! body {
-            ($kind:tt, $pool:expr) => {{
-                let mut tx = begin_write!($kind $pool);
-                let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE serial = $1");
-                let row: Option<CertificateRow> = sqlx::query_as(&sql)
-                    .bind(serial)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some(row) = row else {
-                    return Err(StoreError::NotFound);
-                };
-                let (_, mut record) = row.into_record()?;
-                if record.revoked_at.is_some() {
-                    return Ok(Revocation::AlreadyRevoked(record));
-                }
-                sqlx::query(
-                    "UPDATE certificates SET revoked_at = $1, revocation_reason = $2 \
-                     WHERE serial = $3 AND revoked_at IS NULL",
-                )
-                .bind(at)
-                .bind(reason)
+        in_write_tx!(self, tx => {
+            let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE serial = $1");
+            let row: Option<CertificateRow> = sqlx::query_as(&sql)
                 .bind(serial)
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await?;
-                append_audit!(tx, [&event]);
-                tx.commit().await?;
-                record.revoked_at = Some(at);
-                record.revocation_reason = reason.map(str::to_string);
-                Ok(Revocation::Revoked(record))
-            }};
-        }
-        match &self.backend {
-            Backend::Sqlite(pool) => body!(sqlite, pool),
-            Backend::Postgres(pool) => body!(postgres, pool),
-        }
+            let Some(row) = row else {
+                return Err(StoreError::NotFound);
+            };
+            let (_, mut record) = row.into_record()?;
+            if record.revoked_at.is_some() {
+                return Ok(Revocation::AlreadyRevoked(record));
+            }
+            sqlx::query(
+                "UPDATE certificates SET revoked_at = $1, revocation_reason = $2 \
+                 WHERE serial = $3 AND revoked_at IS NULL",
+            )
+            .bind(at)
+            .bind(reason)
+            .bind(serial)
+            .execute(&mut *tx)
+            .await?;
+            append_audit!(tx, [&event]);
+            tx.commit().await?;
+            record.revoked_at = Some(at);
+            record.revocation_reason = reason.map(str::to_string);
+            Ok(Revocation::Revoked(record))
+        })
     }
 
     /// One certificate by serial.

@@ -168,14 +168,22 @@ fn multi_row_insert(prefix: &str, columns: usize, rows: usize) -> String {
     sql
 }
 
-/// Starts a write transaction. SQLite takes the write lock at BEGIN (so a
-/// concurrent writer waits on busy_timeout instead of failing on upgrade).
-macro_rules! begin_write {
-    (sqlite $pool:expr) => {
-        $pool.begin_with("BEGIN IMMEDIATE").await?
-    };
-    (postgres $pool:expr) => {
-        $pool.begin().await?
+/// Runs `$body` in a write transaction `$tx` on either backend. SQLite takes the
+/// write lock at BEGIN (so a concurrent writer waits on busy_timeout instead of
+/// failing on upgrade). `$body` commits (or rolls back) and gives the result; a `?` or
+/// `return` in it returns from the calling function.
+macro_rules! in_write_tx {
+    ($store:expr, $tx:ident => $body:block) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite(pool) => {
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                $body
+            }
+            $crate::store::Backend::Postgres(pool) => {
+                let mut $tx = pool.begin().await?;
+                $body
+            }
+        }
     };
 }
 

@@ -24,29 +24,22 @@ impl Store {
     /// transaction. Returns how many were deleted (0: nothing left, nothing audited).
     pub async fn tidy_batch(&self, cutoff: i64, batch: u32, at_ms: i64) -> Result<u64, StoreError> {
         let sql = format!("DELETE FROM certificates WHERE id IN ({EXPIRED_BATCH})");
-        macro_rules! body {
-            ($kind:tt, $pool:expr) => {{
-                let mut tx = begin_write!($kind $pool);
-                let deleted = sqlx::query(&sql)
-                    .bind(cutoff)
-                    .bind(i64::from(batch))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if deleted == 0 {
-                    tx.rollback().await?;
-                    return Ok(0);
-                }
-                let event = tidy_event(at_ms, cutoff, deleted);
-                append_audit!(tx, [&event]);
-                tx.commit().await?;
-                Ok(deleted)
-            }};
-        }
-        match &self.backend {
-            Backend::Sqlite(pool) => body!(sqlite, pool),
-            Backend::Postgres(pool) => body!(postgres, pool),
-        }
+        in_write_tx!(self, tx => {
+            let deleted = sqlx::query(&sql)
+                .bind(cutoff)
+                .bind(i64::from(batch))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                tx.rollback().await?;
+                return Ok(0);
+            }
+            let event = tidy_event(at_ms, cutoff, deleted);
+            append_audit!(tx, [&event]);
+            tx.commit().await?;
+            Ok(deleted)
+        })
     }
 
     /// How many certificates have a notAfter before `cutoff` (what a tidy would delete).
@@ -157,29 +150,22 @@ impl Store {
         paused: bool,
         event: AuditEvent,
     ) -> Result<bool, StoreError> {
-        macro_rules! body {
-            ($kind:tt, $pool:expr) => {{
-                let mut tx = begin_write!($kind $pool);
-                let changed = sqlx::query(
-                    "UPDATE retention_state SET paused = $1 WHERE id = 1 AND paused <> $1",
-                )
-                .bind(paused)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if changed == 0 {
-                    tx.rollback().await?;
-                    return Ok(false);
-                }
-                append_audit!(tx, [&event]);
-                tx.commit().await?;
-                Ok(true)
-            }};
-        }
-        match &self.backend {
-            Backend::Sqlite(pool) => body!(sqlite, pool),
-            Backend::Postgres(pool) => body!(postgres, pool),
-        }
+        in_write_tx!(self, tx => {
+            let changed = sqlx::query(
+                "UPDATE retention_state SET paused = $1 WHERE id = 1 AND paused <> $1",
+            )
+            .bind(paused)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed == 0 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            append_audit!(tx, [&event]);
+            tx.commit().await?;
+            Ok(true)
+        })
     }
 }
 

@@ -1,6 +1,6 @@
 //! Bearer tokens (hashes only) and the deny list of SPIFFE IDs.
 
-use super::{Backend, Store, StoreError};
+use super::{Store, StoreError};
 use crate::audit::AuditEvent;
 
 /// A bearer token as stored: only its SHA-256 hash.
@@ -27,30 +27,23 @@ impl Store {
         token: &TokenRecord,
         event: AuditEvent,
     ) -> Result<(), StoreError> {
-        macro_rules! body {
-            ($kind:tt, $pool:expr) => {{
-                let mut tx = begin_write!($kind $pool);
-                sqlx::query(
-                    "INSERT INTO tokens (id, hash, policy, created_at, revoked_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&token.id)
-                .bind(&token.hash)
-                .bind(&token.policy)
-                .bind(token.created_at)
-                .bind(token.revoked_at)
-                .bind(token.expires_at)
-                .execute(&mut *tx)
-                .await?;
-                append_audit!(tx, [&event]);
-                tx.commit().await?;
-            }};
-        }
-        match &self.backend {
-            Backend::Sqlite(pool) => body!(sqlite, pool),
-            Backend::Postgres(pool) => body!(postgres, pool),
-        }
-        Ok(())
+        in_write_tx!(self, tx => {
+            sqlx::query(
+                "INSERT INTO tokens (id, hash, policy, created_at, revoked_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&token.id)
+            .bind(&token.hash)
+            .bind(&token.policy)
+            .bind(token.created_at)
+            .bind(token.revoked_at)
+            .bind(token.expires_at)
+            .execute(&mut *tx)
+            .await?;
+            append_audit!(tx, [&event]);
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Revokes a token by id (and audits it); false if there was no such live token.
@@ -60,27 +53,20 @@ impl Store {
         at: i64,
         event: AuditEvent,
     ) -> Result<bool, StoreError> {
-        macro_rules! body {
-            ($kind:tt, $pool:expr) => {{
-                let mut tx = begin_write!($kind $pool);
-                let done = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                    .bind(at)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if done == 0 {
-                    return Ok(false);
-                }
-                append_audit!(tx, [&event]);
-                tx.commit().await?;
-                Ok(true)
-            }};
-        }
-        match &self.backend {
-            Backend::Sqlite(pool) => body!(sqlite, pool),
-            Backend::Postgres(pool) => body!(postgres, pool),
-        }
+        in_write_tx!(self, tx => {
+            let done = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if done == 0 {
+                return Ok(false);
+            }
+            append_audit!(tx, [&event]);
+            tx.commit().await?;
+            Ok(true)
+        })
     }
 
     /// Looks a token up by the SHA-256 of its secret.
@@ -110,31 +96,24 @@ impl Store {
         at: i64,
         event: AuditEvent,
     ) -> Result<bool, StoreError> {
-        macro_rules! body {
-            ($kind:tt, $pool:expr) => {{
-                let mut tx = begin_write!($kind $pool);
-                let done = sqlx::query(
-                    "INSERT INTO denied_identities (spiffe_id, reason, created_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (spiffe_id) DO NOTHING",
-                )
-                .bind(spiffe_id)
-                .bind(reason)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if done == 0 {
-                    return Ok(false);
-                }
-                append_audit!(tx, [&event]);
-                tx.commit().await?;
-                Ok(true)
-            }};
-        }
-        match &self.backend {
-            Backend::Sqlite(pool) => body!(sqlite, pool),
-            Backend::Postgres(pool) => body!(postgres, pool),
-        }
+        in_write_tx!(self, tx => {
+            let done = sqlx::query(
+                "INSERT INTO denied_identities (spiffe_id, reason, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (spiffe_id) DO NOTHING",
+            )
+            .bind(spiffe_id)
+            .bind(reason)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done == 0 {
+                return Ok(false);
+            }
+            append_audit!(tx, [&event]);
+            tx.commit().await?;
+            Ok(true)
+        })
     }
 
     /// Takes a SPIFFE ID off the deny list (and audits it); false if it was not on it.
@@ -143,26 +122,19 @@ impl Store {
         spiffe_id: &str,
         event: AuditEvent,
     ) -> Result<bool, StoreError> {
-        macro_rules! body {
-            ($kind:tt, $pool:expr) => {{
-                let mut tx = begin_write!($kind $pool);
-                let done = sqlx::query("DELETE FROM denied_identities WHERE spiffe_id = $1")
-                    .bind(spiffe_id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if done == 0 {
-                    return Ok(false);
-                }
-                append_audit!(tx, [&event]);
-                tx.commit().await?;
-                Ok(true)
-            }};
-        }
-        match &self.backend {
-            Backend::Sqlite(pool) => body!(sqlite, pool),
-            Backend::Postgres(pool) => body!(postgres, pool),
-        }
+        in_write_tx!(self, tx => {
+            let done = sqlx::query("DELETE FROM denied_identities WHERE spiffe_id = $1")
+                .bind(spiffe_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if done == 0 {
+                return Ok(false);
+            }
+            append_audit!(tx, [&event]);
+            tx.commit().await?;
+            Ok(true)
+        })
     }
 
     /// Why a SPIFFE ID is on the deny list, if it is.
