@@ -573,9 +573,11 @@ impl Pkcs11Key {
             KeyType::EcdsaP256 => (Mechanism::EccKeyPairGen, Some(OID_P256)),
             KeyType::EcdsaP384 => (Mechanism::EccKeyPairGen, Some(OID_P384)),
             KeyType::Rsa { bits } if bits >= 2048 => (Mechanism::RsaPkcsKeyPairGen, None),
-            other => return Err(unusable(format!(
+            other => {
+                return Err(unusable(format!(
                 "{other} keys are not made on tokens (use ecdsa-p256, ecdsa-p384 or rsa2048..4096)"
-            ))),
+            )))
+            }
         };
         let id: [u8; 16] = rand::random();
         {
