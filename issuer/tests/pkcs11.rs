@@ -149,7 +149,11 @@ fn signs_with_a_token_held_intermediate_and_survives_the_token_going_away() {
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.code(), "signer_unavailable");
     assert_eq!(r.header("retry-after"), Some("1"));
-    assert_eq!(issued_count(&client, &token), before + 1, "nothing recorded");
+    assert_eq!(
+        issued_count(&client, &token),
+        before + 1,
+        "nothing recorded"
+    );
 
     // Back: ready again (the module is initialized anew), signing resumes.
     hsm.plug_in();
