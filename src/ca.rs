@@ -16,9 +16,10 @@ use crate::cert::{CertError, Certificate};
 use crate::crl::{Crl, CrlError, RevokedEntry};
 use crate::csr::Csr;
 use crate::key::{KeyError, KeyPair, KeyType};
+use crate::pkcs11::Pkcs11Key;
 use crate::profile::{CertRequest, Profile, ProfileError};
 
-/// The only way a CA key signs: file-backed ([`KeyPair`]) today, PKCS#11/KMS later.
+/// The only way a CA key signs: a key file ([`KeyPair`]) or a PKCS#11 token ([`Pkcs11Key`]).
 pub trait Signer: Send + Sync {
     /// The key's type.
     fn key_type(&self) -> KeyType;
@@ -26,6 +27,25 @@ pub trait Signer: Send + Sync {
     fn public_key_spki(&self) -> Vec<u8>;
     /// Signs `msg` with the key type's signature algorithm.
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError>;
+    /// Whether the key can sign now (a key in memory always can; a token may be gone).
+    fn check(&self) -> Result<(), KeyError> {
+        Ok(())
+    }
+}
+
+impl Signer for Pkcs11Key {
+    fn key_type(&self) -> KeyType {
+        Pkcs11Key::key_type(self)
+    }
+    fn public_key_spki(&self) -> Vec<u8> {
+        Pkcs11Key::public_key_spki(self).to_vec()
+    }
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
+        Ok(Pkcs11Key::sign(self, msg)?)
+    }
+    fn check(&self) -> Result<(), KeyError> {
+        Ok(Pkcs11Key::check(self)?)
+    }
 }
 
 impl Signer for KeyPair {
@@ -72,9 +92,12 @@ impl rcgen::PublicKeyData for SignerHandle {
 
 impl rcgen::SigningKey for SignerHandle {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        self.signer
-            .sign(msg)
-            .map_err(|_| rcgen::Error::RingUnspecified)
+        // rcgen's error carries no detail: the kind survives (and `signing_error` turns
+        // it back into ours), the message is the token's to log.
+        self.signer.sign(msg).map_err(|e| match e {
+            KeyError::Unavailable(_) => rcgen::Error::RemoteKeyError,
+            _ => rcgen::Error::RingUnspecified,
+        })
     }
 }
 
@@ -99,6 +122,19 @@ pub enum CaError {
     Signing(String),
     #[error("refusing to cross-sign: {0}")]
     CrossSignRefused(String),
+    /// The key is on a token that cannot be reached now: nothing was signed; retry.
+    #[error(
+        "the CA key is not available now (its token is missing or was reset): nothing was signed"
+    )]
+    SignerUnavailable,
+}
+
+/// rcgen's signing error as ours: a token that went away is told apart from a bug.
+fn signing_error(e: rcgen::Error) -> CaError {
+    match e {
+        rcgen::Error::RemoteKeyError => CaError::SignerUnavailable,
+        other => CaError::Signing(other.to_string()),
+    }
 }
 
 /// A certificate just issued, with the chain to hand out (leaf first, no root).
@@ -169,10 +205,7 @@ impl CertificateAuthority {
     ) -> Result<Self, CaError> {
         let handle = SignerHandle::new(signer.clone())?;
         let planned = Profile::Root.plan(req, signer.key_type(), None, now)?;
-        let signed = planned
-            .params
-            .self_signed(&handle)
-            .map_err(|e| CaError::Signing(e.to_string()))?;
+        let signed = planned.params.self_signed(&handle).map_err(signing_error)?;
         let cert = Certificate::from_der(signed.der().to_vec())?;
         Profile::Root.check_issued(&cert, &planned, &handle.signer.public_key_spki(), None)?;
         Self::new(cert, vec![], signer)
@@ -193,7 +226,7 @@ impl CertificateAuthority {
         let signed = planned
             .params
             .signed_by(&public_key, &self.issuer)
-            .map_err(|e| CaError::Signing(e.to_string()))?;
+            .map_err(signing_error)?;
         let cert = Certificate::from_der(signed.der().to_vec())?;
         profile.check_issued(&cert, &planned, subject_spki, Some(&self.cert))?;
         let mut chain = Vec::with_capacity(self.chain_above.len() + 2);
@@ -260,9 +293,7 @@ impl CertificateAuthority {
             revoked_certs: revoked.iter().map(RevokedEntry::to_rcgen).collect(),
             key_identifier_method: KeyIdMethod::PreSpecified(ski),
         };
-        let crl = params
-            .signed_by(&self.issuer)
-            .map_err(|e| CaError::Signing(e.to_string()))?;
+        let crl = params.signed_by(&self.issuer).map_err(signing_error)?;
         Ok(Crl::from_der(crl.der().to_vec())?)
     }
 
@@ -281,6 +312,11 @@ impl CertificateAuthority {
     /// The CA's key type.
     pub fn key_type(&self) -> KeyType {
         self.signer.signer.key_type()
+    }
+
+    /// Whether the CA's key can sign now (see [`Signer::check`]).
+    pub fn check_signer(&self) -> Result<(), KeyError> {
+        self.signer.signer.check()
     }
 }
 
@@ -329,7 +365,7 @@ impl CertificateAuthority {
             .map_err(|e| CaError::Key(KeyError::Unsupported(e.to_string())))?;
         let signed = p
             .signed_by(&public_key, &self.issuer)
-            .map_err(|e| CaError::Signing(e.to_string()))?;
+            .map_err(signing_error)?;
         let cert = Certificate::from_der(signed.der().to_vec())?;
         let ok = cert.subject_raw() == other.subject_raw()
             && cert.public_key_spki() == other.public_key_spki()

@@ -188,6 +188,12 @@ pub enum KeyError {
     Generation(String),
     #[error("key encryption failed")]
     Encryption,
+    /// The key lives elsewhere (a PKCS#11 token) and cannot be reached now; retry later.
+    #[error("the signing key is not available: {0}")]
+    Unavailable(String),
+    /// A token refused or failed an operation that retrying will not fix.
+    #[error("{0}")]
+    Token(String),
 }
 
 /// A passphrase for an encrypted key file; wiped from memory on drop, never printed.

@@ -22,6 +22,10 @@ pub struct Record {
     /// A name given by the operator (`aws`), or the revocation reason.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub note: String,
+    /// Where the certified key lives when it is on a PKCS#11 token (never a PIN). Absent
+    /// for key files, so ledgers written before it existed hash the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<crate::pkcs11::KeyLocation>,
 }
 
 /// One line of the ledger.
@@ -123,6 +127,7 @@ mod tests {
 
     fn rec(serial: &str) -> Record {
         Record {
+            key: None,
             kind: "intermediate".into(),
             time: "2026-01-01T00:00:00Z".into(),
             serial: serial.into(),
@@ -142,6 +147,34 @@ mod tests {
             last = Some(e);
         }
         text
+    }
+
+    #[test]
+    fn a_token_key_location_is_hashed_and_absent_for_key_files() {
+        let plain = next_entry(None, rec("01"));
+        assert!(
+            !to_line(&plain).contains("\"key\""),
+            "key files add no field"
+        );
+        let mut r = rec("01");
+        r.key = Some(crate::pkcs11::KeyLocation {
+            token_label: "ceremony".into(),
+            token_serial: "0123456789abcdef".into(),
+            key_id: "0a0b".into(),
+            key_label: "canopy-root".into(),
+        });
+        let line = to_line(&next_entry(None, r));
+        assert_ne!(line, to_line(&plain));
+        assert_eq!(
+            verify(&line).unwrap()[0]
+                .record
+                .key
+                .as_ref()
+                .unwrap()
+                .key_id,
+            "0a0b"
+        );
+        assert!(verify(&line.replace("0a0b", "0a0c")).is_err());
     }
 
     #[test]

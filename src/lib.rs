@@ -2,7 +2,8 @@
 //!
 //! Keys, certificate profiles, CSR checks, SPIFFE IDs, chains and bundles, the Istio
 //! `cacerts` layout, CRLs and the hash-chained ledger. This crate does no network I/O
-//! and never reads the clock: every function that needs "now" takes it.
+//! (a PKCS#11 module it loads may: that is the module's business) and never reads the
+//! clock: every function that needs "now" takes it.
 
 pub mod bundle;
 pub mod ca;
@@ -15,6 +16,7 @@ pub mod csr;
 pub mod key;
 pub mod ledger;
 pub mod pem;
+pub mod pkcs11;
 pub mod profile;
 pub mod renewal;
 pub mod rotation;

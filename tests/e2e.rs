@@ -15,6 +15,7 @@ mod key_hygiene;
 mod name_constraints;
 mod pkictl_ceremony;
 mod pkictl_inspect_rotation;
+mod pkictl_pkcs11;
 mod pkictl_refusals;
 mod pkictl_terminal;
 mod real_cert_manager;

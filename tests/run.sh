@@ -20,6 +20,7 @@ need_pkg openssl openssl
 need_pkg curl curl
 need_pkg sqlite3 sqlite3
 need_pkg gcore gdb
+need_pkg softhsm2-util softhsm2
 command -v kubectl >/dev/null 2>&1 || { echo "kubectl is required (tests drive the test control plane with it); install it and re-run" >&2; exit 1; }
 command -v cargo >/dev/null 2>&1 || { echo "cargo (Rust) is required: https://rustup.rs" >&2; exit 1; }
 command -v go >/dev/null 2>&1 || { echo "go is required (Go's crypto/x509 checks certificates; the test control plane is built from Go modules): https://go.dev/dl" >&2; exit 1; }

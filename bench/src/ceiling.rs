@@ -8,6 +8,7 @@ use canopy::csr::Csr;
 use canopy::profile::{CertRequest, Profile};
 use canopy::spiffe::{SpiffeId, TrustDomain};
 use canopy::ttl::Ttl;
+use canopy::CertificateAuthority;
 
 use crate::canopy_side::BenchCa;
 use crate::workload::WorkloadCsr;
@@ -35,6 +36,23 @@ fn per_second(duration: Duration, mut op: impl FnMut(usize)) -> f64 {
 
 /// Measures each step for `duration` on the calling thread.
 pub fn measure(ca: &BenchCa, csrs: &[WorkloadCsr], duration: Duration) -> anyhow::Result<Ceiling> {
+    let verify_per_sec = per_second(duration, |i| {
+        let csr = Csr::from_pem(&csrs[i % csrs.len()].pem).expect("the CSRs parse");
+        std::hint::black_box(csr);
+    });
+    let verify_and_sign_per_sec = verify_and_sign_rate(&ca.intermediate, csrs, duration)?;
+    Ok(Ceiling {
+        verify_per_sec,
+        verify_and_sign_per_sec,
+    })
+}
+
+/// CSR verify + `issue_for_csr` per second with `ca` for `duration` on the calling thread.
+pub fn verify_and_sign_rate(
+    ca: &CertificateAuthority,
+    csrs: &[WorkloadCsr],
+    duration: Duration,
+) -> anyhow::Result<f64> {
     let td: TrustDomain = crate::canopy_side::TRUST_DOMAIN.parse()?;
     let requests: Vec<CertRequest> = csrs
         .iter()
@@ -50,28 +68,19 @@ pub fn measure(ca: &BenchCa, csrs: &[WorkloadCsr], duration: Duration) -> anyhow
         .collect::<anyhow::Result<_>>()?;
     // One real issue first, so a broken setup fails loudly instead of measuring errors.
     let csr = Csr::from_pem(&csrs[0].pem)?;
-    ca.intermediate.issue_for_csr(
+    ca.issue_for_csr(
         Profile::Workload,
         &csr,
         &requests[0],
         time::OffsetDateTime::now_utc(),
     )?;
-    let verify_per_sec = per_second(duration, |i| {
-        let csr = Csr::from_pem(&csrs[i % csrs.len()].pem).expect("the CSR verified before");
-        std::hint::black_box(csr);
-    });
     let now = time::OffsetDateTime::now_utc();
-    let verify_and_sign_per_sec = per_second(duration, |i| {
+    Ok(per_second(duration, |i| {
         let k = i % csrs.len();
         let csr = Csr::from_pem(&csrs[k].pem).expect("the CSR verified before");
         let issued = ca
-            .intermediate
             .issue_for_csr(Profile::Workload, &csr, &requests[k], now)
             .expect("the request signed before");
         std::hint::black_box(issued);
-    });
-    Ok(Ceiling {
-        verify_per_sec,
-        verify_and_sign_per_sec,
-    })
+    }))
 }

@@ -9,6 +9,7 @@
 mod canopy_side;
 mod ceiling;
 mod cpu;
+mod hsm;
 mod load;
 mod openbao;
 mod postgres;
@@ -363,6 +364,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     eprintln!("canopy-bench: in-process ceiling ({ceiling_time:?} per step, one thread)");
     let ceiling = ceiling::measure(&ca, &csrs, ceiling_time)?;
+    eprintln!("canopy-bench: the same step with the intermediate's key on SoftHSM2");
+    let hsm_row = hsm::measure(work.path(), &csrs, ceiling_time)?;
 
     let canopy_bodies = Arc::new(workload::render(r#"{"csr":"{csr}","ttl":"1h"}"#, &csrs));
     let bao_bodies = Arc::new(workload::render(openbao::BODY_TEMPLATE, &csrs));
@@ -496,6 +499,23 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     print!("{}", report::render(&header, &rows, Some(ceiling), &notes));
+    match hsm_row {
+        hsm::HsmRow::Measured {
+            verify_sign_per_sec,
+        } => {
+            println!(
+                "\nintermediate key on SoftHSM2 (PKCS#11, same step, one core):\n  \
+                 CSR verify + sign: {verify_sign_per_sec:.0}/s with the key on the token, \
+                 {:.0}/s with the key in a file",
+                ceiling.verify_and_sign_per_sec
+            );
+            println!(
+                "result system=ceiling-softhsm verify_sign_per_sec={verify_sign_per_sec:.0} file_verify_sign_per_sec={:.0}",
+                ceiling.verify_and_sign_per_sec
+            );
+        }
+        hsm::HsmRow::Skipped(why) => println!("\nnote: {why}"),
+    }
     if args.keep {
         let kept = work.keep();
         eprintln!("work folder kept: {}", kept.display());

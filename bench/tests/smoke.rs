@@ -55,6 +55,18 @@ fn smoke_mode_produces_numbers_and_no_errors() {
         .unwrap_or_else(|| panic!("no ceiling in\n{stdout}"));
     let sign: f64 = field(ceiling, "verify_sign_per_sec").parse().unwrap();
     assert!(sign > 0.0, "{ceiling}");
+
+    // The SoftHSM row when softhsm2 is installed (tests/run.sh installs it), else a note.
+    match stdout
+        .lines()
+        .find(|l| l.starts_with("result system=ceiling-softhsm "))
+    {
+        Some(hsm) => {
+            let rate: f64 = field(hsm, "verify_sign_per_sec").parse().unwrap();
+            assert!(rate > 0.0, "{hsm}");
+        }
+        None => assert!(stdout.contains("SoftHSM row skipped"), "{stdout}"),
+    }
 }
 
 /// `canopy-bench scale --smoke` (bench/run.sh --scale N --smoke): fills small stores,

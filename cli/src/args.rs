@@ -20,6 +20,13 @@ Root directory layout (created with mode 0700):
   intermediates/NAME/retired-SERIAL/  the previous files after a renewal (--replace)
   crl.pem                         the latest root-signed CRL (pkictl crl); revocations live in the ledger
 
+With --pkcs11 the root key is made on a PKCS#11 token instead (CKA_EXTRACTABLE false,
+CKA_SENSITIVE true) and never leaves it: root-key.pkcs11.json (no secret: module, token
+serial and label, key id and label) replaces root-key.pem, the ledger's first entry records
+the token serial and key id, and every command that signs with the root opens the token,
+asking its PIN (--pin-file FILE, or a prompt on a terminal). A new intermediate's key goes
+on a token the same way (new-intermediate --pkcs11: intermediates/NAME/key.pkcs11.json).
+
 The directory is built in a temporary folder next to DIR, synced, then renamed into place:
 a crash leaves either nothing or a whole root. An existing root is never overwritten.
 The passphrase comes from --passphrase-file or, on a terminal, a prompt (asked twice);
@@ -95,6 +102,41 @@ impl From<RootKeyType> for KeyType {
     }
 }
 
+/// Flags that put a new key on a PKCS#11 token (or use one already there).
+#[derive(Debug, Args, Clone, Default)]
+pub struct Pkcs11Args {
+    /// Make the key on a PKCS#11 token (HSM, smart card, SoftHSM) instead of a key file.
+    #[arg(long)]
+    pub pkcs11: bool,
+    /// The token's PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so).
+    #[arg(long, value_name = "PATH", requires = "pkcs11")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// The token, by its label.
+    #[arg(
+        long,
+        value_name = "LABEL",
+        requires = "pkcs11",
+        conflicts_with = "pkcs11_slot"
+    )]
+    pub pkcs11_token: Option<String>,
+    /// The token, by slot id.
+    #[arg(long, value_name = "ID", requires = "pkcs11")]
+    pub pkcs11_slot: Option<u64>,
+    /// Label of the key on the token (default: canopy-root, canopy-intermediate-NAME).
+    #[arg(long, value_name = "LABEL", requires = "pkcs11")]
+    pub pkcs11_key_label: Option<String>,
+    /// Use a key already on the token (made with the HSM's own tools) instead of making one.
+    #[arg(long, requires = "pkcs11")]
+    pub pkcs11_existing_key: bool,
+    /// With --pkcs11-existing-key: the key's CKA_ID in hex (instead of its label).
+    #[arg(long, value_name = "HEX", requires = "pkcs11_existing_key")]
+    pub pkcs11_key_id: Option<String>,
+    /// Accept an existing key the token lets out (CKA_EXTRACTABLE true or CKA_SENSITIVE
+    /// false), which defeats keeping it on a token; refused without this flag.
+    #[arg(long, requires = "pkcs11_existing_key")]
+    pub allow_extractable_key: bool,
+}
+
 /// `pkictl init-root`.
 #[derive(Debug, Args)]
 pub struct InitRootArgs {
@@ -120,8 +162,13 @@ pub struct InitRootArgs {
     #[arg(long)]
     pub path_len: Option<u8>,
     /// File holding the new passphrase (at least 12 characters); prompted twice on a terminal otherwise.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "pkcs11")]
     pub passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub pkcs11: Pkcs11Args,
+    /// With --pkcs11: file holding the token's user PIN; prompted on a terminal otherwise.
+    #[arg(long, value_name = "FILE", requires = "pkcs11")]
+    pub pin_file: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -156,6 +203,10 @@ pub struct IntermediateArgs {
     /// File holding the root key's passphrase; prompted on a terminal otherwise.
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// File holding the PIN of the token with the root key (a root made with --pkcs11);
+    /// prompted on a terminal otherwise.
+    #[arg(long, value_name = "FILE")]
+    pub pin_file: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -182,11 +233,17 @@ pub struct NewIntermediateArgs {
     #[arg(long, default_value = "ecdsa-p256")]
     pub key_type: KeyType,
     /// File holding the new key's passphrase; prompted twice on a terminal otherwise.
-    #[arg(long, value_name = "FILE", conflicts_with = "unencrypted_key_insecure")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["unencrypted_key_insecure", "pkcs11"])]
     pub key_passphrase_file: Option<PathBuf>,
     /// Write the new key UNENCRYPTED (for a consumer that cannot decrypt it).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "pkcs11")]
     pub unencrypted_key_insecure: bool,
+    #[command(flatten)]
+    pub pkcs11: Pkcs11Args,
+    /// With --pkcs11: file holding the PIN of the token that gets the new key; prompted on
+    /// a terminal otherwise.
+    #[arg(long, value_name = "FILE", requires = "pkcs11")]
+    pub key_pin_file: Option<PathBuf>,
 }
 
 /// `pkictl cacerts`.
@@ -292,6 +349,9 @@ pub struct CrlArgs {
     /// File holding the root key's passphrase; prompted on a terminal otherwise.
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// File holding the PIN of the token with the root key; prompted on a terminal otherwise.
+    #[arg(long, value_name = "FILE")]
+    pub pin_file: Option<PathBuf>,
 }
 
 /// `pkictl cross-sign`.
@@ -317,6 +377,9 @@ pub struct CrossSignArgs {
     /// File holding the signing root key's passphrase; prompted on a terminal otherwise.
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// File holding the PIN of the token with the signing root key; prompted on a terminal otherwise.
+    #[arg(long, value_name = "FILE")]
+    pub pin_file: Option<PathBuf>,
 }
 
 /// `pkictl bundle`.

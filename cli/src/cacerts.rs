@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use crate::args::CacertsArgs;
 use crate::error::{internal, user, CliError, Result};
 use crate::files::{self, PRIVATE, PUBLIC};
-use crate::intermediate::{self, CERT, KEY};
+use crate::intermediate::{self, CERT, KEY, KEY_REF};
 use crate::passphrase::{self, Purpose};
 use crate::root::RootDir;
 
@@ -33,6 +33,13 @@ pub fn run(args: &CacertsArgs, now: OffsetDateTime) -> Result<()> {
     let ca_cert = Certificate::from_pem(&files::read_text(&cert_path, "intermediate certificate")?)
         .map_err(|e| user(format!("{}: {e}", cert_path.display())))?;
     let key_path = args.key.clone().unwrap_or_else(|| dir.join(KEY));
+    if args.key.is_none() && dir.join(KEY_REF).is_file() {
+        return Err(user(format!(
+            "the key of intermediate {:?} lives on a PKCS#11 token ({}) and istiod needs its CA key in a file (ca-key.pem): publish an intermediate whose key is a file (new-intermediate without --pkcs11, or sign-intermediate with a CSR)",
+            args.intermediate,
+            dir.join(KEY_REF).display()
+        )));
+    }
     if !key_path.is_file() {
         return Err(user(format!(
             "no key for intermediate {:?} ({} does not exist): pass --key FILE, the key made with its CSR",

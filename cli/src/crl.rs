@@ -38,6 +38,7 @@ pub fn revoke(args: &RevokeArgs, now: OffsetDateTime) -> Result<()> {
         return Err(user(format!("serial {serial} is already revoked")));
     }
     let record = Record {
+        key: None,
         kind: kind::REVOKE.into(),
         time: rfc3339(now),
         serial: serial.clone(),
@@ -81,10 +82,11 @@ pub fn crl(args: &CrlArgs, now: OffsetDateTime) -> Result<()> {
         .filter(|e| e.record.kind == kind::CRL)
         .count() as u64
         + 1;
-    let ca = root.unlock(args.passphrase_file.as_deref())?;
+    let ca = root.unlock(args.passphrase_file.as_deref(), args.pin_file.as_deref())?;
     let next_update = now + args.next_update.as_duration();
     let crl = ca.sign_crl(&revoked, number, now, next_update)?;
     root.append(Record {
+        key: None,
         kind: kind::CRL.into(),
         time: rfc3339(now),
         serial: number.to_string(),

@@ -86,7 +86,10 @@ impl From<CaError> for CliError {
             CaError::KeyMismatch => user(
                 "the root key does not match root-cert.pem: the root directory is inconsistent",
             ),
-            CaError::NotCa | CaError::CaRequested | CaError::CrossSignRefused(_) => user(e),
+            CaError::NotCa
+            | CaError::CaRequested
+            | CaError::CrossSignRefused(_)
+            | CaError::SignerUnavailable => user(e),
             CaError::Crl(_) | CaError::Signing(_) => internal(e),
         }
     }

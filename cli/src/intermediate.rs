@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use canopy::ca::IssuedCertificate;
+use canopy::pkcs11::{Extractable, KeyLocation, Pkcs11Error, Pkcs11Key};
 use canopy::profile::Subject;
 use canopy::{CertRequest, Certificate, Csr, KeyPair, Profile, TrustDomain};
 use time::OffsetDateTime;
@@ -14,6 +15,7 @@ use crate::files::{self, PRIVATE, PUBLIC};
 use crate::output::{print_json, rfc3339, Format};
 use crate::passphrase::{self, Purpose};
 use crate::root::{self, kind, RootDir};
+use crate::token::{self, KeyReference};
 
 /// The intermediate's certificate.
 pub const CERT: &str = "cert.pem";
@@ -21,6 +23,8 @@ pub const CERT: &str = "cert.pem";
 pub const CHAIN: &str = "chain.pem";
 /// The intermediate's key (new-intermediate).
 pub const KEY: &str = "key.pem";
+/// Where the intermediate's key lives when it is on a PKCS#11 token (new-intermediate --pkcs11).
+pub const KEY_REF: &str = "key.pkcs11.json";
 
 /// Checks an intermediate name: it becomes a directory name.
 pub fn check_name(name: &str) -> Result<()> {
@@ -92,12 +96,14 @@ fn record_and_write(
     issued: &IssuedCertificate,
     root_cert: &Certificate,
     extra_dirs: &[&Path],
+    key: Option<KeyLocation>,
     now: OffsetDateTime,
 ) -> Result<()> {
     let cert = &issued.certificate;
+    let mut record = root::cert_record(kind::INTERMEDIATE, cert, &a.name, now);
+    record.key = key;
     // The ledger first: a crash after it leaves a recorded certificate, never an unrecorded one.
-    p.root
-        .append(root::cert_record(kind::INTERMEDIATE, cert, &a.name, now))?;
+    p.root.append(record)?;
     retire(&p.dir)?;
     let chain = Certificate::pem_of(&[cert.clone(), root_cert.clone()]);
     for dir in std::iter::once(p.dir.as_path()).chain(extra_dirs.iter().copied()) {
@@ -124,7 +130,7 @@ fn retire(dir: &Path) -> Result<()> {
         .map_err(|e| user(format!("{}: {e}", cert_path.display())))?;
     let retired = dir.join(format!("retired-{}", old.serial()));
     files::create_private_dir(&retired)?;
-    for name in [CERT, CHAIN, KEY] {
+    for name in [CERT, CHAIN, KEY, KEY_REF] {
         let from = dir.join(name);
         if from.exists() {
             std::fs::rename(&from, retired.join(name)).map_err(|e| {
@@ -200,10 +206,12 @@ pub fn sign(args: &SignIntermediateArgs, now: OffsetDateTime) -> Result<()> {
         a.cn.clone()
             .or_else(|| csr.subject_cn().map(str::to_owned))
             .unwrap_or_else(|| a.name.clone());
-    let ca = p.root.unlock(a.passphrase_file.as_deref())?;
+    let ca = p
+        .root
+        .unlock(a.passphrase_file.as_deref(), a.pin_file.as_deref())?;
     let req = request(a, cn, p.trust_domain.clone());
     let issued = ca.issue_for_csr(Profile::Intermediate, &csr, &req, now)?;
-    record_and_write(&p, a, &issued, ca.certificate(), &[], now)?;
+    record_and_write(&p, a, &issued, ca.certificate(), &[], None, now)?;
     summary(
         a,
         &issued,
@@ -215,17 +223,17 @@ pub fn sign(args: &SignIntermediateArgs, now: OffsetDateTime) -> Result<()> {
 
 /// `pkictl new-intermediate`.
 pub fn new(args: &NewIntermediateArgs, now: OffsetDateTime) -> Result<()> {
+    if args.pkcs11.pkcs11 {
+        return new_on_token(args, now);
+    }
     let a = &args.common;
     let p = prepare(a)?;
     let key_dir = args.out.clone().unwrap_or_else(|| p.dir.clone());
     let key_path = key_dir.join(KEY);
-    if key_path.exists() && !(a.replace && key_dir == p.dir) {
-        return Err(user(format!(
-            "{} already exists: refusing to overwrite a key; choose another --out",
-            key_path.display()
-        )));
-    }
-    let ca = p.root.unlock(a.passphrase_file.as_deref())?;
+    refuse_key_overwrite(a, &p, &key_dir, &key_path)?;
+    let ca = p
+        .root
+        .unlock(a.passphrase_file.as_deref(), a.pin_file.as_deref())?;
     let key_pass = if args.unencrypted_key_insecure {
         None
     } else {
@@ -245,7 +253,7 @@ pub fn new(args: &NewIntermediateArgs, now: OffsetDateTime) -> Result<()> {
         None => key.to_unencrypted_pem(),
     };
     let extra: Vec<&Path> = args.out.iter().map(PathBuf::as_path).collect();
-    record_and_write(&p, a, &issued, ca.certificate(), &extra, now)?;
+    record_and_write(&p, a, &issued, ca.certificate(), &extra, None, now)?;
     files::create_private_dir(&key_dir)?;
     files::write_atomic(&key_path, &key_pem, PRIVATE)?;
     if key_pass.is_none() {
@@ -254,12 +262,7 @@ pub fn new(args: &NewIntermediateArgs, now: OffsetDateTime) -> Result<()> {
             key_path.display()
         );
     }
-    let mut written = vec![p.dir.join(CERT), p.dir.join(CHAIN)];
-    if let Some(out) = &args.out {
-        written.push(out.join(CERT));
-        written.push(out.join(CHAIN));
-    }
-    written.push(key_path);
+    let written = written_files(args, &p, key_path);
     summary(
         a,
         &issued,
@@ -275,6 +278,106 @@ pub fn new(args: &NewIntermediateArgs, now: OffsetDateTime) -> Result<()> {
         )),
     );
     Ok(())
+}
+
+/// `pkictl new-intermediate --pkcs11`: the key is made on (or, with
+/// --pkcs11-existing-key, already lives on) a token; key.pkcs11.json says where.
+fn new_on_token(args: &NewIntermediateArgs, now: OffsetDateTime) -> Result<()> {
+    let a = &args.common;
+    let t = &args.pkcs11;
+    let p = prepare(a)?;
+    let key_dir = args.out.clone().unwrap_or_else(|| p.dir.clone());
+    let ref_path = key_dir.join(KEY_REF);
+    refuse_key_overwrite(a, &p, &key_dir, &ref_path)?;
+    let spec = t.spec()?;
+    let ca = p
+        .root
+        .unlock(a.passphrase_file.as_deref(), a.pin_file.as_deref())?;
+    let pin = token::pin(
+        args.key_pin_file.as_deref(),
+        "new intermediate key",
+        "--key-pin-file",
+    )?;
+    let key = if t.pkcs11_existing_key {
+        let allow = if t.allow_extractable_key {
+            Extractable::Allow
+        } else {
+            Extractable::Refuse
+        };
+        Pkcs11Key::open(&spec, &t.existing_key()?, pin, allow).map_err(|e| match e {
+            Pkcs11Error::Extractable { .. } => user(format!(
+                "{e}; refusing it (pass --allow-extractable-key to use it anyway)"
+            )),
+            other => token::token_error(other),
+        })?
+    } else {
+        let label = t
+            .pkcs11_key_label
+            .clone()
+            .unwrap_or_else(|| format!("canopy-intermediate-{}", a.name));
+        Pkcs11Key::generate(&spec, &label, args.key_type, pin).map_err(|e| match e {
+            Pkcs11Error::KeyExists { .. } => user(format!(
+                "{e} (pass --pkcs11-existing-key to certify that key)"
+            )),
+            other => token::token_error(other),
+        })?
+    };
+    let reference = KeyReference::of(&key, &spec.module);
+    let cn = a.cn.clone().unwrap_or_else(|| a.name.clone());
+    let req = request(a, cn, p.trust_domain.clone());
+    let issued = ca.issue(Profile::Intermediate, &req, key.public_key_spki(), now)?;
+    let extra: Vec<&Path> = args.out.iter().map(PathBuf::as_path).collect();
+    record_and_write(
+        &p,
+        a,
+        &issued,
+        ca.certificate(),
+        &extra,
+        Some(reference.location.clone()),
+        now,
+    )?;
+    files::create_private_dir(&key_dir)?;
+    files::write_atomic(&ref_path, &reference.to_json(), PUBLIC)?;
+    let written = written_files(args, &p, ref_path);
+    summary(
+        a,
+        &issued,
+        &written,
+        Some(&format!(
+            "{} on token {:?} (serial {}), id {}, label {:?}",
+            reference.key_type,
+            reference.location.token_label,
+            reference.location.token_serial,
+            reference.location.key_id,
+            reference.location.key_label
+        )),
+    );
+    Ok(())
+}
+
+fn refuse_key_overwrite(
+    a: &IntermediateArgs,
+    p: &Prepared,
+    key_dir: &Path,
+    key_path: &Path,
+) -> Result<()> {
+    if key_path.exists() && !(a.replace && key_dir == p.dir) {
+        return Err(user(format!(
+            "{} already exists: refusing to overwrite a key; choose another --out",
+            key_path.display()
+        )));
+    }
+    Ok(())
+}
+
+fn written_files(args: &NewIntermediateArgs, p: &Prepared, key_path: PathBuf) -> Vec<PathBuf> {
+    let mut written = vec![p.dir.join(CERT), p.dir.join(CHAIN)];
+    if let Some(out) = &args.out {
+        written.push(out.join(CERT));
+        written.push(out.join(CHAIN));
+    }
+    written.push(key_path);
+    written
 }
 
 #[cfg(test)]

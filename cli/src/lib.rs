@@ -13,6 +13,7 @@ pub mod output;
 pub mod passphrase;
 pub mod root;
 pub mod rotation;
+pub mod token;
 pub mod verify;
 
 use args::{Cli, Command};

@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use canopy::chain::verify_path;
 use canopy::ledger::{self, Entry, Record};
+use canopy::pkcs11::{Extractable, Pkcs11Error, Pkcs11Key};
 use canopy::profile::Subject;
-use canopy::{CertRequest, Certificate, CertificateAuthority, KeyPair, KeyType, TrustDomain};
+use canopy::{
+    CertRequest, Certificate, CertificateAuthority, KeyPair, KeyType, Signer, TrustDomain,
+};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -17,11 +20,14 @@ use crate::error::{internal, user, CliError, Result};
 use crate::files::{self, PRIVATE, PUBLIC};
 use crate::output::{print_json, rfc3339, Format};
 use crate::passphrase::{self, Purpose};
+use crate::token::{self, KeyReference};
 
 /// The root certificate.
 pub const ROOT_CERT: &str = "root-cert.pem";
 /// The root key, encrypted.
 pub const ROOT_KEY: &str = "root-key.pem";
+/// Where the root key lives when it is on a PKCS#11 token (no secret in it).
+pub const ROOT_KEY_REF: &str = "root-key.pkcs11.json";
 /// The hash-chained record of everything the root signed.
 pub const LEDGER: &str = "ledger.jsonl";
 /// One directory per intermediate.
@@ -85,8 +91,16 @@ impl RootDir {
             .map_err(|e| user(format!("{}: {e}", self.path(ROOT_CERT).display())))
     }
 
-    /// The root as a CA: asks for the passphrase (file or prompt) and opens the key.
-    pub fn unlock(&self, passphrase_file: Option<&Path>) -> Result<CertificateAuthority> {
+    /// The root as a CA: asks for the passphrase (file or prompt) and opens the key, or,
+    /// for a root made with --pkcs11, asks for the token's PIN and opens the key there.
+    pub fn unlock(
+        &self,
+        passphrase_file: Option<&Path>,
+        pin_file: Option<&Path>,
+    ) -> Result<CertificateAuthority> {
+        if self.path(ROOT_KEY_REF).exists() {
+            return self.unlock_token(pin_file);
+        }
         let cert = self.certificate()?;
         let key_path = self.path(ROOT_KEY);
         let text = zeroize::Zeroizing::new(files::read_text(&key_path, "root key")?);
@@ -114,6 +128,39 @@ impl RootDir {
                 "{} does not match {}: the root directory is inconsistent",
                 key_path.display(),
                 ROOT_CERT
+            )));
+        }
+        Ok(CertificateAuthority::new(cert, vec![], Arc::new(key))?)
+    }
+
+    /// The root whose key is on a token: the reference must name the key the ledger
+    /// recorded when the root was made (token serial and key id), and the certificate's.
+    fn unlock_token(&self, pin_file: Option<&Path>) -> Result<CertificateAuthority> {
+        let cert = self.certificate()?;
+        let reference = KeyReference::read(&self.path(ROOT_KEY_REF))?;
+        let entries = self.ledger()?;
+        let recorded = entries
+            .first()
+            .filter(|e| e.record.kind == kind::ROOT)
+            .and_then(|e| e.record.key.as_ref());
+        let same = recorded.is_some_and(|k| {
+            k.token_serial == reference.location.token_serial
+                && k.key_id == reference.location.key_id
+        });
+        if !same {
+            return Err(user(format!(
+                "{} names key {} on token serial {}, which is not the key the ledger recorded for this root: restore {ROOT_KEY_REF} from the ceremony backup",
+                self.path(ROOT_KEY_REF).display(),
+                reference.location.key_id,
+                reference.location.token_serial
+            )));
+        }
+        let pin = token::pin(pin_file, "root key", "--pin-file")?;
+        let key = reference.open(pin)?;
+        if cert.public_key_spki() != key.public_key_spki() {
+            return Err(user(format!(
+                "the key {} on token {:?} does not match {ROOT_CERT}: the root directory is inconsistent",
+                reference.location.key_id, reference.location.token_label
             )));
         }
         Ok(CertificateAuthority::new(cert, vec![], Arc::new(key))?)
@@ -158,6 +205,7 @@ pub fn trust_domain_of(cert: &Certificate) -> Option<TrustDomain> {
 /// A ledger record for a certificate.
 pub fn cert_record(kind: &str, cert: &Certificate, note: &str, now: OffsetDateTime) -> Record {
     Record {
+        key: None,
         kind: kind.to_owned(),
         time: rfc3339(now),
         serial: cert.serial().to_string(),
@@ -177,15 +225,23 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn init_root(args: &InitRootArgs, now: OffsetDateTime) -> Result<()> {
     let dir = &args.dir;
     refuse_existing(dir)?;
-    let pass = passphrase::obtain(
-        args.passphrase_file.as_deref(),
-        "root key",
-        "--passphrase-file",
-        Purpose::Create,
-    )?;
     let key_type: KeyType = args.key_type.into();
-    let key = Arc::new(KeyPair::generate(key_type)?);
-    let key_pem = key.to_encrypted_pem(&pass)?;
+    let (key, key_file): (Arc<dyn Signer>, KeyFile) = if args.pkcs11.pkcs11 {
+        let key = token_key(args, key_type)?;
+        let reference = KeyReference::of(&key, args.pkcs11.spec()?.module.as_path());
+        (Arc::new(key), KeyFile::Token(reference))
+    } else {
+        let pass = passphrase::obtain(
+            args.passphrase_file.as_deref(),
+            "root key",
+            "--passphrase-file",
+            Purpose::Create,
+        )?;
+        let key = KeyPair::generate(key_type)?;
+        let pem = key.to_encrypted_pem(&pass)?;
+        (Arc::new(key), KeyFile::Encrypted(pem))
+    };
+    let key_type = key.key_type();
     let req = CertRequest {
         subject: Subject {
             common_name: Some(args.cn.clone()),
@@ -201,7 +257,11 @@ pub fn init_root(args: &InitRootArgs, now: OffsetDateTime) -> Result<()> {
     // The root must verify as its own trust anchor before anything is written.
     verify_path(&cert, &[], std::slice::from_ref(&cert), now)
         .map_err(|e| internal(format!("the new root does not verify: {e}")))?;
-    let first = ledger::next_entry(None, cert_record(kind::ROOT, &cert, &args.cn, now));
+    let mut record = cert_record(kind::ROOT, &cert, &args.cn, now);
+    if let KeyFile::Token(r) = &key_file {
+        record.key = Some(r.location.clone());
+    }
+    let first = ledger::next_entry(None, record);
 
     let parent = files::parent_of(dir);
     files::create_private_dir(&parent)?;
@@ -209,7 +269,12 @@ pub fn init_root(args: &InitRootArgs, now: OffsetDateTime) -> Result<()> {
     let result = (|| -> Result<()> {
         files::create_private_dir(&staging)?;
         files::write_new(&staging.join(ROOT_CERT), &cert.to_pem(), PUBLIC)?;
-        files::write_new(&staging.join(ROOT_KEY), &key_pem, PRIVATE)?;
+        match &key_file {
+            KeyFile::Encrypted(pem) => files::write_new(&staging.join(ROOT_KEY), pem, PRIVATE)?,
+            KeyFile::Token(r) => {
+                files::write_new(&staging.join(ROOT_KEY_REF), &r.to_json(), PUBLIC)?
+            }
+        }
         files::write_new(&staging.join(LEDGER), &ledger::to_line(&first), PUBLIC)?;
         files::create_private_dir(&staging.join(INTERMEDIATES))?;
         files::sync_dir(&staging.join(INTERMEDIATES))
@@ -248,12 +313,27 @@ pub fn init_root(args: &InitRootArgs, now: OffsetDateTime) -> Result<()> {
             "path_len": cert.path_len(),
             "trust_domain": td.as_ref().map(ToString::to_string),
             "sha256_fingerprint": cert.fingerprint_sha256(),
-            "files": [ROOT_CERT, ROOT_KEY, LEDGER],
+            "files": [ROOT_CERT, key_file.name(), LEDGER],
+            "key": match &key_file {
+                KeyFile::Token(r) => serde_json::to_value(r).ok(),
+                KeyFile::Encrypted(_) => None,
+            },
         })),
         Format::Text => {
             println!("created root {} in {}", cert.subject(), dir.display());
             println!("  serial:      {}", cert.serial());
-            println!("  key:         {key_type} (encrypted, {ROOT_KEY}, mode 0600)");
+            match &key_file {
+                KeyFile::Encrypted(_) => {
+                    println!("  key:         {key_type} (encrypted, {ROOT_KEY}, mode 0600)")
+                }
+                KeyFile::Token(r) => println!(
+                    "  key:         {key_type} on token {:?} (serial {}), id {}, label {:?} ({ROOT_KEY_REF})",
+                    r.location.token_label,
+                    r.location.token_serial,
+                    r.location.key_id,
+                    r.location.key_label
+                ),
+            }
             println!("  valid until: {}", rfc3339(cert.not_after()));
             if let Some(td) = td {
                 println!("  trust domain: spiffe://{td}");
@@ -262,6 +342,52 @@ pub fn init_root(args: &InitRootArgs, now: OffsetDateTime) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What init-root writes for the key: the encrypted key, or where it lives on a token.
+enum KeyFile {
+    Encrypted(zeroize::Zeroizing<String>),
+    Token(KeyReference),
+}
+
+impl KeyFile {
+    fn name(&self) -> &'static str {
+        match self {
+            KeyFile::Encrypted(_) => ROOT_KEY,
+            KeyFile::Token(_) => ROOT_KEY_REF,
+        }
+    }
+}
+
+/// The root key on the token: made there, or (--pkcs11-existing-key) one already there.
+fn token_key(args: &InitRootArgs, key_type: KeyType) -> Result<Pkcs11Key> {
+    let p = &args.pkcs11;
+    let spec = p.spec()?;
+    let pin = token::pin(args.pin_file.as_deref(), "root key", "--pin-file")?;
+    if p.pkcs11_existing_key {
+        let allow = if p.allow_extractable_key {
+            Extractable::Allow
+        } else {
+            Extractable::Refuse
+        };
+        let key = Pkcs11Key::open(&spec, &p.existing_key()?, pin, allow).map_err(|e| match e {
+            Pkcs11Error::Extractable { .. } => user(format!(
+                "{e}; refusing it for a root (pass --allow-extractable-key to use it anyway)"
+            )),
+            other => token::token_error(other),
+        })?;
+        if key.is_extractable() {
+            eprintln!("warning: the root key can leave the token (--allow-extractable-key)");
+        }
+        return Ok(key);
+    }
+    let label = p.pkcs11_key_label.as_deref().unwrap_or("canopy-root");
+    Pkcs11Key::generate(&spec, label, key_type, pin).map_err(|e| match e {
+        Pkcs11Error::KeyExists { .. } => user(format!(
+            "{e} (pass --pkcs11-existing-key to make the root with it)"
+        )),
+        other => token::token_error(other),
+    })
 }
 
 fn refuse_existing(dir: &Path) -> Result<()> {

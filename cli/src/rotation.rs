@@ -44,7 +44,7 @@ pub fn cross_sign(args: &CrossSignArgs, now: OffsetDateTime) -> Result<()> {
             args.out.display()
         )));
     }
-    let ca = root.unlock(args.passphrase_file.as_deref())?;
+    let ca = root.unlock(args.passphrase_file.as_deref(), args.pin_file.as_deref())?;
     let issued = ca.cross_sign(&other, args.ttl, now)?;
     let cert = &issued.certificate;
     root.append(root::cert_record(

@@ -865,6 +865,27 @@ async fn readyz(State(state): State<AppState>) -> Response {
             .into_response();
         }
     }
+    // A key on a token that went away: not ready until it is back (checked off the
+    // async threads: a token may be slow to answer).
+    for inter in state.issuer.authorities().all() {
+        let held = inter.clone();
+        let checked = tokio::time::timeout(
+            READY_PING_TIMEOUT,
+            tokio::task::spawn_blocking(move || held.ca.check_signer()),
+        )
+        .await;
+        let problem = match checked {
+            Ok(Ok(Ok(()))) => continue,
+            Ok(Ok(Err(e))) => e.to_string(),
+            _ => "its key did not answer in time".to_string(),
+        };
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("intermediate {}: {problem}", inter.name),
+        )
+        .into_response();
+    }
     if let Some(istio) = &state.istio {
         if let Err(lines) = istio.readiness(crate::clock::now()) {
             return ApiError::new(

@@ -227,11 +227,76 @@ pub struct IntermediateConfig {
     pub name: String,
     /// PEM certificate; may be followed by the certificates above it.
     pub cert: PathBuf,
-    /// PEM private key (PKCS#8, encrypted or not).
-    pub key: PathBuf,
+    /// PEM private key (PKCS#8, encrypted or not); or `pkcs11` instead.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
     /// File holding the key's passphrase.
     #[serde(default)]
     pub passphrase_file: Option<PathBuf>,
+    /// The key on a PKCS#11 token (an HSM) instead of a key file.
+    #[serde(default)]
+    pub pkcs11: Option<Pkcs11KeyConfig>,
+}
+
+/// An intermediate's key on a PKCS#11 token: the module, the token (by exactly one of
+/// `token_label`, `token_serial`, `slot`), the key (by `key_label` or `key_id`) and the
+/// file holding the token's user PIN.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11KeyConfig {
+    /// Path of the PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so).
+    pub module: PathBuf,
+    /// The token's label.
+    #[serde(default)]
+    pub token_label: Option<String>,
+    /// The token's serial number.
+    #[serde(default)]
+    pub token_serial: Option<String>,
+    /// The slot id.
+    #[serde(default)]
+    pub slot: Option<u64>,
+    /// CKA_LABEL of the private key.
+    #[serde(default)]
+    pub key_label: Option<String>,
+    /// CKA_ID of the private key, hex.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// File holding the token's user PIN (mode 0600; never in this config).
+    pub pin_file: PathBuf,
+    /// Accept a key the token lets out (CKA_EXTRACTABLE, or not CKA_SENSITIVE).
+    #[serde(default)]
+    pub allow_extractable_key: bool,
+}
+
+impl Pkcs11KeyConfig {
+    /// The token and key this names (the config was validated: exactly one of each).
+    pub fn selectors(
+        &self,
+    ) -> Result<(canopy::pkcs11::TokenSpec, canopy::pkcs11::KeySelector), String> {
+        use canopy::pkcs11::{KeySelector, TokenSelector, TokenSpec};
+        let token = match (&self.token_label, &self.token_serial, self.slot) {
+            (Some(l), None, None) => TokenSelector::Label(l.clone()),
+            (None, Some(s), None) => TokenSelector::Serial(s.clone()),
+            (None, None, Some(n)) => TokenSelector::Slot(n),
+            _ => {
+                return Err(
+                    "name the token by exactly one of token_label, token_serial, slot".into(),
+                )
+            }
+        };
+        let key = match (&self.key_label, &self.key_id) {
+            (Some(l), None) => KeySelector::Label(l.clone()),
+            (None, Some(id)) => KeySelector::id_from_hex(id).map_err(|e| e.to_string())?,
+            _ => return Err("name the key by exactly one of key_label, key_id".into()),
+        };
+        Ok((
+            TokenSpec {
+                module: self.module.clone(),
+                token,
+            },
+            key,
+        ))
+    }
 }
 
 /// A Kubernetes cluster the issuer serves.
@@ -592,7 +657,12 @@ impl Config {
         self.crls.iter_mut().for_each(fix);
         for i in &mut self.intermediates {
             fix(&mut i.cert);
-            fix(&mut i.key);
+            if let Some(p) = &mut i.key {
+                fix(p);
+            }
+            if let Some(p11) = &mut i.pkcs11 {
+                fix(&mut p11.pin_file);
+            }
             if let Some(p) = &mut i.passphrase_file {
                 fix(p);
             }
@@ -706,6 +776,26 @@ impl Config {
             }
             if !names.insert(inter.name.as_str()) {
                 return err(format!("intermediates[{i}].name"), "duplicate name");
+            }
+            match (&inter.key, &inter.pkcs11) {
+                (Some(_), None) => {}
+                (None, Some(p11)) => {
+                    if inter.passphrase_file.is_some() {
+                        return err(
+                            format!("intermediates[{i}].passphrase_file"),
+                            "a key on a token has a PIN (pkcs11.pin_file), not a passphrase",
+                        );
+                    }
+                    if let Err(why) = p11.selectors() {
+                        return err(format!("intermediates[{i}].pkcs11"), &why);
+                    }
+                }
+                _ => {
+                    return err(
+                        format!("intermediates[{i}]"),
+                        "give the key as exactly one of key (a file) or pkcs11 (a token)",
+                    )
+                }
             }
         }
         let known = |name: &str| names.contains(name);

@@ -6,9 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use canopy::ca::CertificateAuthority;
+use canopy::ca::Signer;
 use canopy::cert::Certificate;
 use canopy::chain::verify_path;
 use canopy::key::{KeyPair, Passphrase};
+use canopy::pkcs11::{Extractable, Pin, Pkcs11Key};
 use time::OffsetDateTime;
 
 use crate::config::{Config, IntermediateConfig};
@@ -128,6 +130,36 @@ impl Authorities {
     }
 }
 
+/// The intermediate's key: a key file, or a key on a PKCS#11 token (logged in once here;
+/// the session is kept and reopened when the token comes back after going away).
+fn signer(ic: &IntermediateConfig) -> Result<Arc<dyn Signer>, String> {
+    match (&ic.key, &ic.pkcs11) {
+        (Some(path), _) => {
+            let passphrase = match &ic.passphrase_file {
+                Some(p) => Some(Passphrase::from_file(p).map_err(|e| e.to_string())?),
+                None => None,
+            };
+            let text = read(path).map_err(|e| e.to_string())?;
+            let key = KeyPair::from_pem_with(&text, passphrase.as_ref())
+                .map_err(|e| format!("key: {e}"))?;
+            Ok(Arc::new(key))
+        }
+        (None, Some(p11)) => {
+            let (spec, key) = p11.selectors()?;
+            let pin = Pin::from_file(&p11.pin_file).map_err(|e| e.to_string())?;
+            let allow = if p11.allow_extractable_key {
+                Extractable::Allow
+            } else {
+                Extractable::Refuse
+            };
+            let key =
+                Pkcs11Key::open(&spec, &key, pin, allow).map_err(|e| format!("pkcs11 key: {e}"))?;
+            Ok(Arc::new(key))
+        }
+        (None, None) => Err("no key: give key (a file) or pkcs11 (a token)".into()),
+    }
+}
+
 fn load_one(
     ic: &IntermediateConfig,
     roots: &[Certificate],
@@ -144,12 +176,7 @@ fn load_one(
     let cert = certs.remove(0);
     // The file may carry the chain above the intermediate; the root is handed out separately.
     let above: Vec<Certificate> = certs.into_iter().filter(|c| !roots.contains(c)).collect();
-    let passphrase = match &ic.passphrase_file {
-        Some(p) => Some(Passphrase::from_file(p).map_err(|e| err(e.to_string()))?),
-        None => None,
-    };
-    let key = KeyPair::from_pem_with(&read(&ic.key)?, passphrase.as_ref())
-        .map_err(|e| err(format!("key: {e}")))?;
+    let key = signer(ic).map_err(err)?;
     // Checked at a time the intermediate is valid, so an expired one still loads
     // (and /readyz reports it) instead of stopping the whole issuer.
     let at = now.min(cert.not_after()).max(cert.not_before());
@@ -159,8 +186,7 @@ fn load_one(
     let mut chain = vec![cert.clone()];
     chain.extend(above.iter().cloned());
     let chain_pem = Certificate::pem_of(&chain);
-    let ca =
-        CertificateAuthority::new(cert, above, Arc::new(key)).map_err(|e| err(e.to_string()))?;
+    let ca = CertificateAuthority::new(cert, above, key).map_err(|e| err(e.to_string()))?;
     Ok(Intermediate {
         name: ic.name.clone(),
         ca,

@@ -446,6 +446,13 @@ impl Issuer {
                         intermediate.name
                     ),
                 },
+                CaError::SignerUnavailable => IssueError::Unavailable {
+                    code: "signer_unavailable",
+                    message: format!(
+                        "the key of intermediate {} cannot be reached now (its token is missing); nothing was issued, retry",
+                        intermediate.name
+                    ),
+                },
                 CaError::Profile(p) => IssueError::bad("bad_request", p.to_string()),
                 CaError::CaRequested => IssueError::Denied {
                     code: "ca_not_allowed",

@@ -29,6 +29,7 @@ mod istio_sync;
 mod limits;
 mod outage;
 mod pg_restart;
+mod pkcs11;
 mod replicas;
 mod soak;
 mod store_scale;

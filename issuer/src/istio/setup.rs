@@ -96,8 +96,16 @@ impl Signing {
             Some(p) => Some(Passphrase::from_file(p).map_err(|e| e.to_string())?),
             None => None,
         };
-        let key = KeyPair::from_pem_with(&read(&ic.key)?, passphrase.as_ref())
-            .map_err(|e| format!("key {}: {e}", ic.key.display()))?;
+        // Publishing an intermediate to istiod hands istiod its key (ca-key.pem): a key
+        // that lives on a token cannot be handed over.
+        let Some(key_path) = &ic.key else {
+            return Err(format!(
+                "intermediate {}: its key is on a PKCS#11 token, and the Istio cacerts sync needs a key file (istiod holds the key it signs with)",
+                ic.name
+            ));
+        };
+        let key = KeyPair::from_pem_with(&read(key_path)?, passphrase.as_ref())
+            .map_err(|e| format!("key {}: {e}", key_path.display()))?;
         Self::new(&ic.name, chain, key)
     }
 

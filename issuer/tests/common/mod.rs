@@ -25,10 +25,16 @@ pub struct Server {
 impl Server {
     /// Starts `canopy-issuer ARGS` and waits for "listening on https://ADDR".
     pub fn start(args: &[&str], log_dir: &Path) -> Server {
+        Self::start_with_env(args, log_dir, &[])
+    }
+
+    /// [`Server::start`] with more environment variables (e.g. SOFTHSM2_CONF).
+    pub fn start_with_env(args: &[&str], log_dir: &Path, env: &[(&str, &Path)]) -> Server {
         let stderr_path = log_dir.join(format!("issuer-{}.log", rand_suffix()));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut child = Command::new(BIN)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .env("RUST_LOG", "info,sqlx=warn")
             // The binary would take its database URL from this variable instead of the config.
             .env_remove("CANOPY_STORAGE_URL")

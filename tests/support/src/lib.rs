@@ -7,6 +7,7 @@ pub mod certmanager;
 pub mod cluster;
 pub mod istiod;
 pub mod pki;
+pub mod softhsm;
 pub mod x509check;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -47,6 +48,9 @@ pub fn bin(name: &str) -> PathBuf {
             "pkictl",
             "-p",
             "canopy-issuer",
+            "-p",
+            "canopy-testsupport",
+            "--bins",
         ]);
         if release {
             cmd.arg("--release");
