@@ -2,6 +2,7 @@
 //! each on its own issuer (a small [`Env`]), so that one failure does not hide the others.
 
 use crate::common::*;
+use canopy_testsupport::openssl_verify_pem;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -171,7 +172,7 @@ fn a_workload_certificate_verifies_and_is_recorded(backend: Backend) {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let j = r.json();
-    let (ok, out) = openssl_verify(
+    let (ok, out) = openssl_verify_pem(
         &env.dir,
         &env.root,
         j["chain"].as_str().unwrap(),
@@ -219,7 +220,7 @@ fn a_workload_certificate_verifies_and_is_recorded(backend: Backend) {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["ttl_capped"], true);
-    let (ok, out) = openssl_verify(
+    let (ok, out) = openssl_verify_pem(
         &env.dir,
         &env.root,
         r.json()["chain"].as_str().unwrap(),

@@ -374,34 +374,6 @@ pub fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
     )
 }
 
-/// `openssl verify -x509_strict` of `leaf` with the chain as untrusted and the root as CA.
-pub fn openssl_verify(
-    dir: &Path,
-    root_pem: &str,
-    chain_pem: &str,
-    leaf_pem: &str,
-) -> (bool, String) {
-    let name = rand_suffix();
-    let root = dir.join(format!("root-{name}.pem"));
-    let chain = dir.join(format!("chain-{name}.pem"));
-    let leaf = dir.join(format!("leaf-{name}.pem"));
-    std::fs::write(&root, root_pem).unwrap();
-    std::fs::write(&chain, chain_pem).unwrap();
-    std::fs::write(&leaf, leaf_pem).unwrap();
-    openssl(
-        dir,
-        &[
-            "verify",
-            "-x509_strict",
-            "-CAfile",
-            root.to_str().unwrap(),
-            "-untrusted",
-            chain.to_str().unwrap(),
-            leaf.to_str().unwrap(),
-        ],
-    )
-}
-
 /// Prepares the dev CA material in `dir` (root, aws, azure, dev token) without serving.
 pub fn dev_material(dir: &Path) -> String {
     let (ok, out, err) = run_bin(&["migrate", "--dev", "--data-dir", dir.to_str().unwrap()]);
