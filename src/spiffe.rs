@@ -296,6 +296,76 @@ mod tests {
         assert!("Mesh".parse::<TrustDomain>().is_err());
     }
 
+    /// The SPIFFE ID grammar written out again, independently of the parser: the oracle.
+    fn spec_accepts(s: &str) -> bool {
+        let Some(rest) = s.strip_prefix("spiffe://") else {
+            return false;
+        };
+        let mut parts = rest.split('/');
+        let td = parts.next().unwrap_or_default();
+        let td_ok = !td.is_empty()
+            && td.len() <= 255
+            && td
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        s.len() <= 2048
+            && td_ok
+            && parts.all(|seg| {
+                !seg.is_empty()
+                    && seg != "."
+                    && seg != ".."
+                    && seg
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            })
+    }
+
+    /// A valid-looking ID (segments may be `.` or `..`), then maybe one insertion of a
+    /// character or piece the grammar cares about, anywhere (the scheme included).
+    fn near_valid() -> impl Strategy<Value = String> {
+        let id = (
+            "[a-z0-9._-]{1,12}",
+            prop::collection::vec("[A-Za-z0-9._-]{1,6}", 0..4),
+        )
+            .prop_map(|(td, segs)| {
+                let path: String = segs.iter().map(|x| format!("/{x}")).collect();
+                format!("spiffe://{td}{path}")
+            });
+        let edit = prop::option::weighted(
+            0.5,
+            (
+                any::<prop::sample::Index>(),
+                prop::sample::select(vec![
+                    "/", "//", "/.", "/..", ".", "?", "#", "%2f", " ", "A", ":", "@", "é", "\0",
+                ]),
+            ),
+        );
+        (id, edit).prop_map(|(mut s, edit)| {
+            if let Some((at, piece)) = edit {
+                s.insert_str(at.index(s.len() + 1), piece);
+            }
+            s
+        })
+    }
+
+    #[test]
+    fn near_valid_reaches_both_outcomes() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (mut accepted, mut rejected) = (0, 0);
+        for _ in 0..1000 {
+            let s = near_valid().new_tree(&mut runner).unwrap().current();
+            match s.parse::<SpiffeId>() {
+                Ok(_) => accepted += 1,
+                Err(_) => rejected += 1,
+            }
+        }
+        assert!(
+            accepted > 200 && rejected > 200,
+            "{accepted} accepted, {rejected} rejected"
+        );
+    }
+
     fn segment() -> impl Strategy<Value = String> {
         "[A-Za-z0-9._-]{1,12}".prop_filter("no dot segments", |s| s != "." && s != "..")
     }
@@ -311,9 +381,16 @@ mod tests {
             prop_assert_eq!(again, id);
         }
 
+        // Arbitrary text alone is almost never accepted (it would have to start with
+        // `spiffe://`), so most cases are near-valid IDs with one edit: both outcomes occur
+        // (`near_valid_reaches_both_outcomes`), and the parser must agree with the spec.
         #[test]
-        fn arbitrary_strings_never_panic_and_accepted_ones_are_canonical(s in "\\PC{0,80}") {
-            if let Ok(id) = s.parse::<SpiffeId>() {
+        fn accepted_exactly_per_the_spec_and_accepted_ones_are_canonical(
+            s in prop_oneof![4 => near_valid(), 1 => "\\PC{0,80}"],
+        ) {
+            let parsed = s.parse::<SpiffeId>();
+            prop_assert_eq!(parsed.is_ok(), spec_accepts(&s), "{:?}: {:?}", s, parsed);
+            if let Ok(id) = parsed {
                 prop_assert_eq!(id.to_string(), s.clone());
                 prop_assert!(s.starts_with("spiffe://"));
                 prop_assert!(!s.ends_with('/'));

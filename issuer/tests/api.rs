@@ -1,19 +1,21 @@
-//! The API suite, run against the real binary on SQLite and on PostgreSQL.
+//! The API, run against the real binary on SQLite and on PostgreSQL: one test per area,
+//! each on its own issuer (a small [`Env`]), so that one failure does not hide the others.
 
 use crate::common::*;
+use canopy_testsupport::openssl_verify_pem;
 use serde_json::json;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+/// A running issuer on one backend, with a `dev` and a `narrow` token.
 struct Env {
     _dir: tempfile::TempDir,
-    dir: std::path::PathBuf,
+    dir: PathBuf,
     server: Server,
     client: Client,
+    issuer: Configured,
     root: String,
     token: String,
     narrow_token: String,
-    jwt: JwtKey,
-    config: std::path::PathBuf,
     backend: Backend,
     _pg: Option<PgDb>,
 }
@@ -21,46 +23,60 @@ struct Env {
 fn setup(backend: Backend) -> Env {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    dev_material(&dir);
     let pg = (backend == Backend::Postgres).then(PgDb::create);
     let url = match &pg {
         Some(db) => db.url.clone(),
         None => "sqlite:suite.db".to_string(),
     };
-    let jwt = JwtKey::new("k1");
-    let config = write_config(
-        &dir,
-        &url,
-        &jwt.jwks,
-        "  burst: 10000\n  rate_per_second: 10000",
-    );
-    let config_s = config.to_str().unwrap().to_string();
-    let (ok, out, err) = run_bin(&["token", "create", "--policy", "dev", "--config", &config_s]);
-    assert!(ok, "token create: {out}{err}");
-    let token = out.trim().to_string();
-    assert!(err.contains("shown once"), "{err}");
-    let (ok, out, err) = run_bin(&[
-        "token", "create", "--policy", "narrow", "--config", &config_s,
-    ]);
-    assert!(ok, "{err}");
-    let narrow_token = out.trim().to_string();
-    let server = Server::start(&["serve", "--config", &config_s], &dir);
-    let root = std::fs::read_to_string(dir.join("root.pem")).unwrap();
-    let client = Client::new(server.addr, &root, None);
+    let issuer = Configured::new(&dir, &url, "  burst: 10000\n  rate_per_second: 10000");
+    let narrow_token = issuer.create_token("narrow");
+    let (server, client) = issuer.serve(&dir);
     Env {
         _dir: tmp,
         dir,
         server,
         client,
-        root,
-        token,
+        root: issuer.root.clone(),
+        token: issuer.token.clone(),
+        issuer,
         narrow_token,
-        jwt,
-        config,
         backend,
         _pg: pg,
     }
 }
+
+/// Each test below runs once per backend: `api::sqlite::NAME` and `api::postgres::NAME`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Backend::Sqlite);
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Backend::Postgres);
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    a_workload_certificate_verifies_and_is_recorded,
+    public_endpoints,
+    bad_input_is_a_clear_4xx,
+    failed_authentication_is_a_clear_401,
+    a_token_revoked_with_the_cli_stops_working_at_once,
+    every_documented_route_is_served,
+    a_service_account_jwt_gets_its_own_identity_only,
+    a_workload_renews_and_revokes_over_mtls,
+    revocation_shows_in_the_crl,
+    listing_filters_and_pages,
+    metrics_count_what_happened,
+    the_audit_log_verifies_and_a_tampered_copy_does_not,
+);
 
 fn sign(env: &Env, auth: Option<&str>, body: serde_json::Value) -> Response {
     env.client.post_json("/v1/sign", auth, &body)
@@ -101,15 +117,54 @@ fn healthy(env: &Env) {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
-fn suite(backend: Backend) {
+/// The CSR most tests sign: `ns/default/sa/web` with its service DNS name.
+fn web_csr() -> Csr {
+    csr(
+        Some(&format!("spiffe://{TD}/ns/default/sa/web")),
+        &["web.default.svc.cluster.local"],
+    )
+}
+
+/// Signs [`web_csr`] with the `dev` token; returns the serial.
+fn issue_web(env: &Env) -> String {
+    let r = sign(env, Some(&env.token), json!({"csr": web_csr().pem}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["serial"].as_str().unwrap().to_string()
+}
+
+/// Signs a CSR without SANs with the service-account token of `shop/cart`; returns the serial.
+fn issue_by_sa_jwt(env: &Env) -> String {
+    let sa_jwt = env.issuer.sa_token("canopy-issuer", "shop", "cart", 600);
+    let r = sign(env, Some(&sa_jwt), json!({"csr": csr(None, &[]).pem}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["serial"].as_str().unwrap().to_string()
+}
+
+/// A `ns/default/sa/web` certificate its holder revoked over mTLS; returns its serial.
+fn self_revoked(env: &Env) -> String {
+    let c = csr(Some(&format!("spiffe://{TD}/ns/default/sa/web")), &[]);
+    let r = sign(env, Some(&env.token), json!({"csr": c.pem}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let serial = r.json()["serial"].as_str().unwrap().to_string();
+    let mtls = Client::new(
+        env.server.addr,
+        &env.root,
+        Some((r.json()["chain"].as_str().unwrap(), &c.key_pem)),
+    );
+    let r = mtls.post_json(
+        "/v1/revoke",
+        None,
+        &json!({"serial": serial, "reason": "superseded"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    serial
+}
+
+fn a_workload_certificate_verifies_and_is_recorded(backend: Backend) {
     let env = setup(backend);
     let td = TD;
-
     // --- A workload certificate that openssl verifies strictly against the root.
-    let c = csr(
-        Some(&format!("spiffe://{td}/ns/default/sa/web")),
-        &["web.default.svc.cluster.local"],
-    );
+    let c = web_csr();
     let r = sign(
         &env,
         Some(&env.token),
@@ -117,7 +172,7 @@ fn suite(backend: Backend) {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let j = r.json();
-    let (ok, out) = openssl_verify(
+    let (ok, out) = openssl_verify_pem(
         &env.dir,
         &env.root,
         j["chain"].as_str().unwrap(),
@@ -165,13 +220,17 @@ fn suite(backend: Backend) {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["ttl_capped"], true);
-    let (ok, out) = openssl_verify(
+    let (ok, out) = openssl_verify_pem(
         &env.dir,
         &env.root,
         r.json()["chain"].as_str().unwrap(),
         r.json()["certificate"].as_str().unwrap(),
     );
     assert!(ok, "azure leaf: {out}");
+}
+
+fn public_endpoints(backend: Backend) {
+    let env = setup(backend);
 
     // --- Public endpoints.
     let r = env.client.get("/v1/roots", &[]);
@@ -201,7 +260,12 @@ fn suite(backend: Backend) {
     assert!(r.json()["paths"]["/v1/sign"]["post"].is_object());
     let r = env.client.get("/readyz", &[]);
     assert_eq!(r.status, 200, "{}", r.text());
+}
 
+fn bad_input_is_a_clear_4xx(backend: Backend) {
+    let env = setup(backend);
+    let td = TD;
+    let c = web_csr();
     // --- Bad input: each a clear 4xx.
     let tok = Some(env.token.as_str());
     expect_error(
@@ -379,6 +443,12 @@ fn suite(backend: Backend) {
         Some(b"{not json"),
     );
     expect_error(&r, 400, "bad_json", "JSON");
+    healthy(&env);
+}
+
+fn failed_authentication_is_a_clear_401(backend: Backend) {
+    let env = setup(backend);
+    let c = web_csr();
     // authentication
     expect_error(
         &sign(&env, None, json!({"csr": c.pem})),
@@ -399,22 +469,22 @@ fn suite(backend: Backend) {
         "token",
     );
     let expired = env
-        .jwt
-        .token("k1", "canopy-issuer", "default", "web", -3600);
+        .issuer
+        .sa_token("canopy-issuer", "default", "web", -3600);
     expect_error(
         &sign(&env, Some(&expired), json!({"csr": c.pem})),
         401,
         "bad_jwt",
         "expired",
     );
-    let wrong_aud = env.jwt.token("k1", "someone-else", "default", "web", 600);
+    let wrong_aud = env.issuer.sa_token("someone-else", "default", "web", 600);
     expect_error(
         &sign(&env, Some(&wrong_aud), json!({"csr": c.pem})),
         401,
         "bad_jwt",
         "audience",
     );
-    let foreign = JwtKey::new("k1").token("k1", "canopy-issuer", "default", "web", 600);
+    let foreign = JwtKey::new(JWT_KID).token(JWT_KID, "canopy-issuer", "default", "web", 600);
     expect_error(
         &sign(&env, Some(&foreign), json!({"csr": c.pem})),
         401,
@@ -422,9 +492,13 @@ fn suite(backend: Backend) {
         "signature",
     );
     healthy(&env);
+}
 
+fn a_token_revoked_with_the_cli_stops_working_at_once(backend: Backend) {
+    let env = setup(backend);
+    let c = web_csr();
     // --- A token revoked with the CLI stops working at once.
-    let config_s = env.config.to_str().unwrap();
+    let config_s = env.issuer.config.as_str();
     let (ok, out, err) = run_bin(&["token", "create", "--policy", "dev", "--config", config_s]);
     assert!(ok, "{err}");
     let short_lived = out.trim().to_string();
@@ -449,7 +523,11 @@ fn suite(backend: Backend) {
     let (ok, _, err) = run_bin(&["token", "revoke", &id, "--config", config_s]);
     assert!(!ok && err.contains("no live token"), "{err}");
     audit_has(&env, "ok", "token.revoke");
+}
 
+fn every_documented_route_is_served(backend: Backend) {
+    let env = setup(backend);
+    let serial = issue_web(&env);
     // --- Every documented route is served (not the fallback's 404, not 405).
     for (method, path) in canopy_issuer::api::ROUTES {
         let path = path
@@ -477,9 +555,13 @@ fn suite(backend: Backend) {
     }
     let r = env.client.get("/v1/nothing-here", &[]);
     assert_eq!((r.status, r.code()), (404, "not_found".to_string()));
+}
 
+fn a_service_account_jwt_gets_its_own_identity_only(backend: Backend) {
+    let env = setup(backend);
+    let td = TD;
     // --- Kubernetes service-account JWT: the workload gets its own identity, nothing else.
-    let sa_jwt = env.jwt.token("k1", "canopy-issuer", "shop", "cart", 600);
+    let sa_jwt = env.issuer.sa_token("canopy-issuer", "shop", "cart", 600);
     let own = csr(None, &[]);
     let r = sign(&env, Some(&sa_jwt), json!({"csr": own.pem}));
     assert_eq!(r.status, 200, "{}", r.text());
@@ -501,7 +583,12 @@ fn suite(backend: Backend) {
         "spiffe_id_not_allowed",
         "self",
     );
+}
 
+fn a_workload_renews_and_revokes_over_mtls(backend: Backend) {
+    let env = setup(backend);
+    let td = TD;
+    let tok = Some(env.token.as_str());
     // --- mTLS: a workload renews its own identity with its current certificate.
     let web_chain = {
         let c = csr(Some(&format!("spiffe://{td}/ns/default/sa/web")), &[]);
@@ -536,7 +623,15 @@ fn suite(backend: Backend) {
     assert_eq!(r.status, 200, "{}", r.text());
     let r = mtls.post_json("/v1/sign", None, &json!({"csr": renew.pem}));
     expect_error(&r, 401, "bad_client_certificate", "revoked");
+}
 
+fn revocation_shows_in_the_crl(backend: Backend) {
+    let env = setup(backend);
+    let tok = Some(env.token.as_str());
+    let narrow = Some(env.narrow_token.as_str());
+    let serial = issue_web(&env);
+    let jwt_serial = issue_by_sa_jwt(&env);
+    let self_revoked = self_revoked(&env);
     // --- Revocation shows in the CRL (DER and PEM), checked by openssl.
     let r = env.client.post_json(
         "/v1/revoke",
@@ -594,7 +689,7 @@ fn suite(backend: Backend) {
         "serial {serial} not in CRL:\n{text}"
     );
     assert!(
-        text.to_uppercase().contains(&web_chain.2.to_uppercase()),
+        text.to_uppercase().contains(&self_revoked.to_uppercase()),
         "self-revoked serial not in CRL"
     );
     let crl_pem = env
@@ -627,7 +722,23 @@ fn suite(backend: Backend) {
         "unknown_intermediate",
         "gcp",
     );
+}
 
+fn listing_filters_and_pages(backend: Backend) {
+    let env = setup(backend);
+    let td = TD;
+    let tok = Some(env.token.as_str());
+    // Five certificates: two revoked (one by the dev token, one by its holder), one of
+    // shop/cart; pages of two.
+    let serial = issue_web(&env);
+    let r = env
+        .client
+        .post_json("/v1/revoke", tok, &json!({"serial": serial}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let self_revoked = self_revoked(&env);
+    issue_by_sa_jwt(&env);
+    issue_web(&env);
+    issue_web(&env);
     // --- Listing: filters and cursor pagination.
     let auth = format!("Bearer {}", env.token);
     let h = [("Authorization", auth.as_str())];
@@ -640,7 +751,7 @@ fn suite(backend: Backend) {
         .map(|i| i["serial"].as_str().unwrap().to_string())
         .collect();
     assert!(
-        revoked.contains(&serial) && revoked.contains(&web_chain.2) && revoked.len() == 2,
+        revoked.contains(&serial) && revoked.contains(&self_revoked) && revoked.len() == 2,
         "{revoked:?}"
     );
     let r = env.client.get(
@@ -709,7 +820,25 @@ fn suite(backend: Backend) {
         "unauthenticated",
         "",
     );
+}
 
+fn metrics_count_what_happened(backend: Backend) {
+    let env = setup(backend);
+    let tok = Some(env.token.as_str());
+    issue_web(&env);
+    let out_of_policy = csr(Some(&format!("spiffe://{TD}/admin/root")), &[]);
+    expect_error(
+        &sign(&env, tok, json!({"csr": out_of_policy.pem})),
+        403,
+        "spiffe_id_not_allowed",
+        "outside",
+    );
+    expect_error(
+        &sign(&env, tok, json!({"csr": "hello"})),
+        400,
+        "bad_csr",
+        "PEM",
+    );
     // --- Metrics count what happened.
     let m = env.client.get("/metrics", &[]).text();
     for needle in [
@@ -722,9 +851,24 @@ fn suite(backend: Backend) {
         assert!(m.contains(needle), "{needle} missing from /metrics:\n{m}");
     }
     healthy(&env);
+}
 
+fn the_audit_log_verifies_and_a_tampered_copy_does_not(backend: Backend) {
+    let env = setup(backend);
+    let tok = Some(env.token.as_str());
+    // Entries to verify and tamper with: issued, denied, issued again (at least four).
+    issue_web(&env);
+    issue_web(&env);
+    let out_of_policy = csr(Some(&format!("spiffe://{TD}/admin/root")), &[]);
+    expect_error(
+        &sign(&env, tok, json!({"csr": out_of_policy.pem})),
+        403,
+        "spiffe_id_not_allowed",
+        "outside",
+    );
+    issue_web(&env);
     // --- Audit log: verifies; a tampered copy does not.
-    let config_s = env.config.to_str().unwrap();
+    let config_s = env.issuer.config.as_str();
     let (ok, out, err) = run_bin(&["audit", "verify", "--config", config_s]);
     assert!(ok, "audit verify: {out}{err}");
     assert!(out.contains("OK"), "{out}");
@@ -867,40 +1011,12 @@ fn openssl_ca_csr(dir: &Path, spiffe_id: &str) -> String {
 }
 
 #[test]
-fn api_suite_sqlite() {
-    suite(Backend::Sqlite);
-}
-
-#[test]
-fn api_suite_postgres() {
-    suite(Backend::Postgres);
-}
-
-#[test]
 fn rate_limit_answers_429_and_recovers() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    dev_material(dir);
-    let jwt = JwtKey::new("k");
-    let config = write_config(
-        dir,
-        "sqlite:rl.db",
-        &jwt.jwks,
-        "  burst: 3\n  rate_per_second: 1",
-    );
-    let (ok, out, err) = run_bin(&[
-        "token",
-        "create",
-        "--policy",
-        "dev",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
-    let token = out.trim().to_string();
-    let server = Server::start(&["serve", "--config", config.to_str().unwrap()], dir);
-    let root = std::fs::read_to_string(dir.join("root.pem")).unwrap();
-    let client = Client::new(server.addr, &root, None);
+    let issuer = Configured::new(dir, "sqlite:rl.db", "  burst: 3\n  rate_per_second: 1");
+    let token = issuer.token.clone();
+    let (_server, client) = issuer.serve(dir);
     let c = csr(Some(&format!("spiffe://{TD}/ns/default/sa/web")), &[]);
     let mut statuses = Vec::new();
     for _ in 0..6 {
@@ -928,10 +1044,8 @@ fn rate_limit_answers_429_and_recovers() {
 fn invalid_config_names_the_field_and_exits_1() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    dev_material(dir);
-    let jwt = JwtKey::new("k");
-    let good = write_config(dir, "sqlite:c.db", &jwt.jwks, "  burst: 3");
-    let text = std::fs::read_to_string(&good).unwrap();
+    let good = Configured::new(dir, "sqlite:c.db", "  burst: 3");
+    let text = std::fs::read_to_string(&good.config).unwrap();
     for (from, to, field) in [
         (
             "trust_domain: dev.canopy.internal",

@@ -64,7 +64,7 @@ struct Env {
     anonymous: Client,
     dev_token: String,
     narrow_token: String,
-    jwt: JwtKey,
+    issuer: Configured,
     mtls_own: Client,
     mtls_other: Client,
 }
@@ -89,26 +89,15 @@ fn issue(client: &Client, token: &str, id: &str) -> (String, String, String) {
 fn setup() -> Env {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    dev_material(&dir);
-    let jwt = JwtKey::new("k1");
-    let config = write_config(
+    let issuer = Configured::new(
         &dir,
         "sqlite:authz.db",
-        &jwt.jwks,
         "  burst: 10000\n  rate_per_second: 10000",
     );
-    let config_s = config.to_str().unwrap().to_string();
-    let token = |policy: &str| {
-        let (ok, out, err) =
-            run_bin(&["token", "create", "--policy", policy, "--config", &config_s]);
-        assert!(ok, "token create {policy}: {out}{err}");
-        out.trim().to_string()
-    };
-    let dev_token = token("dev");
-    let narrow_token = token("narrow");
-    let server = Server::start(&["serve", "--config", &config_s], &dir);
-    let root = std::fs::read_to_string(dir.join("root.pem")).unwrap();
-    let anonymous = Client::new(server.addr, &root, None);
+    let dev_token = issuer.token.clone();
+    let narrow_token = issuer.create_token("narrow");
+    let (server, anonymous) = issuer.serve(&dir);
+    let root = issuer.root.clone();
     let own = issue(&anonymous, &dev_token, &subject());
     let other = issue(
         &anonymous,
@@ -123,7 +112,7 @@ fn setup() -> Env {
         anonymous,
         dev_token,
         narrow_token,
-        jwt,
+        issuer,
         mtls_own,
         mtls_other,
     }
@@ -141,14 +130,14 @@ impl Env {
             Who::MtlsOwnId => (&self.mtls_own, None),
             Who::JwtOtherNamespace => (
                 &self.anonymous,
-                bearer(&self.jwt.token("k1", "canopy-issuer", "other", "web", 3600)),
+                bearer(&self.issuer.sa_token("canopy-issuer", "other", "web", 3600)),
             ),
             Who::JwtOwnNamespace => (
                 &self.anonymous,
                 bearer(
                     &self
-                        .jwt
-                        .token("k1", "canopy-issuer", "default", "web", 3600),
+                        .issuer
+                        .sa_token("canopy-issuer", "default", "web", 3600),
                 ),
             ),
         }

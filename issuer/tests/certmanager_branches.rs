@@ -122,11 +122,31 @@ async fn empty_kind_means_issuer_and_unapproved_is_left_alone() {
         json!({"group": "pki.canopy.dev", "name": "local"}),
         istio_csr_spec(),
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A request for the same issuer created after it and approved: once it is issued, the
+    // controller has run and has seen the unapproved one (the watch delivers in order).
+    let witness = workload_csr("team-a", "witness");
+    create(
+        &env,
+        "team-a",
+        "witness",
+        &witness.pem,
+        json!({"group": "pki.canopy.dev", "name": "local"}),
+        istio_csr_spec(),
+    );
+    approve(server, "team-a", "witness").await;
+    wait_reason(server, "team-a", "witness", "Issued").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let cr = get_cr(server, "team-a", "waiting").unwrap();
     assert!(ready(&cr).is_none(), "unapproved: untouched: {cr}");
     assert_eq!(status_writes(server, "team-a", "waiting"), 0);
-    assert!(env.records().await.is_empty());
+    let records = env.records().await;
+    assert_eq!(records.len(), 1, "only the approved witness: {records:#?}");
+    assert!(
+        records[0]
+            .requester
+            .starts_with("certificaterequest:aws/team-a/witness#"),
+        "{records:#?}"
+    );
 
     approve(server, "team-a", "waiting").await;
     let cr = wait_reason(server, "team-a", "waiting", "Issued").await;

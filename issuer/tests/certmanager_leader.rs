@@ -166,8 +166,26 @@ async fn a_standby_never_reconciles() {
             istio_csr_spec(),
         ))
         .unwrap();
+    let mark = server.real().audit_mark();
     approve(server, "team-a", "app").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The standby is running, not stuck before its loop: it keeps trying the Lease (every
+    // 200 ms) after the request was approved; ten tries span about two seconds.
+    eventually(
+        "ten Lease tries by the standby",
+        Duration::from_secs(30),
+        || {
+            let tries = tokio::task::block_in_place(|| server.real().audit_since(mark))
+                .iter()
+                .filter(|e| {
+                    e.resource == "leases"
+                        && e.namespace == "canopy"
+                        && e.name == "canopy-issuer-aws"
+                })
+                .count();
+            (tries >= 10).then_some(())
+        },
+    )
+    .await;
     assert!(!standby.is_leader());
     assert!(ready(&get_cr(server, "team-a", "app").unwrap()).is_none());
     assert!(env.records().await.is_empty());

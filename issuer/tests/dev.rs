@@ -2,6 +2,7 @@
 //! the dev CA.
 
 use crate::common::*;
+use canopy_testsupport::openssl_verify_pem;
 use serde_json::json;
 
 #[test]
@@ -95,7 +96,7 @@ fn dev_mode_prints_a_command_that_gets_a_verified_workload_certificate() {
         &json!({"csr": c.pem, "intermediate": "azure"}),
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    let (ok, out) = openssl_verify(
+    let (ok, out) = openssl_verify_pem(
         tmp.path(),
         &root,
         r.json()["chain"].as_str().unwrap(),

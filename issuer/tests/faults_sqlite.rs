@@ -184,15 +184,18 @@ fn disk_full_answers_503_records_everything_returned_and_recovers() {
 fn read_only_database_is_refused_at_start_with_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    dev_material(dir);
-    let jwt = JwtKey::new("k1");
-    // Migrate once with write access, then open the same file read-only.
-    let rw = write_config(dir, "sqlite:ro.db", &jwt.jwks, "");
-    let (ok, out, err) = run_bin(&["migrate", "--config", rw.to_str().unwrap()]);
+    // Migrate once with write access (making its token migrates), then open the same file
+    // read-only.
+    let rw = Configured::new(dir, "sqlite:ro.db", "");
+    let (ok, out, err) = run_bin(&["migrate", "--config", &rw.config]);
     assert!(ok, "{out}{err}");
-    let ro = write_config(dir, "sqlite:ro.db?mode=ro", &jwt.jwks, "");
+    let ro = std::fs::read_to_string(&rw.config)
+        .unwrap()
+        .replace("sqlite:ro.db", "sqlite:ro.db?mode=ro");
+    let ro_config = dir.join("read-only.yaml");
+    std::fs::write(&ro_config, ro).unwrap();
     let mut child = Command::new(BIN)
-        .args(["serve", "--config", ro.to_str().unwrap()])
+        .args(["serve", "--config", ro_config.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

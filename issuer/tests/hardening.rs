@@ -24,28 +24,20 @@ struct Env {
 fn setup() -> Env {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    dev_material(&dir);
-    let jwt = JwtKey::new("k1");
-    let config = write_config(
+    let issuer = Configured::new(
         &dir,
         "sqlite:hardening.db",
-        &jwt.jwks,
         // curl --parallel (http2_many_streams) opens a connection for every 32 streams it
         // cannot place, more than the per-peer cap of 64: that cap is limits.rs's subject.
         "  burst: 10000\n  rate_per_second: 10000\n  request_timeout: 5s\n  max_connections_per_peer: 1024",
     );
-    let config_s = config.to_str().unwrap().to_string();
-    let (ok, out, err) = run_bin(&["token", "create", "--policy", "dev", "--config", &config_s]);
-    assert!(ok, "token create: {out}{err}");
-    let server = Server::start(&["serve", "--config", &config_s], &dir);
-    let root = std::fs::read_to_string(dir.join("root.pem")).unwrap();
-    let client = Client::new(server.addr, &root, None);
+    let (server, client) = issuer.serve(&dir);
     Env {
         _dir: tmp,
         server,
         client,
-        root,
-        token: out.trim().to_string(),
+        root: issuer.root,
+        token: issuer.token,
     }
 }
 

@@ -34,23 +34,15 @@ fn sustained_signing_keeps_memory_and_descriptors_flat() {
     let clients = 8;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    dev_material(dir);
-    let jwt = JwtKey::new("k1");
-    let config = write_config(
+    let issuer = Configured::new(
         dir,
         "sqlite:soak.db",
-        &jwt.jwks,
         // Every client is 127.0.0.1: lift the per-peer limit along with the per-identity one.
         "  burst: 1000000\n  rate_per_second: 1000000\n  peer_burst: 1000000\n  peer_rate_per_second: 1000000",
     );
-    let config_s = config.to_str().unwrap().to_string();
-    let (ok, out, err) = run_bin(&["token", "create", "--policy", "dev", "--config", &config_s]);
-    assert!(ok, "{out}{err}");
-    let token = out.trim().to_string();
-    let mut server = Server::start(&["serve", "--config", &config_s], dir);
+    let token = issuer.token.clone();
+    let (mut server, client) = issuer.serve(dir);
     let pid = server.child.id();
-    let root = std::fs::read_to_string(dir.join("root.pem")).unwrap();
-    let client = Client::new(server.addr, &root, None);
     // CSRs made up front: the clients spend their time on the issuer, not on keygen.
     let csrs: Arc<Vec<String>> = Arc::new(
         (0..64)

@@ -354,6 +354,18 @@ async fn stored(url: &str) -> i64 {
     page.iter().filter(|r| r.profile == "workload").count() as i64
 }
 
+/// When the retention lease held by a `serve` expires, in ms: every pass renews it.
+async fn lease_expires_at_ms(url: &str) -> i64 {
+    let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+    let at = sqlx::query_scalar("SELECT expires_at_ms FROM store_leases WHERE name = $1")
+        .bind(canopy_issuer::retention::LEASE)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    at
+}
+
 /// `serve` deletes expired certificates on its own every interval; `tidy --pause` stops
 /// that in every replica (expired rows stay) and `--resume` lets it run again. With a
 /// steady stream of expiring rows the count stays flat instead of growing.
@@ -401,12 +413,25 @@ fn background_retention_pauses_and_resumes() {
         "a pass to see the pause",
     );
     add(100);
-    // A pass that has seen the pause after the rows were added: the metric is set again
-    // at every pass, so wait for two more passes by the pass-duration count staying put
-    // and the rows staying.
     let passes = || metric(&client, "canopy_retention_pass_duration_seconds_count");
     let before = passes();
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Two passes that have seen the pause after the rows were added: every pass, paused or
+    // not, first renews the retention lease, so its expiry moves on twice.
+    let lease_expiry = || rt.block_on(lease_expires_at_ms(&url));
+    let mut last = lease_expiry();
+    let mut renewals = 0;
+    wait_for(
+        30,
+        || {
+            let now = lease_expiry();
+            if now > last {
+                renewals += 1;
+                last = now;
+            }
+            renewals >= 2
+        },
+        "two retention passes after the rows were added",
+    );
     assert_eq!(passes(), before, "a pass ran while paused");
     assert_eq!(
         rt.block_on(stored(&url)),

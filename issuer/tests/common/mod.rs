@@ -380,34 +380,6 @@ pub fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
     )
 }
 
-/// `openssl verify -x509_strict` of `leaf` with the chain as untrusted and the root as CA.
-pub fn openssl_verify(
-    dir: &Path,
-    root_pem: &str,
-    chain_pem: &str,
-    leaf_pem: &str,
-) -> (bool, String) {
-    let name = rand_suffix();
-    let root = dir.join(format!("root-{name}.pem"));
-    let chain = dir.join(format!("chain-{name}.pem"));
-    let leaf = dir.join(format!("leaf-{name}.pem"));
-    std::fs::write(&root, root_pem).unwrap();
-    std::fs::write(&chain, chain_pem).unwrap();
-    std::fs::write(&leaf, leaf_pem).unwrap();
-    openssl(
-        dir,
-        &[
-            "verify",
-            "-x509_strict",
-            "-CAfile",
-            root.to_str().unwrap(),
-            "-untrusted",
-            chain.to_str().unwrap(),
-            leaf.to_str().unwrap(),
-        ],
-    )
-}
-
 /// Prepares the dev CA material in `dir` (root, aws, azure, dev token) without serving.
 pub fn dev_material(dir: &Path) -> String {
     let (ok, out, err) = run_bin(&["migrate", "--dev", "--data-dir", dir.to_str().unwrap()]);
@@ -589,24 +561,51 @@ pub struct Configured {
     pub token: String,
     /// The root certificate (PEM) clients trust.
     pub root: String,
+    /// The signer of cluster `eks-test`'s service-account tokens (key id [`JWT_KID`]).
+    pub jwt: JwtKey,
 }
+
+/// The key id of [`Configured::jwt`].
+pub const JWT_KID: &str = "k";
 
 impl Configured {
     /// Prepares `dir` for an issuer on `storage_url` with `extra_limits` (see [`write_config`]).
     pub fn new(dir: &Path, storage_url: &str, extra_limits: &str) -> Configured {
         dev_material(dir);
-        let jwt = JwtKey::new("k");
+        let jwt = JwtKey::new(JWT_KID);
         let config = write_config(dir, storage_url, &jwt.jwks, extra_limits)
             .to_str()
             .unwrap()
             .to_string();
-        let (ok, out, err) = run_bin(&["token", "create", "--policy", "dev", "--config", &config]);
-        assert!(ok, "token create: {out}{err}");
-        Configured {
+        let mut configured = Configured {
             config,
-            token: out.trim().to_string(),
+            token: String::new(),
             root: std::fs::read_to_string(dir.join("root.pem")).unwrap(),
-        }
+            jwt,
+        };
+        configured.token = configured.create_token("dev");
+        configured
+    }
+
+    /// A new bearer token of `policy`, made with `canopy-issuer token create`.
+    pub fn create_token(&self, policy: &str) -> String {
+        let (ok, out, err) = run_bin(&[
+            "token",
+            "create",
+            "--policy",
+            policy,
+            "--config",
+            &self.config,
+        ]);
+        assert!(ok, "token create --policy {policy}: {out}{err}");
+        assert!(err.contains("shown once"), "{err}");
+        out.trim().to_string()
+    }
+
+    /// A service-account token of cluster `eks-test` for `ns/sa`, audience `aud`, expiring
+    /// `exp_from_now` seconds from now.
+    pub fn sa_token(&self, aud: &str, ns: &str, sa: &str, exp_from_now: i64) -> String {
+        self.jwt.token(JWT_KID, aud, ns, sa, exp_from_now)
     }
 
     /// Starts `serve` with this config (its log in `dir`) and a client that trusts the root.

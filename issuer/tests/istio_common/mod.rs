@@ -398,21 +398,20 @@ fn openssl_out(args: &[&str], files: &[(&str, &Path)]) -> std::process::Output {
     c.output().unwrap()
 }
 
-/// `openssl verify -x509_strict -attime NOW -CAfile root -untrusted chain cert`.
-pub fn openssl_verify_at(
+/// [`canopy_testsupport::openssl_verify_at`] of `cert` through `untrusted` to `root` at `at`:
+/// Ok, or openssl's output.
+fn verifies_at(
     root: &Path,
     untrusted: &Path,
     cert: &Path,
     at: OffsetDateTime,
 ) -> Result<(), String> {
-    let at = at.unix_timestamp().to_string();
-    let mut c = canopy_testsupport::openssl();
-    c.args(["verify", "-x509_strict", "-attime", &at, "-CAfile"])
-        .arg(root)
-        .arg("-untrusted")
-        .arg(untrusted)
-        .arg(cert);
-    let out = c.output().unwrap();
+    let out = canopy_testsupport::openssl_verify_at(
+        root,
+        Some(untrusted),
+        cert,
+        Some(at.unix_timestamp()),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     if out.status.success() && stdout.contains(": OK") {
         Ok(())
@@ -446,7 +445,7 @@ pub fn openssl_check_secret(dir: &Path, files: &BTreeMap<String, Vec<u8>>, at: O
         );
         assert!(files[k].ends_with(b"\n"), "{k} must end with a newline");
     }
-    openssl_verify_at(
+    verifies_at(
         &dir.join("root-cert.pem"),
         &dir.join("cert-chain.pem"),
         &dir.join("ca-cert.pem"),
@@ -505,7 +504,7 @@ pub fn leaf_verifies(
     let roots = scratch.join("other-root-cert.pem");
     std::fs::write(&roots, other_roots).unwrap();
     let chain = leaf.with_file_name("leaf-chain.pem");
-    openssl_verify_at(&roots, &chain, leaf, at)
+    verifies_at(&roots, &chain, leaf, at)
 }
 
 /// Runs `kubectl --kubeconfig K -n istio-system ARGS` against a cluster.

@@ -137,13 +137,61 @@ pub fn openssl_p256_csr(key: &Path, csr: &Path, subject: &str, san: Option<&str>
 
 /// `openssl verify -x509_strict` of `cert` against `root` with optional untrusted chain.
 pub fn openssl_verify(root: &Path, untrusted: Option<&Path>, cert: &Path) -> Output {
+    openssl_verify_at(root, untrusted, cert, None)
+}
+
+/// [`openssl_verify`] as of `at` (unix seconds, openssl's `-attime`) when given, else now.
+/// The one place the tests run `openssl verify`.
+pub fn openssl_verify_at(
+    root: &Path,
+    untrusted: Option<&Path>,
+    cert: &Path,
+    at: Option<i64>,
+) -> Output {
     let mut c = openssl();
-    c.args(["verify", "-x509_strict", "-CAfile"]).arg(root);
+    c.args(["verify", "-x509_strict"]);
+    if let Some(at) = at {
+        c.arg("-attime").arg(at.to_string());
+    }
+    c.arg("-CAfile").arg(root);
     if let Some(u) = untrusted {
         c.arg("-untrusted").arg(u);
     }
     c.arg(cert);
     run(&mut c)
+}
+
+/// [`openssl_verify`] of PEM texts, written to a fresh folder inside `dir`: whether it
+/// passed, and openssl's stdout and stderr.
+pub fn openssl_verify_pem(
+    dir: &Path,
+    root_pem: &str,
+    chain_pem: &str,
+    leaf_pem: &str,
+) -> (bool, String) {
+    let files = tempfile::Builder::new()
+        .prefix("verify-")
+        .tempdir_in(dir)
+        .expect("create a folder for openssl verify");
+    let write = |name: &str, pem: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, pem).expect("write a PEM for openssl verify");
+        path
+    };
+    let (root, chain, leaf) = (
+        write("root.pem", root_pem),
+        write("chain.pem", chain_pem),
+        write("leaf.pem", leaf_pem),
+    );
+    let out = openssl_verify(&root, Some(&chain), &leaf);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 /// A private temporary folder, removed on drop.
