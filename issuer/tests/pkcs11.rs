@@ -10,7 +10,9 @@ use canopy_testsupport::softhsm::{SoftHsm, PIN};
 use canopy_testsupport::{passphrase_file, run_ok};
 use serde_json::json;
 
-use crate::common::{csr, openssl_verify, wait_for, Client, Server, BIN, TD};
+use canopy_testsupport::openssl_verify_pem;
+
+use crate::common::{csr, wait_for, Client, Server, BIN, TD};
 
 const ROOT_PASS: &str = "root passphrase that is long";
 
@@ -129,7 +131,7 @@ fn signs_with_a_token_held_intermediate_and_survives_the_token_going_away() {
     let r = sign(&client, &token);
     assert_eq!(r.status, 200, "{}", r.text());
     let j = r.json();
-    let (ok, why) = openssl_verify(
+    let (ok, why) = openssl_verify_pem(
         dir,
         &root,
         j["chain"].as_str().unwrap(),
