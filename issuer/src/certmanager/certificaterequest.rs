@@ -183,7 +183,7 @@ impl RequestKind for CertificateRequest {
             username: self.spec.username.as_deref(),
             groups: &self.spec.groups,
         });
-        Ok(Decision::Sign(Signing {
+        Ok(Decision::Sign(Box::new(Signing {
             spiffe_id: plan.csr.uris().first().cloned(),
             asker: Asker {
                 requester,
@@ -198,7 +198,7 @@ impl RequestKind for CertificateRequest {
                 ttl: Some(plan.ttl),
                 intermediate: Some(plan.intermediate),
             },
-        }))
+        })))
     }
 
     /// Only a request we marked (it has our `Ready` condition) may have been signed.

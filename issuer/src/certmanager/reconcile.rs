@@ -76,7 +76,7 @@ pub(crate) enum Decision<K: RequestKind> {
     /// retry with backoff.
     Later(Option<K::Status>),
     /// Sign this.
-    Sign(Signing<K::Plan>),
+    Sign(Box<Signing<K::Plan>>),
 }
 
 /// A request ready to be signed.
@@ -102,9 +102,9 @@ pub(crate) struct Asker<P> {
 /// A certificate for the request: found signed before, or signed now.
 pub(crate) enum Signed {
     /// Signed on an earlier pass whose status write was lost.
-    Before(prior::Earlier),
+    Before(Box<prior::Earlier>),
     /// Signed on this pass.
-    Now(Issued),
+    Now(Box<Issued>),
 }
 
 impl Signed {
@@ -216,7 +216,7 @@ pub(crate) async fn reconcile<K: RequestKind>(
             }
             Ok(Action::requeue(delay))
         }
-        Decision::Sign(signing) => sign_once(&request, &ctx, signing).await,
+        Decision::Sign(signing) => sign_once(&request, &ctx, *signing).await,
     }
 }
 
@@ -238,7 +238,7 @@ async fn sign_once<K: RequestKind>(
         let found = prior::find(issuer.store(), &requester, spiffe_id.as_deref(), now).await?;
         if let Some(earlier) = found.and_then(|r| prior::signed_before(issuer, r)) {
             tracing::info!(cluster = %ctx.cluster(), serial = %earlier.record.serial, "found the certificate signed before for this request");
-            let status = request.issued(&asker, Signed::Before(earlier));
+            let status = request.issued(&asker, Signed::Before(Box::new(earlier)));
             return answer(request, ctx, status).await;
         }
     }
@@ -251,7 +251,7 @@ async fn sign_once<K: RequestKind>(
     }
     let error = match issuer.issue(&asker.requester, sign).await {
         Ok(issued) => {
-            let status = request.issued(&asker, Signed::Now(issued));
+            let status = request.issued(&asker, Signed::Now(Box::new(issued)));
             return answer(request, ctx, status).await;
         }
         Err(e) => e,

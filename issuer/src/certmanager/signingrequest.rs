@@ -140,7 +140,7 @@ impl RequestKind for CertificateSigningRequest {
             Ok(p) => p,
             Err(refusal) => return Ok(Decision::Answer(Status::Failed(refusal.0))),
         };
-        Ok(Decision::Sign(Signing {
+        Ok(Decision::Sign(Box::new(Signing {
             spiffe_id: plan.csr.uris().first().cloned(),
             asker: Asker {
                 requester: requester(self, ctx, namespace),
@@ -152,7 +152,7 @@ impl RequestKind for CertificateSigningRequest {
                 ttl: Some(plan.ttl),
                 intermediate: Some(plan.intermediate),
             },
-        }))
+        })))
     }
 
     fn issued(&self, _asker: &Asker<()>, signed: Signed) -> Status {
