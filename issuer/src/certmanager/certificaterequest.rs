@@ -13,13 +13,14 @@ use kube::runtime::{watcher, Controller};
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 
-use super::crd::{ClusterIssuer, Issuer as IssuerResource, IssuerKind, IssuerStatus, SigningSpec};
-use super::plan::{self, Asked, IssuerSettings, NotReady};
+use super::crd::{ClusterIssuer, Issuer as IssuerResource, IssuerKind};
+use super::plan::{self, Asked};
 use super::reconcile::{
     error_policy, name_of, publish, reconcile, Asker, Decision, RequestKind, Signed, Signing,
     Transient,
 };
 use super::request::{Approval, CertificateRequest, Reason};
+use super::signing::issuer_settings;
 use super::status::{apply_status, condition, now_rfc3339, Written};
 use super::{Context, RequestOrigin};
 use crate::auth::AuthMethod;
@@ -273,58 +274,6 @@ fn decode_request(request: &str) -> Result<String, String> {
         .decode(request.trim())
         .map_err(|e| format!("spec.request is not base64: {e}"))?;
     String::from_utf8(bytes).map_err(|_| "spec.request does not hold a PEM CSR".to_string())
-}
-
-/// The referenced issuer's checked settings, or why it is not usable yet.
-pub(crate) async fn issuer_settings(
-    ctx: &Context,
-    kind: IssuerKind,
-    namespace: &str,
-    name: &str,
-) -> Result<Result<IssuerSettings, String>, kube::Error> {
-    let found: Option<(SigningSpec, Option<IssuerStatus>, Option<i64>)> = match kind {
-        IssuerKind::Issuer => Api::<IssuerResource>::namespaced(ctx.client.clone(), namespace)
-            .get_opt(name)
-            .await?
-            .map(|i| (i.spec.signing, i.status, i.metadata.generation)),
-        IssuerKind::ClusterIssuer => Api::<ClusterIssuer>::all(ctx.client.clone())
-            .get_opt(name)
-            .await?
-            .map(|i| (i.spec.signing, i.status, i.metadata.generation)),
-    };
-    let what = match kind {
-        IssuerKind::Issuer => format!("Issuer {namespace}/{name}"),
-        IssuerKind::ClusterIssuer => format!("ClusterIssuer {name}"),
-    };
-    let Some((spec, status, generation)) = found else {
-        return Ok(Err(format!("{what} does not exist")));
-    };
-    let ready = status.as_ref().and_then(|s| {
-        let c = s.conditions.iter().find(|c| c.type_ == "Ready")?;
-        let current = s.observed_generation.is_none()
-            || generation.is_none()
-            || s.observed_generation == generation;
-        Some((c.status == "True" && current, c.message.clone()))
-    });
-    match ready {
-        Some((true, _)) => {}
-        Some((false, message)) => {
-            return Ok(Err(format!(
-                "{what} is not Ready: {}",
-                message.unwrap_or_default()
-            )))
-        }
-        None => return Ok(Err(format!("{what} is not Ready yet"))),
-    }
-    let authorities = ctx.issuer.authorities();
-    let names = authorities.names();
-    Ok(IssuerSettings::from_spec(
-        &spec,
-        &ctx.cluster_intermediate,
-        &names,
-        ctx.issuer.trust_domain(),
-    )
-    .map_err(|NotReady { message, .. }| format!("{what} is not Ready: {message}")))
 }
 
 /// The status body of `status`, or `None` when it would not change (an unchanged

@@ -7,6 +7,7 @@
 //!   name them;
 //! - `signingrequest`: signs approved Kubernetes `CertificateSigningRequest`s for
 //!   our signer names;
+//! - `signing`: what an issuer resource signs with (its spec, checked);
 //! - `reconcile`: the one reconcile both request kinds (and pod certificates) go
 //!   through, each kind saying how to read, decide and write its own status.
 //!
@@ -24,6 +25,7 @@ mod certificaterequest;
 mod issuers;
 pub(crate) mod prior;
 pub(crate) mod reconcile;
+mod signing;
 mod signingrequest;
 pub(crate) mod status;
 

@@ -20,13 +20,13 @@ use kube::runtime::{watcher, Controller};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use super::certificaterequest::issuer_settings;
 use super::crd::{IssuerKind, GROUP};
 use super::duration::format_go_duration;
 use super::plan::{self, Asked};
 use super::reconcile::{
     error_policy, publish, reconcile, Asker, Decision, RequestKind, Signed, Signing, Transient,
 };
+use super::signing::issuer_settings;
 use super::status::{apply_status, condition, Written};
 use super::{Context, RequestOrigin};
 use crate::auth::{AuthMethod, Requester};
