@@ -9,6 +9,7 @@
 //! selector: other signers' requests are never read, let alone written):
 //!
 //! - [`resource`]: the v1 PodCertificateRequest type;
+//! - [`refusal`]: the Denied/Failed answers and their typed reasons;
 //! - [`decision`]: proof of possession, the binding to the API server's pod, service
 //!   account and node, lifetime and refresh hint (pure);
 //! - `controller`: the PodCertificateRequest kind of the one reconcile
@@ -16,6 +17,7 @@
 //!   policy, one record, one audit log) and writes the status once.
 
 pub mod decision;
+pub mod refusal;
 pub mod resource;
 
 mod controller;
