@@ -14,7 +14,7 @@ use canopy::spiffe::SpiffeId;
 use canopy::ttl::Ttl;
 
 use super::duration::{format_go_duration, parse_go_duration};
-pub use super::signing::{IssuerSettings, NotReady};
+pub use super::signing::{IssuerSettings, NotReady, ReadyReason};
 use crate::policy::Vars;
 
 /// Lifetime when a request names none (the contract's default).

@@ -28,18 +28,40 @@ pub struct IssuerSettings {
     pub allowed_dns_names: Option<Vec<DnsPattern>>,
 }
 
+/// Reasons of an issuer resource's `Ready` condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadyReason {
+    /// The spec checks out: the issuer signs.
+    Verified,
+    /// The spec is invalid.
+    InvalidSpec,
+    /// `spec.intermediate` names no intermediate of this canopy issuer.
+    UnknownIntermediate,
+}
+
+impl ReadyReason {
+    /// The reason as written in the condition.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadyReason::Verified => "Verified",
+            ReadyReason::InvalidSpec => "InvalidSpec",
+            ReadyReason::UnknownIntermediate => "UnknownIntermediate",
+        }
+    }
+}
+
 /// Why an issuer resource is not Ready: (condition reason, message).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NotReady {
-    /// CamelCase reason.
-    pub reason: &'static str,
+    /// The condition's reason.
+    pub reason: ReadyReason,
     /// What to fix.
     pub message: String,
 }
 
 fn invalid(message: String) -> NotReady {
     NotReady {
-        reason: "InvalidSpec",
+        reason: ReadyReason::InvalidSpec,
         message,
     }
 }
@@ -58,7 +80,7 @@ impl IssuerSettings {
             .unwrap_or_else(|| cluster_intermediate.to_string());
         if !intermediates.contains(&intermediate.as_str()) {
             return Err(NotReady {
-                reason: "UnknownIntermediate",
+                reason: ReadyReason::UnknownIntermediate,
                 message: format!(
                     "spec.intermediate {:?} is not an intermediate of this canopy issuer (it has: {})",
                     intermediate.chars().take(64).collect::<String>(),
@@ -212,7 +234,7 @@ mod tests {
             })
             .unwrap_err()
             .reason,
-            "UnknownIntermediate"
+            ReadyReason::UnknownIntermediate
         );
         for bad in [
             SigningSpec {
@@ -236,7 +258,7 @@ mod tests {
                 ..SigningSpec::default()
             },
         ] {
-            assert_eq!(check(bad).unwrap_err().reason, "InvalidSpec");
+            assert_eq!(check(bad).unwrap_err().reason, ReadyReason::InvalidSpec);
         }
     }
 }
