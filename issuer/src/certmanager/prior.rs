@@ -3,9 +3,10 @@
 //! instead of signing a second one.
 //!
 //! The record's `requester` names the request with its UID (see
-//! [`super::requester_for`]), and the store has an index on `requester`: one query.
-//! It runs only for requests we touched before (they carry our `Ready` condition),
-//! not on the first attempt.
+//! [`super::Context::requester`]), and the store has an index on `requester`: one
+//! query. The one reconcile ([`super::reconcile`]) asks before signing; a
+//! CertificateRequest only once we touched it (it carries our `Ready` condition),
+//! the kinds without a Pending mark on every attempt.
 
 use canopy::cert::Certificate;
 
