@@ -7,32 +7,24 @@ use std::time::Duration;
 use base64::Engine;
 use futures::StreamExt;
 use kube::api::Api;
-use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store as Cache};
 use kube::runtime::{watcher, Controller};
-use kube::{Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 
-use super::crd::{ClusterIssuer, Issuer as IssuerResource, IssuerKind, IssuerStatus, SigningSpec};
-use super::plan::{self, Asked, IssuerSettings, NotReady};
-use super::request::{reason, Approval, CertificateRequest};
+use super::crd::{ClusterIssuer, Issuer as IssuerResource, IssuerKind};
+use super::plan::{self, Asked};
+use super::reconcile::{
+    error_policy, name_of, publish, reconcile, Asker, Decision, RequestKind, Signed, Signing,
+    Transient,
+};
+use super::request::{Approval, CertificateRequest, Reason};
+use super::signing::issuer_settings;
 use super::status::{apply_status, condition, now_rfc3339, Written};
-use super::{prior, Context, RequestOrigin};
+use super::{Context, RequestOrigin};
 use crate::auth::AuthMethod;
-use crate::store::StoreError;
 use crate::{IssueError, SignRequest};
-
-/// A transient failure: retried with backoff.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum Transient {
-    /// The API server failed.
-    #[error("kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    /// Storage failed.
-    #[error("storage: {0}")]
-    Store(#[from] StoreError),
-}
 
 /// Runs the controller until its watch streams end.
 pub(crate) async fn run(ctx: Arc<Context>) {
@@ -61,7 +53,7 @@ pub(crate) async fn run(ctx: Arc<Context>) {
             watcher::Config::default(),
             move |issuer| referencing(&cache, IssuerKind::ClusterIssuer, None, &issuer.name_any()),
         )
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile::<CertificateRequest>, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "certificaterequest controller");
@@ -90,245 +82,190 @@ fn referencing(
         .collect()
 }
 
-fn error_policy(cr: Arc<CertificateRequest>, error: &Transient, ctx: Arc<Context>) -> Action {
-    let key = cr.uid().unwrap_or_default();
-    let delay = ctx
-        .backoff
-        .next(&key, ctx.settings.backoff_base, ctx.settings.backoff_max);
-    tracing::warn!(
-        cluster = %ctx.cluster,
-        request = %format!("{}/{}", cr.namespace().unwrap_or_default(), cr.name_any()),
-        error = %error,
-        retry_in = ?delay,
-        "transient error; will retry"
-    );
-    Action::requeue(delay)
-}
-
-/// The outcome to write.
-enum Outcome {
+/// What a pass writes to a CertificateRequest's status.
+pub(crate) enum Status {
+    /// `Ready=False`, reason `Pending`: not yet.
     Pending(String),
+    /// `Ready=True`, reason `Issued`, with the chain and the root.
     Issued {
         chain_pem: String,
         ca_pem: String,
         message: String,
     },
+    /// `Ready=False`, reason `Failed`: will never succeed.
     Failed(String),
+    /// `Ready=False`, reason `Denied`: an approver said no.
     Denied(String),
 }
 
-async fn reconcile(
-    cached: Arc<CertificateRequest>,
-    ctx: Arc<Context>,
-) -> Result<Action, Transient> {
-    // 1. Ours? 2./3. Approved, not yet final? Cheap checks on the cached copy first.
-    if cached.our_issuer().is_none()
-        || cached.is_finished()
-        || cached.approval() == Approval::Waiting
-    {
-        return Ok(Action::await_change());
+impl Status {
+    fn reason(&self) -> Reason {
+        match self {
+            Status::Pending(_) => Reason::Pending,
+            Status::Issued { .. } => Reason::Issued,
+            Status::Failed(_) => Reason::Failed,
+            Status::Denied(_) => Reason::Denied,
+        }
     }
-    let namespace = cached.namespace().unwrap_or_default();
-    let api: Api<CertificateRequest> = Api::namespaced(ctx.client.clone(), &namespace);
-    // The cache may lag behind our own last write: read again so we never sign twice.
-    let Some(cr) = api.get_opt(&cached.name_any()).await? else {
-        return Ok(Action::await_change());
-    };
-    if cr.uid() != cached.uid() {
-        return Ok(Action::await_change());
+
+    fn message(&self) -> &str {
+        match self {
+            Status::Pending(m) | Status::Failed(m) | Status::Denied(m) => m,
+            Status::Issued { message, .. } => message,
+        }
     }
-    let Some(kind) = cr.our_issuer() else {
-        return Ok(Action::await_change());
-    };
-    if cr.is_finished() {
-        ctx.backoff.reset(&cr.uid().unwrap_or_default());
-        return Ok(Action::await_change());
+}
+
+/// What a CertificateRequest's status says after signing.
+pub(crate) struct Plan {
+    intermediate: String,
+    notes: Vec<String>,
+}
+
+impl RequestKind for CertificateRequest {
+    type Context = Context;
+    type Status = Status;
+    type Plan = Plan;
+
+    fn api(&self, client: Client) -> Api<Self> {
+        Api::namespaced(client, &self.namespace().unwrap_or_default())
     }
-    match cr.approval() {
-        Approval::Waiting => return Ok(Action::await_change()),
-        Approval::Denied(message) => {
-            let message = if message.is_empty() {
-                "the request was denied by an approver".to_string()
-            } else {
-                format!("the request was denied: {message}")
+
+    /// 1. Ours? 2./3. Approved (or denied), not yet final?
+    fn wants(&self, _ctx: &Context) -> bool {
+        self.our_issuer().is_some() && !self.is_finished() && self.approval() != Approval::Waiting
+    }
+
+    async fn decide(&self, ctx: &Context) -> Result<Decision<Self>, Transient> {
+        let Some(kind) = self.our_issuer() else {
+            return Ok(Decision::Wait);
+        };
+        match self.approval() {
+            Approval::Waiting => return Ok(Decision::Wait),
+            Approval::Denied(message) if message.is_empty() => {
+                let message = "the request was denied by an approver".to_string();
+                return Ok(Decision::Answer(Status::Denied(message)));
+            }
+            Approval::Denied(message) => {
+                let message = format!("the request was denied: {message}");
+                return Ok(Decision::Answer(Status::Denied(message)));
+            }
+            Approval::Approved => {}
+        }
+        let namespace = self.namespace().unwrap_or_default();
+        // 4. The issuer must exist and be Ready.
+        let settings =
+            match issuer_settings(ctx, kind, &namespace, &self.spec.issuer_ref.name).await? {
+                Ok(s) => s,
+                Err(message) => return Ok(Decision::Later(Some(Status::Pending(message)))),
             };
-            write(&api, &cr, &ctx, Outcome::Denied(message)).await?;
-            return Ok(Action::await_change());
-        }
-        Approval::Approved => {}
-    }
-
-    // 4. The issuer must exist and be Ready.
-    let settings = match issuer_settings(&ctx, kind, &namespace, &cr.spec.issuer_ref.name).await? {
-        Ok(s) => s,
-        Err(message) => {
-            let delay = next_delay(&ctx, &cr);
-            write(&api, &cr, &ctx, Outcome::Pending(message)).await?;
-            return Ok(Action::requeue(delay));
-        }
-    };
-
-    // 5. Decode, verify, map duration / isCA / usages.
-    let csr_pem = match decode_request(&cr.spec.request) {
-        Ok(pem) => pem,
-        Err(message) => {
-            write(&api, &cr, &ctx, Outcome::Failed(message)).await?;
-            return Ok(Action::await_change());
-        }
-    };
-    let asked = Asked {
-        csr_pem: &csr_pem,
-        duration: cr.spec.duration.as_deref(),
-        is_ca: cr.spec.is_ca.unwrap_or(false),
-        usages: cr.spec.usages.as_deref(),
-    };
-    let plan = match plan::plan(&asked, &settings) {
-        Ok(p) => p,
-        Err(refusal) => {
-            write(&api, &cr, &ctx, Outcome::Failed(refusal.0)).await?;
-            return Ok(Action::await_change());
-        }
-    };
-
-    let uid = cr.uid().unwrap_or_default();
-    let name = cr.name_any();
-    let requester = ctx.requester(RequestOrigin {
-        method: AuthMethod::CertManager,
-        kind: "certificaterequest",
-        namespace: Some(&namespace),
-        name: &name,
-        uid: &uid,
-        username: cr.spec.username.as_deref(),
-        groups: &cr.spec.groups,
-    });
-    let requester_name = requester.to_string();
-    let spiffe_id = plan.csr.uris().first().cloned();
-
-    // Signed before, status lost? Hand back that certificate.
-    if cr.ready().is_some() {
-        let now = crate::clock::timestamp().as_second();
-        if let Some(record) = prior::find(
-            ctx.issuer.store(),
-            &requester_name,
-            spiffe_id.as_deref(),
-            now,
-        )
-        .await?
-        {
-            if let Some((chain_pem, ca_pem)) = prior::chain_of(&ctx.issuer, &record) {
-                tracing::info!(cluster = %ctx.cluster, serial = %record.serial, "found the certificate signed before for this request");
-                let message = format!(
-                    "Certificate issued by intermediate {} (serial {})",
-                    record.intermediate, record.serial
-                );
-                write(
-                    &api,
-                    &cr,
-                    &ctx,
-                    Outcome::Issued {
-                        chain_pem,
-                        ca_pem,
-                        message,
-                    },
-                )
-                .await?;
-                return Ok(Action::await_change());
-            }
-        }
-    }
-
-    // Mark the attempt before signing: after a crash, the mark tells the next pass
-    // to look for a certificate already signed.
-    let signing = format!("Signing with intermediate {}", plan.intermediate);
-    if write(&api, &cr, &ctx, Outcome::Pending(signing)).await? == Written::Gone {
-        return Ok(Action::await_change());
-    }
-    let notes = plan.notes.clone();
-    let request = SignRequest {
-        csr: plan.csr,
-        profile: plan.profile,
-        ttl: Some(plan.ttl),
-        intermediate: Some(plan.intermediate),
-    };
-    match ctx.issuer.issue(&requester, request).await {
-        Ok(issued) => {
-            let chain_pem = canopy::cert::Certificate::pem_of(&issued.chain);
-            let mut message = format!(
-                "Certificate issued by intermediate {} (serial {}, profile {}, expires {})",
-                issued.intermediate,
-                issued.serial,
-                issued.profile,
-                issued.not_after.unix_timestamp()
-            );
-            if issued.ttl_capped {
-                message.push_str("; lifetime capped by policy");
-            }
-            for note in notes {
-                message.push_str("; ");
-                message.push_str(&note);
-            }
-            write(
-                &api,
-                &cr,
-                &ctx,
-                Outcome::Issued {
-                    chain_pem,
-                    ca_pem: issued.roots_pem.to_string(),
-                    message,
+        // 5. Decode, verify, map duration / isCA / usages.
+        let csr_pem = match decode_request(&self.spec.request) {
+            Ok(pem) => pem,
+            Err(message) => return Ok(Decision::Answer(Status::Failed(message))),
+        };
+        let asked = Asked {
+            csr_pem: &csr_pem,
+            duration: self.spec.duration.as_deref(),
+            is_ca: self.spec.is_ca.unwrap_or(false),
+            usages: self.spec.usages.as_deref(),
+        };
+        let plan = match plan::plan(&asked, &settings) {
+            Ok(p) => p,
+            Err(refusal) => return Ok(Decision::Answer(Status::Failed(refusal.0))),
+        };
+        let (uid, name) = (self.uid().unwrap_or_default(), self.name_any());
+        let requester = ctx.requester(RequestOrigin {
+            method: AuthMethod::CertManager,
+            kind: "certificaterequest",
+            namespace: Some(&namespace),
+            name: &name,
+            uid: &uid,
+            username: self.spec.username.as_deref(),
+            groups: &self.spec.groups,
+        });
+        Ok(Decision::Sign(Box::new(Signing {
+            spiffe_id: plan.csr.uris().first().cloned(),
+            asker: Asker {
+                requester,
+                plan: Plan {
+                    intermediate: plan.intermediate.clone(),
+                    notes: plan.notes,
                 },
-            )
-            .await?;
-            Ok(Action::await_change())
-        }
-        Err(
-            e @ (IssueError::BadRequest { .. }
-            | IssueError::Denied { .. }
-            | IssueError::NotFound(_)),
-        ) => {
-            let message = match &e {
-                IssueError::Denied { code, .. } => format!("denied by policy ({code}): {e}"),
-                _ => format!("rejected ({}): {e}", e.code()),
-            };
-            write(&api, &cr, &ctx, Outcome::Failed(message)).await?;
-            Ok(Action::await_change())
-        }
-        Err(e) => {
-            // Storage or internal: retry until the maximum retry duration has passed.
-            if retries_exhausted(&ctx, &cr) {
-                let message = format!(
-                    "gave up after {:?} of retries: {e}",
-                    ctx.settings.max_retry_duration
+            },
+            request: SignRequest {
+                csr: plan.csr,
+                profile: plan.profile,
+                ttl: Some(plan.ttl),
+                intermediate: Some(plan.intermediate),
+            },
+        })))
+    }
+
+    /// Only a request we marked (it has our `Ready` condition) may have been signed.
+    fn may_have_signed(&self) -> bool {
+        self.ready().is_some()
+    }
+
+    fn signing(&self, plan: &Plan) -> Option<Status> {
+        let message = format!("Signing with intermediate {}", plan.intermediate);
+        Some(Status::Pending(message))
+    }
+
+    fn issued(&self, asker: &Asker<Plan>, signed: Signed) -> Status {
+        let (chain_pem, ca_pem) = (signed.chain_pem(), signed.roots_pem());
+        let message = match &signed {
+            Signed::Before(earlier) => format!(
+                "Certificate issued by intermediate {} (serial {})",
+                earlier.record.intermediate, earlier.record.serial
+            ),
+            Signed::Now(issued) => {
+                let mut message = format!(
+                    "Certificate issued by intermediate {} (serial {}, profile {}, expires {})",
+                    issued.intermediate,
+                    issued.serial,
+                    issued.profile,
+                    issued.not_after.unix_timestamp()
                 );
-                write(&api, &cr, &ctx, Outcome::Failed(message)).await?;
-                return Ok(Action::await_change());
+                if issued.ttl_capped {
+                    message.push_str("; lifetime capped by policy");
+                }
+                for note in &asker.plan.notes {
+                    message.push_str("; ");
+                    message.push_str(note);
+                }
+                message
             }
-            let delay = next_delay(&ctx, &cr);
-            write(
-                &api,
-                &cr,
-                &ctx,
-                Outcome::Pending(format!("signing failed, retrying: {e}")),
-            )
-            .await?;
-            Ok(Action::requeue(delay))
+        };
+        Status::Issued {
+            chain_pem,
+            ca_pem,
+            message,
         }
     }
-}
 
-fn next_delay(ctx: &Context, cr: &CertificateRequest) -> Duration {
-    ctx.backoff.next(
-        &cr.uid().unwrap_or_default(),
-        ctx.settings.backoff_base,
-        ctx.settings.backoff_max,
-    )
-}
+    fn refused(&self, _asker: &Asker<Plan>, e: &IssueError) -> Option<Status> {
+        let message = match e {
+            IssueError::Denied { code, .. } => format!("denied by policy ({code}): {e}"),
+            IssueError::BadRequest { .. } | IssueError::NotFound(_) => {
+                format!("rejected ({}): {e}", e.code())
+            }
+            _ => return None,
+        };
+        Some(Status::Failed(message))
+    }
 
-fn retries_exhausted(ctx: &Context, cr: &CertificateRequest) -> bool {
-    let Some(created) = cr.meta().creation_timestamp.as_ref() else {
-        return false;
-    };
-    let age = crate::clock::timestamp().duration_since(created.0);
-    age.as_secs() >= 0 && age.unsigned_abs() >= ctx.settings.max_retry_duration
+    fn gave_up(&self, _asker: &Asker<Plan>, e: &IssueError, after: Duration) -> Status {
+        Status::Failed(format!("gave up after {after:?} of retries: {e}"))
+    }
+
+    fn retrying(&self, e: &IssueError) -> Option<Status> {
+        Some(Status::Pending(format!("signing failed, retrying: {e}")))
+    }
+
+    async fn write(&self, ctx: &Context, status: Status) -> Result<Written, Transient> {
+        Ok(write(&self.api(ctx.client.clone()), self, ctx, status).await?)
+    }
 }
 
 /// `spec.request`: base64 (the CRD's `format: byte`) of a PEM CSR.
@@ -339,137 +276,71 @@ fn decode_request(request: &str) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|_| "spec.request does not hold a PEM CSR".to_string())
 }
 
-/// The referenced issuer's checked settings, or why it is not usable yet.
-pub(crate) async fn issuer_settings(
-    ctx: &Context,
-    kind: IssuerKind,
-    namespace: &str,
-    name: &str,
-) -> Result<Result<IssuerSettings, String>, kube::Error> {
-    let found: Option<(SigningSpec, Option<IssuerStatus>, Option<i64>)> = match kind {
-        IssuerKind::Issuer => Api::<IssuerResource>::namespaced(ctx.client.clone(), namespace)
-            .get_opt(name)
-            .await?
-            .map(|i| (i.spec.signing, i.status, i.metadata.generation)),
-        IssuerKind::ClusterIssuer => Api::<ClusterIssuer>::all(ctx.client.clone())
-            .get_opt(name)
-            .await?
-            .map(|i| (i.spec.signing, i.status, i.metadata.generation)),
+/// The status body of `status`, or `None` when it would not change (an unchanged
+/// Pending: no write, no watch event, no loop).
+fn body(cr: &CertificateRequest, status: &Status) -> Option<Value> {
+    let previous = cr
+        .ready()
+        .map(|c| (c.status.as_str(), c.last_transition_time.as_deref()));
+    let (reason, message) = (status.reason(), status.message());
+    let ready = match status {
+        Status::Issued { .. } => "True",
+        _ => "False",
     };
-    let what = match kind {
-        IssuerKind::Issuer => format!("Issuer {namespace}/{name}"),
-        IssuerKind::ClusterIssuer => format!("ClusterIssuer {name}"),
-    };
-    let Some((spec, status, generation)) = found else {
-        return Ok(Err(format!("{what} does not exist")));
-    };
-    let ready = status.as_ref().and_then(|s| {
-        let c = s.conditions.iter().find(|c| c.type_ == "Ready")?;
-        let current = s.observed_generation.is_none()
-            || generation.is_none()
-            || s.observed_generation == generation;
-        Some((c.status == "True" && current, c.message.clone()))
-    });
-    match ready {
-        Some((true, _)) => {}
-        Some((false, message)) => {
-            return Ok(Err(format!(
-                "{what} is not Ready: {}",
-                message.unwrap_or_default()
-            )))
+    let condition = condition("Ready", ready, reason.as_str(), message, previous, None);
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    Some(match status {
+        Status::Pending(message) => {
+            if cr.ready().is_some_and(|c| {
+                c.status == "False"
+                    && c.reason.as_deref() == Some(reason.as_str())
+                    && c.message.as_deref() == Some(message.as_str())
+            }) {
+                return None;
+            }
+            json!({"conditions": [condition]})
         }
-        None => return Ok(Err(format!("{what} is not Ready yet"))),
-    }
-    let authorities = ctx.issuer.authorities();
-    let names = authorities.names();
-    Ok(IssuerSettings::from_spec(
-        &spec,
-        &ctx.cluster_intermediate,
-        &names,
-        ctx.issuer.trust_domain(),
-    )
-    .map_err(|NotReady { message, .. }| format!("{what} is not Ready: {message}")))
+        Status::Issued {
+            chain_pem, ca_pem, ..
+        } => json!({
+            "conditions": [condition],
+            "certificate": b64(chain_pem),
+            "ca": b64(ca_pem),
+        }),
+        Status::Failed(_) | Status::Denied(_) => json!({
+            "conditions": [condition],
+            "failureTime": now_rfc3339(),
+        }),
+    })
 }
 
-/// Writes the outcome to `/status` and records an Event for final outcomes.
+/// Writes `status` to `/status` and records an Event for final answers.
 async fn write(
     api: &Api<CertificateRequest>,
     cr: &CertificateRequest,
     ctx: &Context,
-    outcome: Outcome,
+    status: Status,
 ) -> Result<Written, kube::Error> {
-    let previous = cr
-        .ready()
-        .map(|c| (c.status.as_str(), c.last_transition_time.as_deref()));
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
-    let (status, event): (Value, Option<(EventType, &str, String)>) = match &outcome {
-        Outcome::Pending(message) => {
-            // Unchanged Pending: no write, no watch event, no loop.
-            if cr.ready().is_some_and(|c| {
-                c.status == "False"
-                    && c.reason.as_deref() == Some(reason::PENDING)
-                    && c.message.as_deref() == Some(message.as_str())
-            }) {
-                return Ok(Written::Applied);
-            }
-            (
-                json!({"conditions": [condition("Ready", "False", reason::PENDING, message, previous, None)]}),
-                None,
-            )
-        }
-        Outcome::Issued {
-            chain_pem,
-            ca_pem,
-            message,
-        } => (
-            json!({
-                "conditions": [condition("Ready", "True", reason::ISSUED, message, previous, None)],
-                "certificate": b64(chain_pem),
-                "ca": b64(ca_pem),
-            }),
-            Some((EventType::Normal, reason::ISSUED, message.clone())),
-        ),
-        Outcome::Failed(message) => (
-            json!({
-                "conditions": [condition("Ready", "False", reason::FAILED, message, previous, None)],
-                "failureTime": now_rfc3339(),
-            }),
-            Some((EventType::Warning, reason::FAILED, message.clone())),
-        ),
-        Outcome::Denied(message) => (
-            json!({
-                "conditions": [condition("Ready", "False", reason::DENIED, message, previous, None)],
-                "failureTime": now_rfc3339(),
-            }),
-            Some((EventType::Warning, reason::DENIED, message.clone())),
-        ),
+    let Some(body) = body(cr, &status) else {
+        return Ok(Written::Applied);
     };
-    let written = apply_status(api, cr, status).await?;
+    let written = apply_status(api, cr, body).await?;
     if written == Written::Gone {
         tracing::info!(
             cluster = %ctx.cluster,
-            request = %format!("{}/{}", cr.namespace().unwrap_or_default(), cr.name_any()),
+            request = %name_of(cr),
             "request deleted before its status was written; done"
         );
     }
-    if let (Written::Applied, Some((type_, reason, note))) = (written, event) {
+    let event = match status.reason() {
+        Reason::Pending => None,
+        Reason::Issued => Some(EventType::Normal),
+        Reason::Failed | Reason::Denied => Some(EventType::Warning),
+    };
+    if let (Written::Applied, Some(type_)) = (written, event) {
         ctx.backoff.reset(&cr.uid().unwrap_or_default());
-        tracing::info!(
-            cluster = %ctx.cluster,
-            request = %format!("{}/{}", cr.namespace().unwrap_or_default(), cr.name_any()),
-            reason,
-            "{note}"
-        );
-        let event = Event {
-            type_,
-            reason: reason.to_string(),
-            note: Some(note.chars().take(1000).collect()),
-            action: "Sign".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &cr.object_ref(&())).await {
-            tracing::warn!(error = %e, "could not record an event");
-        }
+        let note = status.message().to_string();
+        publish(ctx, cr, type_, status.reason().as_str(), note).await;
     }
     Ok(written)
 }

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::crd::{ClusterIssuer, Issuer as IssuerResource, IssuerStatus, SigningSpec};
-use super::plan::{IssuerSettings, NotReady};
+use super::plan::{IssuerSettings, NotReady, ReadyReason};
 use super::status::{apply_status, condition};
 use super::Context;
 
@@ -95,13 +95,13 @@ fn verdict(ctx: &Context, spec: &SigningSpec) -> (&'static str, &'static str, St
     ) {
         Ok(s) => (
             "True",
-            "Verified",
+            ReadyReason::Verified.as_str(),
             format!(
                 "Signing with intermediate {} of cluster {}",
                 s.intermediate, ctx.cluster
             ),
         ),
-        Err(NotReady { reason, message }) => ("False", reason, message),
+        Err(NotReady { reason, message }) => ("False", reason.as_str(), message),
     }
 }
 

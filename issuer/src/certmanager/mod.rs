@@ -6,7 +6,10 @@
 //! - `certificaterequest`: signs approved cert-manager `CertificateRequest`s that
 //!   name them;
 //! - `signingrequest`: signs approved Kubernetes `CertificateSigningRequest`s for
-//!   our signer names.
+//!   our signer names;
+//! - `signing`: what an issuer resource signs with (its spec, checked);
+//! - `reconcile`: the one reconcile both request kinds (and pod certificates) go
+//!   through, each kind saying how to read, decide and write its own status.
 //!
 //! Every certificate goes through [`crate::Issuer::issue`] (one policy, one record,
 //! one audit log), as a requester bound to the cluster's policy and carrying the
@@ -21,6 +24,8 @@ pub mod request;
 mod certificaterequest;
 mod issuers;
 pub(crate) mod prior;
+pub(crate) mod reconcile;
+mod signing;
 mod signingrequest;
 pub(crate) mod status;
 
@@ -245,6 +250,31 @@ pub(crate) struct Context {
     pub(crate) settings: Settings,
     pub(crate) recorder: Recorder,
     pub(crate) backoff: Backoff,
+}
+
+impl reconcile::Shared for Context {
+    fn client(&self) -> &Client {
+        &self.client
+    }
+    fn cluster(&self) -> &ClusterName {
+        &self.cluster
+    }
+    fn issuer(&self) -> &Issuer {
+        &self.issuer
+    }
+    fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+    fn backoff(&self) -> &Backoff {
+        &self.backoff
+    }
+    fn retry(&self) -> reconcile::Retry {
+        reconcile::Retry {
+            base: self.settings.backoff_base,
+            max: self.settings.backoff_max,
+            give_up_after: self.settings.max_retry_duration,
+        }
+    }
 }
 
 /// A Kubernetes request as the controllers read it: enough to say who made it.

@@ -10,130 +10,15 @@ use std::time::Duration;
 
 use canopy::csr::Csr;
 use canopy::profile::{Profile, MIN_TTL};
-use canopy::spiffe::{SpiffeId, TrustDomain};
+use canopy::spiffe::SpiffeId;
 use canopy::ttl::Ttl;
 
-use super::crd::SigningSpec;
 use super::duration::{format_go_duration, parse_go_duration};
-use crate::policy::{DnsPattern, SpiffePattern, Vars};
+pub use super::signing::{IssuerSettings, NotReady, ReadyReason};
+use crate::policy::Vars;
 
 /// Lifetime when a request names none (the contract's default).
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(90 * 24 * 3600);
-
-/// An issuer resource's spec, checked: what a Ready issuer signs with.
-#[derive(Clone, Debug, PartialEq)]
-pub struct IssuerSettings {
-    /// Intermediate that signs.
-    pub intermediate: String,
-    /// Profile forced by the issuer, if any.
-    pub profile: Option<Profile>,
-    /// Longest lifetime issued by this issuer.
-    pub max_duration: Option<Duration>,
-    /// SPIFFE IDs requests may carry (None: any the policy allows).
-    pub allowed_spiffe_ids: Option<Vec<SpiffePattern>>,
-    /// DNS names requests may carry (None: any the policy allows).
-    pub allowed_dns_names: Option<Vec<DnsPattern>>,
-}
-
-/// Why an issuer resource is not Ready: (condition reason, message).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NotReady {
-    /// CamelCase reason.
-    pub reason: &'static str,
-    /// What to fix.
-    pub message: String,
-}
-
-impl IssuerSettings {
-    /// Checks a spec against what this issuer has.
-    pub fn from_spec(
-        spec: &SigningSpec,
-        cluster_intermediate: &str,
-        intermediates: &[&str],
-        trust_domain: &TrustDomain,
-    ) -> Result<IssuerSettings, NotReady> {
-        let invalid = |message: String| NotReady {
-            reason: "InvalidSpec",
-            message,
-        };
-        let intermediate = spec
-            .intermediate
-            .clone()
-            .unwrap_or_else(|| cluster_intermediate.to_string());
-        if !intermediates.contains(&intermediate.as_str()) {
-            return Err(NotReady {
-                reason: "UnknownIntermediate",
-                message: format!(
-                    "spec.intermediate {:?} is not an intermediate of this canopy issuer (it has: {})",
-                    intermediate.chars().take(64).collect::<String>(),
-                    intermediates.join(", ")
-                ),
-            });
-        }
-        let profile = match spec.profile.as_deref() {
-            None => None,
-            Some(p @ ("workload" | "server" | "client")) => {
-                Some(Profile::from_str(p).expect("a leaf profile name"))
-            }
-            Some(other) => {
-                return Err(invalid(format!(
-                    "spec.profile {:?} is not one of workload, server, client",
-                    other.chars().take(40).collect::<String>()
-                )))
-            }
-        };
-        let max_duration = match spec.max_duration.as_deref() {
-            None => None,
-            Some(text) => {
-                let d = parse_go_duration(text)
-                    .map_err(|e| invalid(format!("spec.maxDuration: {e}")))?;
-                if d < MIN_TTL.as_duration().unsigned_abs() {
-                    return Err(invalid(format!(
-                        "spec.maxDuration {text} is shorter than the minimum lifetime {MIN_TTL}"
-                    )));
-                }
-                Some(d)
-            }
-        };
-        let allowed_spiffe_ids = match &spec.allowed_spiffe_ids {
-            None => None,
-            Some(list) => {
-                let mut patterns = Vec::with_capacity(list.len());
-                for (i, text) in list.iter().enumerate() {
-                    let p = SpiffePattern::from_str(text)
-                        .map_err(|e| invalid(format!("spec.allowedSpiffeIds[{i}]: {e}")))?;
-                    if p.is_self() || !p.in_trust_domain(trust_domain) {
-                        return Err(invalid(format!(
-                            "spec.allowedSpiffeIds[{i}]: must start with spiffe://{trust_domain}/"
-                        )));
-                    }
-                    patterns.push(p);
-                }
-                Some(patterns)
-            }
-        };
-        let allowed_dns_names = match &spec.allowed_dns_names {
-            None => None,
-            Some(list) => {
-                let mut patterns = Vec::with_capacity(list.len());
-                for (i, text) in list.iter().enumerate() {
-                    patterns.push(
-                        DnsPattern::from_str(text)
-                            .map_err(|e| invalid(format!("spec.allowedDnsNames[{i}]: {e}")))?,
-                    );
-                }
-                Some(patterns)
-            }
-        };
-        Ok(IssuerSettings {
-            intermediate,
-            profile,
-            max_duration,
-            allowed_spiffe_ids,
-            allowed_dns_names,
-        })
-    }
-}
 
 /// What a request asks for, whichever API it came through.
 #[derive(Clone, Debug, Default)]
@@ -185,13 +70,36 @@ pub fn plan(asked: &Asked<'_>, issuer: &IssuerSettings) -> Result<SignPlan, Refu
             "a CA certificate was requested (isCA or CA:TRUE/keyCertSign in the CSR): canopy never issues CA certificates to workloads".into(),
         ));
     }
+    let auth = extended_usages(asked.usages.unwrap_or_default())?;
+    let spiffe_ids = spiffe_ids(&csr)?;
+    let mut notes = Vec::new();
+    let profile = profile(issuer, &spiffe_ids, auth, &mut notes);
+    within_issuer_limits(issuer, &spiffe_ids, &csr)?;
+    let ttl = lifetime(asked.duration, issuer.max_duration, &mut notes)?;
+    Ok(SignPlan {
+        csr,
+        profile,
+        ttl,
+        intermediate: issuer.intermediate.clone(),
+        notes,
+    })
+}
 
-    let mut server_auth = false;
-    let mut client_auth = false;
-    for usage in asked.usages.unwrap_or_default() {
+/// Which extended usages were asked for.
+#[derive(Clone, Copy, Debug, Default)]
+struct Auth {
+    server: bool,
+    client: bool,
+}
+
+/// The extended usages asked for; anything but key usages and server/client auth
+/// is refused.
+fn extended_usages(usages: &[String]) -> Result<Auth, Refusal> {
+    let mut auth = Auth::default();
+    for usage in usages {
         match usage.as_str() {
-            "server auth" => server_auth = true,
-            "client auth" => client_auth = true,
+            "server auth" => auth.server = true,
+            "client auth" => auth.client = true,
             u if KEY_USAGES.contains(&u) => {}
             other => {
                 return Err(Refusal(format!(
@@ -201,42 +109,61 @@ pub fn plan(asked: &Asked<'_>, issuer: &IssuerSettings) -> Result<SignPlan, Refu
             }
         }
     }
+    Ok(auth)
+}
 
-    let mut spiffe_ids = Vec::new();
-    for uri in csr.uris() {
-        match SpiffeId::from_str(uri) {
-            Ok(id) => spiffe_ids.push(id),
-            Err(e) => {
-                return Err(Refusal(format!(
+/// The CSR's URI SANs, each a SPIFFE ID.
+fn spiffe_ids(csr: &Csr) -> Result<Vec<SpiffeId>, Refusal> {
+    csr.uris()
+        .iter()
+        .map(|uri| {
+            SpiffeId::from_str(uri).map_err(|e| {
+                Refusal(format!(
                     "URI SAN {:?} is not a SPIFFE ID: {e}",
                     uri.chars().take(128).collect::<String>()
-                )))
-            }
-        }
-    }
+                ))
+            })
+        })
+        .collect()
+}
 
-    let mut notes = Vec::new();
+/// The profile: the issuer's, else from the names and usages; notes a usage the
+/// profile does not grant.
+fn profile(
+    issuer: &IssuerSettings,
+    spiffe_ids: &[SpiffeId],
+    auth: Auth,
+    notes: &mut Vec<String>,
+) -> Profile {
     let profile = match issuer.profile {
         Some(p) => p,
         None if !spiffe_ids.is_empty() => Profile::Workload,
-        None if client_auth && !server_auth => Profile::Client,
+        None if auth.client && !auth.server => Profile::Client,
         None => Profile::Server,
     };
     let grants_client = matches!(profile, Profile::Workload | Profile::Client);
     let grants_server = matches!(profile, Profile::Workload | Profile::Server);
-    if client_auth && !grants_client {
+    if auth.client && !grants_client {
         notes.push(format!(
             "client auth not included: the {profile} profile grants server auth only (add a SPIFFE ID for both)"
         ));
     }
-    if server_auth && !grants_server {
+    if auth.server && !grants_server {
         notes.push(format!(
             "server auth not included: the {profile} profile grants client auth only"
         ));
     }
+    profile
+}
 
+/// The issuer's `allowedSpiffeIds` and `allowedDnsNames`.
+fn within_issuer_limits(
+    issuer: &IssuerSettings,
+    spiffe_ids: &[SpiffeId],
+    csr: &Csr,
+) -> Result<(), Refusal> {
     if let Some(allowed) = &issuer.allowed_spiffe_ids {
-        for id in &spiffe_ids {
+        for id in spiffe_ids {
             if !allowed.iter().any(|p| p.matches(id, &Vars::default())) {
                 return Err(Refusal(format!(
                     "SPIFFE ID {id} is not in the issuer's spec.allowedSpiffeIds"
@@ -257,8 +184,17 @@ pub fn plan(asked: &Asked<'_>, issuer: &IssuerSettings) -> Result<SignPlan, Refu
             }
         }
     }
+    Ok(())
+}
 
-    let mut duration = match asked.duration {
+/// The lifetime asked (default 90 days), raised to the minimum and capped by the
+/// issuer's `maxDuration`, with a note for each change.
+fn lifetime(
+    asked: Option<&str>,
+    max_duration: Option<Duration>,
+    notes: &mut Vec<String>,
+) -> Result<Ttl, Refusal> {
+    let mut duration = match asked {
         Some(text) => {
             parse_go_duration(text).map_err(|e| Refusal(format!("spec.duration: {e}")))?
         }
@@ -273,7 +209,7 @@ pub fn plan(asked: &Asked<'_>, issuer: &IssuerSettings) -> Result<SignPlan, Refu
         ));
         duration = min;
     }
-    if let Some(max) = issuer.max_duration {
+    if let Some(max) = max_duration {
         if duration > max {
             notes.push(format!(
                 "duration {} capped to the issuer's maxDuration {}",
@@ -284,20 +220,14 @@ pub fn plan(asked: &Asked<'_>, issuer: &IssuerSettings) -> Result<SignPlan, Refu
         }
     }
     let seconds = i64::try_from(duration.as_secs()).unwrap_or(i64::MAX / 2);
-    let ttl = Ttl::from_seconds(seconds).expect("at least the minimum lifetime");
-
-    Ok(SignPlan {
-        csr,
-        profile,
-        ttl,
-        intermediate: issuer.intermediate.clone(),
-        notes,
-    })
+    Ok(Ttl::from_seconds(seconds).expect("at least the minimum lifetime"))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::crd::SigningSpec;
     use super::*;
+    use canopy::spiffe::TrustDomain;
     use rcgen::{CertificateParams, KeyPair, SanType};
 
     fn csr(uris: &[&str], dns: &[&str], ca: bool) -> String {
@@ -474,43 +404,5 @@ mod tests {
             &s
         )
         .is_err());
-    }
-
-    #[test]
-    fn issuer_specs_are_checked() {
-        let check = |spec: SigningSpec| IssuerSettings::from_spec(&spec, "aws", &["aws"], &td());
-        assert_eq!(
-            check(SigningSpec {
-                intermediate: Some("gcp".into()),
-                ..SigningSpec::default()
-            })
-            .unwrap_err()
-            .reason,
-            "UnknownIntermediate"
-        );
-        for bad in [
-            SigningSpec {
-                profile: Some("mesh-ca".into()),
-                ..SigningSpec::default()
-            },
-            SigningSpec {
-                max_duration: Some("forever".into()),
-                ..SigningSpec::default()
-            },
-            SigningSpec {
-                max_duration: Some("1m".into()),
-                ..SigningSpec::default()
-            },
-            SigningSpec {
-                allowed_spiffe_ids: Some(vec!["spiffe://other.example/x".into()]),
-                ..SigningSpec::default()
-            },
-            SigningSpec {
-                allowed_dns_names: Some(vec!["bad_label.example".into()]),
-                ..SigningSpec::default()
-            },
-        ] {
-            assert_eq!(check(bad).unwrap_err().reason, "InvalidSpec");
-        }
     }
 }

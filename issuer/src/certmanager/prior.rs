@@ -3,9 +3,10 @@
 //! instead of signing a second one.
 //!
 //! The record's `requester` names the request with its UID (see
-//! [`super::requester_for`]), and the store has an index on `requester`: one query.
-//! It runs only for requests we touched before (they carry our `Ready` condition),
-//! not on the first attempt.
+//! [`super::Context::requester`]), and the store has an index on `requester`: one
+//! query. The one reconcile ([`super::reconcile`]) asks before signing; a
+//! CertificateRequest only once we touched it (it carries our `Ready` condition),
+//! the kinds without a Pending mark on every attempt.
 
 use canopy::cert::Certificate;
 
@@ -30,11 +31,26 @@ pub(crate) async fn find(
     Ok(page.into_iter().next())
 }
 
-/// A recorded certificate as status wants it: (leaf + intermediates PEM, roots PEM).
-pub(crate) fn chain_of(issuer: &Issuer, record: &CertificateRecord) -> Option<(String, String)> {
+/// A certificate signed for a request on an earlier pass.
+pub(crate) struct Earlier {
+    /// Its record.
+    pub(crate) record: CertificateRecord,
+    /// The leaf.
+    pub(crate) leaf: Certificate,
+    /// The intermediates that signed it, PEM.
+    pub(crate) intermediates_pem: String,
+    /// The roots, PEM.
+    pub(crate) roots_pem: String,
+}
+
+/// A recorded certificate with its chain, if its intermediate is still loaded.
+pub(crate) fn signed_before(issuer: &Issuer, record: CertificateRecord) -> Option<Earlier> {
     let leaf = Certificate::from_der(record.der.clone()).ok()?;
     let inter = issuer.authorities().get(&record.intermediate)?;
-    let mut chain = leaf.to_pem();
-    chain.push_str(&inter.chain_pem);
-    Some((chain, issuer.authorities().roots_pem.to_string()))
+    Some(Earlier {
+        leaf,
+        intermediates_pem: inter.chain_pem.to_string(),
+        roots_pem: issuer.authorities().roots_pem.to_string(),
+        record,
+    })
 }

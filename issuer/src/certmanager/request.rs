@@ -8,15 +8,28 @@ use serde::{Deserialize, Serialize};
 use super::crd::{IssuerKind, GROUP};
 
 /// Reasons of the `Ready` condition cert-manager understands.
-pub mod reason {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
     /// Waiting (approval, issuer, a transient error).
-    pub const PENDING: &str = "Pending";
+    Pending,
     /// Signed.
-    pub const ISSUED: &str = "Issued";
+    Issued,
     /// Will never succeed.
-    pub const FAILED: &str = "Failed";
+    Failed,
     /// The request was denied by an approver.
-    pub const DENIED: &str = "Denied";
+    Denied,
+}
+
+impl Reason {
+    /// The reason as written in the condition.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Pending => "Pending",
+            Reason::Issued => "Issued",
+            Reason::Failed => "Failed",
+            Reason::Denied => "Denied",
+        }
+    }
 }
 
 /// What cert-manager (or istio-csr) asks for.
@@ -170,10 +183,9 @@ impl CertificateRequest {
         }
         match self.ready() {
             Some(c) if c.status == "True" => true,
-            Some(c) if c.status == "False" => matches!(
-                c.reason.as_deref(),
-                Some(reason::FAILED) | Some(reason::DENIED)
-            ),
+            Some(c) if c.status == "False" => [Reason::Failed, Reason::Denied]
+                .iter()
+                .any(|r| c.reason.as_deref() == Some(r.as_str())),
             _ => false,
         }
     }

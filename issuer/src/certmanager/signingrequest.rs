@@ -9,23 +9,27 @@
 //! `status.certificate` (leaf + intermediates), or a `Failed` condition.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use base64::Engine;
 use futures::StreamExt;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::api::Api;
-use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::{watcher, Controller};
-use kube::{Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use super::certificaterequest::{issuer_settings, Transient};
 use super::crd::{IssuerKind, GROUP};
 use super::duration::format_go_duration;
 use super::plan::{self, Asked};
-use super::status::{apply_status, condition};
-use super::{prior, Context, RequestOrigin};
-use crate::auth::AuthMethod;
+use super::reconcile::{
+    error_policy, publish, reconcile, Asker, Decision, RequestKind, Signed, Signing, Transient,
+};
+use super::signing::issuer_settings;
+use super::status::{apply_status, condition, Written};
+use super::{Context, RequestOrigin};
+use crate::auth::{AuthMethod, Requester};
 use crate::{IssueError, SignRequest};
 
 /// Annotation cert-manager sets with the requested duration.
@@ -74,7 +78,7 @@ pub(crate) async fn run(ctx: Arc<Context>) {
         Api::<CertificateSigningRequest>::all(ctx.client.clone()),
         watcher::Config::default(),
     )
-    .run(reconcile, error_policy, ctx)
+    .run(reconcile::<CertificateSigningRequest>, error_policy, ctx)
     .for_each(|result| async move {
         if let Err(e) = result {
             tracing::debug!(error = %e, "certificatesigningrequest controller");
@@ -83,102 +87,154 @@ pub(crate) async fn run(ctx: Arc<Context>) {
     .await;
 }
 
-fn error_policy(
-    csr: Arc<CertificateSigningRequest>,
-    error: &Transient,
-    ctx: Arc<Context>,
-) -> Action {
-    let delay = ctx.backoff.next(
-        &csr.uid().unwrap_or_default(),
-        ctx.settings.backoff_base,
-        ctx.settings.backoff_max,
-    );
-    tracing::warn!(cluster = %ctx.cluster, csr = %csr.name_any(), error = %error, retry_in = ?delay, "transient error; will retry");
-    Action::requeue(delay)
+/// What a pass writes to a CertificateSigningRequest's status.
+pub(crate) enum Status {
+    /// `status.certificate`: leaf followed by its intermediates.
+    Issued { chain_pem: String },
+    /// A `Failed` condition (reason [`REFUSED`]).
+    Failed(String),
 }
 
-async fn reconcile(
-    cached: Arc<CertificateSigningRequest>,
-    ctx: Arc<Context>,
-) -> Result<Action, Transient> {
-    let Some((kind, namespace, issuer_name)) = parse_signer_name(&cached.spec.signer_name) else {
-        return Ok(Action::await_change());
-    };
-    if is_finished(&cached) || !condition_true(&cached, "Approved") {
-        return Ok(Action::await_change());
-    }
-    let api: Api<CertificateSigningRequest> = Api::all(ctx.client.clone());
-    let Some(csr) = api.get_opt(&cached.name_any()).await? else {
-        return Ok(Action::await_change());
-    };
-    if csr.uid() != cached.uid() || is_finished(&csr) || !condition_true(&csr, "Approved") {
-        return Ok(Action::await_change());
-    }
-    let uid = csr.uid().unwrap_or_default();
-    let delay = || {
-        ctx.backoff
-            .next(&uid, ctx.settings.backoff_base, ctx.settings.backoff_max)
-    };
+/// The reason of our `Failed` condition.
+const REFUSED: &str = "CanopyRefused";
 
-    let settings = match issuer_settings(
-        &ctx,
-        kind,
-        namespace.as_deref().unwrap_or(""),
-        &issuer_name,
-    )
-    .await?
-    {
-        Ok(s) => s,
-        Err(message) => {
-            tracing::info!(cluster = %ctx.cluster, csr = %csr.name_any(), "{message}; will retry");
-            return Ok(Action::requeue(delay()));
+impl RequestKind for CertificateSigningRequest {
+    type Context = Context;
+    type Status = Status;
+    type Plan = ();
+
+    fn api(&self, client: Client) -> Api<Self> {
+        Api::all(client)
+    }
+
+    fn wants(&self, _ctx: &Context) -> bool {
+        parse_signer_name(&self.spec.signer_name).is_some()
+            && !is_finished(self)
+            && condition_true(self, "Approved")
+    }
+
+    async fn decide(&self, ctx: &Context) -> Result<Decision<Self>, Transient> {
+        let Some((kind, namespace, issuer_name)) = parse_signer_name(&self.spec.signer_name) else {
+            return Ok(Decision::Wait);
+        };
+        let ns = namespace.as_deref().unwrap_or("");
+        let settings = match issuer_settings(ctx, kind, ns, &issuer_name).await? {
+            Ok(s) => s,
+            Err(message) => {
+                tracing::info!(cluster = %ctx.cluster, csr = %self.name_any(), "{message}; will retry");
+                return Ok(Decision::Later(None));
+            }
+        };
+        let Ok(csr_pem) = String::from_utf8(self.spec.request.0.clone()) else {
+            let message = "spec.request does not hold a PEM CSR".to_string();
+            return Ok(Decision::Answer(Status::Failed(message)));
+        };
+        let (duration, is_ca) = asked_duration_and_ca(self);
+        let asked = Asked {
+            csr_pem: &csr_pem,
+            duration: duration.as_deref(),
+            is_ca,
+            usages: self.spec.usages.as_deref(),
+        };
+        let plan = match plan::plan(&asked, &settings) {
+            Ok(p) => p,
+            Err(refusal) => return Ok(Decision::Answer(Status::Failed(refusal.0))),
+        };
+        Ok(Decision::Sign(Box::new(Signing {
+            spiffe_id: plan.csr.uris().first().cloned(),
+            asker: Asker {
+                requester: requester(self, ctx, namespace),
+                plan: (),
+            },
+            request: SignRequest {
+                csr: plan.csr,
+                profile: plan.profile,
+                ttl: Some(plan.ttl),
+                intermediate: Some(plan.intermediate),
+            },
+        })))
+    }
+
+    fn issued(&self, _asker: &Asker<()>, signed: Signed) -> Status {
+        Status::Issued {
+            chain_pem: signed.chain_pem(),
         }
-    };
-    let Ok(csr_pem) = String::from_utf8(csr.spec.request.0.clone()) else {
-        fail(
-            &api,
-            &csr,
-            &ctx,
-            "spec.request does not hold a PEM CSR".into(),
-        )
-        .await?;
-        return Ok(Action::await_change());
-    };
+    }
+
+    fn refused(&self, _asker: &Asker<()>, e: &IssueError) -> Option<Status> {
+        match e {
+            IssueError::BadRequest { .. } | IssueError::Denied { .. } | IssueError::NotFound(_) => {
+                Some(Status::Failed(format!("{} ({})", e, e.code())))
+            }
+            _ => None,
+        }
+    }
+
+    fn gave_up(&self, _asker: &Asker<()>, e: &IssueError, _after: Duration) -> Status {
+        Status::Failed(format!("gave up retrying: {e}"))
+    }
+
+    async fn write(&self, ctx: &Context, status: Status) -> Result<Written, Transient> {
+        let api = self.api(ctx.client.clone());
+        let (body, type_, reason, note) = match status {
+            Status::Issued { chain_pem } => {
+                let certificate =
+                    base64::engine::general_purpose::STANDARD.encode(chain_pem.as_bytes());
+                let body = json!({ "certificate": certificate });
+                (
+                    body,
+                    EventType::Normal,
+                    "Issued",
+                    "certificate issued".into(),
+                )
+            }
+            Status::Failed(message) => {
+                let failed = condition("Failed", "True", REFUSED, &message, None, None);
+                (
+                    json!({ "conditions": [failed] }),
+                    EventType::Warning,
+                    "Failed",
+                    message,
+                )
+            }
+        };
+        let written = apply_status(&api, self, body).await?;
+        publish(ctx, self, type_, reason, note).await;
+        Ok(written)
+    }
+}
+
+/// The duration asked (the annotation, else `spec.expirationSeconds`) and whether a
+/// CA is asked.
+fn asked_duration_and_ca(csr: &CertificateSigningRequest) -> (Option<String>, bool) {
     let annotations = csr.annotations();
-    let expiration = csr.spec.expiration_seconds.map(|s| {
-        format_go_duration(std::time::Duration::from_secs(
-            u64::try_from(s).unwrap_or(0),
-        ))
-    });
+    let expiration = csr
+        .spec
+        .expiration_seconds
+        .map(|s| format_go_duration(Duration::from_secs(u64::try_from(s).unwrap_or(0))));
     let duration = annotations.get(DURATION_ANNOTATION).cloned().or(expiration);
     let is_ca = annotations
         .get(IS_CA_ANNOTATION)
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    let asked = Asked {
-        csr_pem: &csr_pem,
-        duration: duration.as_deref(),
-        is_ca,
-        usages: csr.spec.usages.as_deref(),
-    };
-    let plan = match plan::plan(&asked, &settings) {
-        Ok(p) => p,
-        Err(refusal) => {
-            fail(&api, &csr, &ctx, refusal.0).await?;
-            return Ok(Action::await_change());
-        }
-    };
+    (duration, is_ca)
+}
 
-    // A CSR is cluster-scoped: a service account's names are bound to its own
-    // namespace, anybody else's to the namespace of the Issuer the signer names.
+/// A CSR is cluster-scoped: a service account's names are bound to its own
+/// namespace, anybody else's to the namespace of the Issuer the signer names.
+fn requester(
+    csr: &CertificateSigningRequest,
+    ctx: &Context,
+    issuer_namespace: Option<String>,
+) -> Requester {
     let username = csr.spec.username.as_deref();
     let groups = csr.spec.groups.clone().unwrap_or_default();
     let bound_namespace = username
         .and_then(|u| u.strip_prefix("system:serviceaccount:"))
         .and_then(|rest| rest.split_once(':'))
         .map(|(ns, _)| ns.to_string())
-        .or(namespace);
-    let name = csr.name_any();
-    let requester = ctx.requester(RequestOrigin {
+        .or(issuer_namespace);
+    let (uid, name) = (csr.uid().unwrap_or_default(), csr.name_any());
+    ctx.requester(RequestOrigin {
         method: AuthMethod::CsrApi,
         kind: "certificatesigningrequest",
         namespace: bound_namespace.as_deref(),
@@ -186,105 +242,7 @@ async fn reconcile(
         uid: &uid,
         username,
         groups: &groups,
-    });
-    // No Pending marker exists in this API, so always look for an earlier signature.
-    let spiffe_id = plan.csr.uris().first().cloned();
-    let now = crate::clock::timestamp().as_second();
-    let earlier = prior::find(
-        ctx.issuer.store(),
-        &requester.to_string(),
-        spiffe_id.as_deref(),
-        now,
-    )
-    .await?;
-    let chain_pem = match earlier
-        .as_ref()
-        .and_then(|r| prior::chain_of(&ctx.issuer, r))
-    {
-        Some((chain, _)) => chain,
-        None => {
-            let request = SignRequest {
-                csr: plan.csr,
-                profile: plan.profile,
-                ttl: Some(plan.ttl),
-                intermediate: Some(plan.intermediate),
-            };
-            match ctx.issuer.issue(&requester, request).await {
-                Ok(issued) => canopy::cert::Certificate::pem_of(&issued.chain),
-                Err(
-                    e @ (IssueError::BadRequest { .. }
-                    | IssueError::Denied { .. }
-                    | IssueError::NotFound(_)),
-                ) => {
-                    fail(&api, &csr, &ctx, format!("{} ({})", e, e.code())).await?;
-                    return Ok(Action::await_change());
-                }
-                Err(e) => {
-                    let age = csr
-                        .meta()
-                        .creation_timestamp
-                        .as_ref()
-                        .map(|t| crate::clock::timestamp().duration_since(t.0).unsigned_abs());
-                    if age.is_some_and(|a| a >= ctx.settings.max_retry_duration) {
-                        fail(&api, &csr, &ctx, format!("gave up retrying: {e}")).await?;
-                        return Ok(Action::await_change());
-                    }
-                    tracing::warn!(cluster = %ctx.cluster, csr = %csr.name_any(), error = %e, "signing failed; will retry");
-                    return Ok(Action::requeue(delay()));
-                }
-            }
-        }
-    };
-    use base64::Engine;
-    let body = json!({
-        "certificate": base64::engine::general_purpose::STANDARD.encode(chain_pem.as_bytes()),
-    });
-    apply_status(&api, &csr, body).await?;
-    ctx.backoff.reset(&uid);
-    publish(
-        &ctx,
-        &csr,
-        EventType::Normal,
-        "Issued",
-        "certificate issued".into(),
-    )
-    .await;
-    Ok(Action::await_change())
-}
-
-async fn fail(
-    api: &Api<CertificateSigningRequest>,
-    csr: &CertificateSigningRequest,
-    ctx: &Context,
-    message: String,
-) -> Result<(), kube::Error> {
-    let body = json!({
-        "conditions": [condition("Failed", "True", "CanopyRefused", &message, None, None)],
-    });
-    apply_status(api, csr, body).await?;
-    ctx.backoff.reset(&csr.uid().unwrap_or_default());
-    publish(ctx, csr, EventType::Warning, "Failed", message).await;
-    Ok(())
-}
-
-async fn publish(
-    ctx: &Context,
-    csr: &CertificateSigningRequest,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    tracing::info!(cluster = %ctx.cluster, csr = %csr.name_any(), reason, "{note}");
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Sign".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &csr.object_ref(&())).await {
-        tracing::warn!(error = %e, "could not record an event");
-    }
+    })
 }
 
 #[cfg(test)]

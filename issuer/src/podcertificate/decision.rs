@@ -8,9 +8,8 @@ use canopy::ttl::Ttl;
 use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
 use time::{Duration, OffsetDateTime};
 
-use super::resource::{
-    PodCertificateRequestSpec, DENIED, FAILED, INVALID_USER_ANNOTATIONS, UNSUPPORTED_KEY_TYPE,
-};
+pub use super::refusal::{Reason, Refusal, Verdict};
+use super::resource::PodCertificateRequestSpec;
 
 /// The API server's default `maxExpirationSeconds`.
 pub const DEFAULT_MAX_EXPIRATION_SECONDS: i32 = 86_400;
@@ -18,55 +17,6 @@ pub const DEFAULT_MAX_EXPIRATION_SECONDS: i32 = 86_400;
 pub const MIN_LIFETIME: Duration = Duration::HOUR;
 /// `beginRefreshAt` must be at least this far from notBefore and from notAfter.
 pub const REFRESH_MARGIN: Duration = Duration::minutes(10);
-
-/// Which terminal condition a refusal writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// `Denied`: the signer will not issue this request, ever.
-    Denied,
-    /// `Failed`: the signer could not issue it (configuration, CA, gave up retrying).
-    Failed,
-}
-
-impl Verdict {
-    /// The condition type.
-    pub fn condition(self) -> &'static str {
-        match self {
-            Verdict::Denied => DENIED,
-            Verdict::Failed => FAILED,
-        }
-    }
-}
-
-/// Why a request ends without a certificate: the condition, its reason and a
-/// message that tells the pod's owner what to change.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
-    /// Denied or Failed.
-    pub verdict: Verdict,
-    /// The condition's reason (CamelCase, as the API requires).
-    pub reason: &'static str,
-    /// The condition's message.
-    pub message: String,
-}
-
-impl Refusal {
-    pub(crate) fn denied(reason: &'static str, message: impl Into<String>) -> Self {
-        Refusal {
-            verdict: Verdict::Denied,
-            reason,
-            message: message.into(),
-        }
-    }
-
-    pub(crate) fn failed(reason: &'static str, message: impl Into<String>) -> Self {
-        Refusal {
-            verdict: Verdict::Failed,
-            reason,
-            message: message.into(),
-        }
-    }
-}
 
 /// The proof of possession as `certificates.k8s.io/v1` defines it: `stubPKCS10Request`
 /// is a PKCS#10 request whose self-signature verifies with the public key it carries.
@@ -76,16 +26,16 @@ impl Refusal {
 pub fn proof_of_possession(spec: &PodCertificateRequestSpec) -> Result<Csr, Refusal> {
     let csr = Csr::from_der(&spec.stub_pkcs10_request.0).map_err(|e| match e {
         CsrError::BadSignature => Refusal::denied(
-            "InvalidProofOfPossession",
+            Reason::InvalidProofOfPossession,
             "the signature of spec.stubPKCS10Request does not verify with its public key: \
              no proof that the requester holds the private key",
         ),
         CsrError::Key(why) => Refusal::denied(
-            UNSUPPORTED_KEY_TYPE,
+            Reason::UnsupportedKeyType,
             format!("{why}; canopy issues pod certificates for ECDSAP256 (recommended), ECDSAP384, RSA3072, RSA4096 or ED25519 as the policy allows"),
         ),
         other => Refusal::denied(
-            "InvalidStubPKCS10Request",
+            Reason::InvalidStubPKCS10Request,
             format!("spec.stubPKCS10Request: {other}"),
         ),
     })?;
@@ -106,7 +56,7 @@ pub fn proof_of_possession(spec: &PodCertificateRequestSpec) -> Result<Csr, Refu
             .map(|c| c.chars().take(128).collect())
             .collect();
         return Err(Refusal::denied(
-            "NonEmptyStubPKCS10Request",
+            Reason::NonEmptyStubPKCS10Request,
             format!(
                 "spec.stubPKCS10Request carries {}: canopy issues the pod's own identity from the API server's records and accepts only the kubelet's empty request",
                 list.join(", ")
@@ -123,7 +73,7 @@ pub fn user_annotations(spec: &PodCertificateRequestSpec) -> Result<(), Refusal>
         Some(a) if !a.is_empty() => {
             let keys: Vec<String> = a.keys().take(8).map(|k| format!("{k:?}")).collect();
             Err(Refusal::denied(
-                INVALID_USER_ANNOTATIONS,
+                Reason::InvalidUnverifiedUserAnnotations,
                 format!(
                     "canopy recognises no userAnnotations; remove {} from the podCertificate volume",
                     keys.join(", ")
@@ -153,7 +103,7 @@ pub struct Observed<'a> {
 pub fn binding(spec: &PodCertificateRequestSpec, observed: Observed<'_>) -> Result<(), Refusal> {
     let mismatch = |what: String| {
         Refusal::denied(
-            "IdentityMismatch",
+            Reason::IdentityMismatch,
             format!(
                 "{what}: the request does not describe a pod the API server knows; nothing issued"
             ),
@@ -161,7 +111,7 @@ pub fn binding(spec: &PodCertificateRequestSpec, observed: Observed<'_>) -> Resu
     };
     let pod = observed.pod.ok_or_else(|| {
         Refusal::denied(
-            "PodNotFound",
+            Reason::PodNotFound,
             format!("pod {:?} does not exist", spec.pod_name),
         )
     })?;
@@ -219,7 +169,7 @@ pub fn binding(spec: &PodCertificateRequestSpec, observed: Observed<'_>) -> Resu
         .any(|c| c.signer_name == spec.signer_name);
     if !mounts {
         return Err(Refusal::denied(
-            "NoPodCertificateVolume",
+            Reason::NoPodCertificateVolume,
             format!(
                 "pod {:?} mounts no podCertificate volume for signer {:?}",
                 spec.pod_name, spec.signer_name
@@ -244,7 +194,7 @@ pub fn check_lifetime(granted: Ttl) -> Result<(), Refusal> {
     let lifetime = granted.as_duration() + canopy::profile::BACKDATE;
     if lifetime < MIN_LIFETIME {
         return Err(Refusal::failed(
-            "LifetimeTooShort",
+            Reason::LifetimeTooShort,
             format!(
                 "the policy grants {granted}, but pod certificates must live at least 1h: raise the policy's max_ttl"
             ),
@@ -358,7 +308,7 @@ mod tests {
         let r = proof_of_possession(&spec(der)).unwrap_err();
         assert_eq!(
             (r.verdict, r.reason),
-            (Verdict::Denied, "InvalidProofOfPossession")
+            (Verdict::Denied, Reason::InvalidProofOfPossession)
         );
         // Another key's request with this key's public key swapped in: same refusal.
         let other = KeyPair::generate().unwrap();
@@ -373,7 +323,7 @@ mod tests {
         swapped[at..at + kp.len()].copy_from_slice(&kp);
         assert_ne!(swapped, mine);
         let r = proof_of_possession(&spec(swapped)).unwrap_err();
-        assert_eq!(r.reason, "InvalidProofOfPossession");
+        assert_eq!(r.reason, Reason::InvalidProofOfPossession);
     }
 
     #[test]
@@ -386,7 +336,7 @@ mod tests {
                 .unwrap(),
         ));
         let r = proof_of_possession(&spec(stub(p, &key))).unwrap_err();
-        assert_eq!(r.reason, "NonEmptyStubPKCS10Request");
+        assert_eq!(r.reason, Reason::NonEmptyStubPKCS10Request);
         assert!(r.message.contains("kube-system/sa/admin"), "{}", r.message);
         let mut p = empty_params();
         p.distinguished_name
@@ -395,7 +345,7 @@ mod tests {
             proof_of_possession(&spec(stub(p, &key)))
                 .unwrap_err()
                 .reason,
-            "NonEmptyStubPKCS10Request"
+            Reason::NonEmptyStubPKCS10Request
         );
     }
 
@@ -405,7 +355,7 @@ mod tests {
         let r = proof_of_possession(&spec(stub(empty_params(), &key))).unwrap_err();
         assert_eq!(
             (r.verdict, r.reason),
-            (Verdict::Denied, UNSUPPORTED_KEY_TYPE)
+            (Verdict::Denied, Reason::UnsupportedKeyType)
         );
     }
 
@@ -417,7 +367,7 @@ mod tests {
             Some([("canopy.dev/spiffe-id".to_string(), "x".to_string())].into());
         assert_eq!(
             user_annotations(&s).unwrap_err().reason,
-            INVALID_USER_ANNOTATIONS
+            Reason::InvalidUnverifiedUserAnnotations
         );
     }
 
@@ -442,15 +392,21 @@ mod tests {
 
         let reason =
             |s: &PodCertificateRequestSpec, o: Observed<'_>| binding(s, o).unwrap_err().reason;
-        assert_eq!(reason(&s, observed(None)), "PodNotFound");
+        assert_eq!(reason(&s, observed(None)), Reason::PodNotFound);
         let other_sa = pod("admin", "node-1", SIGNER);
-        assert_eq!(reason(&s, observed(Some(&other_sa))), "IdentityMismatch");
+        assert_eq!(
+            reason(&s, observed(Some(&other_sa))),
+            Reason::IdentityMismatch
+        );
         let other_node = pod("web", "node-2", SIGNER);
-        assert_eq!(reason(&s, observed(Some(&other_node))), "IdentityMismatch");
+        assert_eq!(
+            reason(&s, observed(Some(&other_node))),
+            Reason::IdentityMismatch
+        );
         let other_signer = pod("web", "node-1", "example.com/other");
         assert_eq!(
             reason(&s, observed(Some(&other_signer))),
-            "NoPodCertificateVolume"
+            Reason::NoPodCertificateVolume
         );
         for (field, value) in [("pod", "x"), ("sa", "x"), ("node", "x")] {
             let mut t = s.clone();
@@ -461,7 +417,7 @@ mod tests {
             }
             assert_eq!(
                 reason(&t, observed(Some(&good))),
-                "IdentityMismatch",
+                Reason::IdentityMismatch,
                 "{field}"
             );
         }
@@ -469,7 +425,7 @@ mod tests {
             service_account: None,
             ..observed(Some(&good))
         };
-        assert_eq!(reason(&s, no_sa), "IdentityMismatch");
+        assert_eq!(reason(&s, no_sa), Reason::IdentityMismatch);
     }
 
     #[test]
@@ -483,7 +439,10 @@ mod tests {
         );
         assert!(check_lifetime(ttl).is_ok());
         let r = check_lifetime(Ttl::minutes(30)).unwrap_err();
-        assert_eq!((r.verdict, r.reason), (Verdict::Failed, "LifetimeTooShort"));
+        assert_eq!(
+            (r.verdict, r.reason),
+            (Verdict::Failed, Reason::LifetimeTooShort)
+        );
         s.max_expiration_seconds = None;
         assert_eq!(
             requested_ttl(&s).as_duration() + canopy::profile::BACKDATE,

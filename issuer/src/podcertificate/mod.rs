@@ -9,12 +9,15 @@
 //! selector: other signers' requests are never read, let alone written):
 //!
 //! - [`resource`]: the v1 PodCertificateRequest type;
+//! - [`refusal`]: the Denied/Failed answers and their typed reasons;
 //! - [`decision`]: proof of possession, the binding to the API server's pod, service
 //!   account and node, lifetime and refresh hint (pure);
-//! - `controller`: the reconcile, which issues through [`crate::Issuer::issue`] (one
+//! - `controller`: the PodCertificateRequest kind of the one reconcile
+//!   ([`crate::certmanager::reconcile`]), which issues through [`crate::Issuer::issue`] (one
 //!   policy, one record, one audit log) and writes the status once.
 
 pub mod decision;
+pub mod refusal;
 pub mod resource;
 
 mod controller;
@@ -27,6 +30,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 use tokio::sync::watch;
 
+use crate::certmanager::reconcile::{Retry, Shared};
 use crate::certmanager::{Backoff, ControllerError, FIELD_MANAGER};
 use crate::config::{ClusterConfig, ClusterName};
 use crate::leader::{LeaderElector, LeaseConfig, LeaseSettings};
@@ -158,6 +162,31 @@ pub(crate) struct Context {
     pub(crate) settings: Settings,
     pub(crate) recorder: Recorder,
     pub(crate) backoff: Backoff,
+}
+
+impl Shared for Context {
+    fn client(&self) -> &Client {
+        &self.client
+    }
+    fn cluster(&self) -> &ClusterName {
+        &self.cluster
+    }
+    fn issuer(&self) -> &Issuer {
+        &self.issuer
+    }
+    fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+    fn backoff(&self) -> &Backoff {
+        &self.backoff
+    }
+    fn retry(&self) -> Retry {
+        Retry {
+            base: self.settings.backoff_base,
+            max: self.settings.backoff_max,
+            give_up_after: self.settings.max_retry_duration,
+        }
+    }
 }
 
 /// The pod certificate signer of one cluster.

@@ -15,10 +15,6 @@ pub const ISSUED: &str = "Issued";
 pub const DENIED: &str = "Denied";
 /// Condition type: the signer could not issue.
 pub const FAILED: &str = "Failed";
-/// Reason the API defines for a key type the signer does not issue for.
-pub const UNSUPPORTED_KEY_TYPE: &str = "UnsupportedKeyType";
-/// Reason the API defines for `unverifiedUserAnnotations` the signer does not accept.
-pub const INVALID_USER_ANNOTATIONS: &str = "InvalidUnverifiedUserAnnotations";
 
 /// A pod's request for a certificate from a signer, created by the kubelet of the
 /// pod's node for a `podCertificate` projected volume.
