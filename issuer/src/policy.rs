@@ -27,6 +27,7 @@ use serde::Deserialize;
 
 use crate::auth::{PolicyScope, Requester};
 use crate::config::{ClusterName, PolicyConfig};
+use crate::error_code::ErrorCode;
 
 /// A value a template stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -478,24 +479,24 @@ pub enum Rule {
 
 impl Rule {
     /// Stable code (API errors, metrics, audit, cert-manager status messages).
-    pub fn code(self) -> &'static str {
+    pub fn code(self) -> ErrorCode {
         match self {
-            Rule::CaNotAllowed => "ca_not_allowed",
-            Rule::TtlTooShort => "ttl_too_short",
-            Rule::NoPolicy => "no_policy",
-            Rule::ClusterNotAllowed => "cluster_not_allowed",
-            Rule::ProfileNotAllowed => "profile_not_allowed",
-            Rule::UnknownIntermediate => "unknown_intermediate",
-            Rule::IntermediateNotAllowed => "intermediate_not_allowed",
-            Rule::KeyTypeNotAllowed => "key_type_not_allowed",
-            Rule::SpiffeIdNotAllowed => "spiffe_id_not_allowed",
-            Rule::SpiffeIdOutsideNamespace => "spiffe_id_outside_namespace",
-            Rule::DnsNameNotAllowed => "dns_name_not_allowed",
-            Rule::DnsNameOutsideNamespace => "dns_name_outside_namespace",
-            Rule::WildcardNotAllowed => "wildcard_not_allowed",
-            Rule::IpAddressNotAllowed => "ip_address_not_allowed",
-            Rule::ReservedName => "reserved_name",
-            Rule::RenewalWidens => "renewal_widens",
+            Rule::CaNotAllowed => ErrorCode::CaNotAllowed,
+            Rule::TtlTooShort => ErrorCode::TtlTooShort,
+            Rule::NoPolicy => ErrorCode::NoPolicy,
+            Rule::ClusterNotAllowed => ErrorCode::ClusterNotAllowed,
+            Rule::ProfileNotAllowed => ErrorCode::ProfileNotAllowed,
+            Rule::UnknownIntermediate => ErrorCode::UnknownIntermediate,
+            Rule::IntermediateNotAllowed => ErrorCode::IntermediateNotAllowed,
+            Rule::KeyTypeNotAllowed => ErrorCode::KeyTypeNotAllowed,
+            Rule::SpiffeIdNotAllowed => ErrorCode::SpiffeIdNotAllowed,
+            Rule::SpiffeIdOutsideNamespace => ErrorCode::SpiffeIdOutsideNamespace,
+            Rule::DnsNameNotAllowed => ErrorCode::DnsNameNotAllowed,
+            Rule::DnsNameOutsideNamespace => ErrorCode::DnsNameOutsideNamespace,
+            Rule::WildcardNotAllowed => ErrorCode::WildcardNotAllowed,
+            Rule::IpAddressNotAllowed => ErrorCode::IpAddressNotAllowed,
+            Rule::ReservedName => ErrorCode::ReservedName,
+            Rule::RenewalWidens => ErrorCode::RenewalWidens,
         }
     }
 }
@@ -519,7 +520,7 @@ impl Denial {
     }
 
     /// Stable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         self.rule.code()
     }
 }

@@ -21,8 +21,10 @@ use time::OffsetDateTime;
 use super::decision::{self, Observed, Refusal, Verdict};
 use super::resource::{PodCertificateRequest, ISSUED, UNSUPPORTED_KEY_TYPE};
 use super::Context;
+use crate::audit::Outcome;
 use crate::auth::{PodCertificateRequester, Requester};
 use crate::certmanager::status::{apply_status, condition};
+use crate::error_code::ErrorCode;
 use crate::{IssueError, SignRequest};
 
 /// A failure worth retrying (the API server or storage).
@@ -170,7 +172,9 @@ async fn reconcile(
             }
             Err(e) => {
                 let refusal = match &e {
-                    IssueError::Denied { code, message } if *code == "key_type_not_allowed" => {
+                    IssueError::Denied { code, message }
+                        if *code == ErrorCode::KeyTypeNotAllowed =>
+                    {
                         Refusal::denied(UNSUPPORTED_KEY_TYPE, message.clone())
                     }
                     IssueError::Denied { message, .. } => {
@@ -278,17 +282,14 @@ async fn refuse(
     audit: Option<&Requester>,
 ) -> Result<Action, Transient> {
     if let Some(requester) = audit {
-        let e = match refusal.verdict {
-            Verdict::Denied => IssueError::Denied {
-                code: refusal.reason,
-                message: refusal.message.clone(),
-            },
-            Verdict::Failed => IssueError::Unavailable {
-                code: refusal.reason,
-                message: refusal.message.clone(),
-            },
+        let outcome = match refusal.verdict {
+            Verdict::Denied => Outcome::Denied,
+            Verdict::Failed => Outcome::Failed,
         };
-        ctx.issuer.refused(requester, &e, crate::clock::now()).await;
+        let now = crate::clock::now();
+        ctx.issuer
+            .refused_as(requester, outcome, refusal.reason, &refusal.message, now)
+            .await;
     }
     let type_ = refusal.verdict.condition();
     let status: Value = json!({
