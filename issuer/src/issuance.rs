@@ -182,6 +182,79 @@ pub fn csr_error(e: CsrError) -> IssueError {
     IssueError::bad(code, e.to_string())
 }
 
+/// The answer of the CA to a sign request the policy allowed: `ca` did not sign.
+fn signing_error(e: CaError, intermediate: &str) -> IssueError {
+    match e {
+        CaError::Profile(ProfileError::CheckFailed(problems)) => IssueError::Internal(format!(
+            "signed certificate failed its profile check: {}",
+            problems.join("; ")
+        )),
+        CaError::Profile(ProfileError::IssuerExpired { .. }) => IssueError::Unavailable {
+            code: ErrorCode::IntermediateExpired,
+            message: format!(
+                "intermediate {intermediate} has expired: it must be renewed before it can sign"
+            ),
+        },
+        CaError::Profile(p) => IssueError::bad(ErrorCode::BadRequest, p.to_string()),
+        CaError::CaRequested => IssueError::Denied {
+            code: ErrorCode::CaNotAllowed,
+            message: e.to_string(),
+        },
+        other => IssueError::Internal(other.to_string()),
+    }
+}
+
+/// A certificate just signed, with what the ledger records beside it.
+struct Signed<'a> {
+    cert: &'a Certificate,
+    spiffe_id: Option<&'a SpiffeId>,
+    intermediate: &'a str,
+    profile: Profile,
+    policy: &'a str,
+}
+
+impl Signed<'_> {
+    /// The certificate's record and the audit event committed with it.
+    fn ledger_entry(
+        &self,
+        requester: &Requester,
+        now: OffsetDateTime,
+    ) -> (CertificateRecord, AuditEvent) {
+        let record = CertificateRecord {
+            spiffe_id: self.spiffe_id.map(ToString::to_string),
+            cluster: requester.cluster.as_ref().map(ToString::to_string),
+            namespace: requester.namespace.clone(),
+            token_id: requester.token_id.clone(),
+            ..CertificateRecord::new(
+                self.cert,
+                self.intermediate,
+                &self.profile.to_string(),
+                &requester.to_string(),
+                requester.method.as_str(),
+                now.unix_timestamp(),
+            )
+        };
+        let event = AuditEvent::new(
+            now_ms(now),
+            requester.to_string(),
+            "sign",
+            self.cert.serial().to_string(),
+            Outcome::Ok,
+            json!({
+                "profile": self.profile.to_string(),
+                "intermediate": self.intermediate,
+                "spiffe_id": record.spiffe_id,
+                "dns_names": record.dns_names,
+                "not_after": record.not_after,
+                "policy": self.policy,
+                "auth": requester.method.as_str(),
+                "fingerprint": record.fingerprint,
+            }),
+        );
+        (record, event)
+    }
+}
+
 /// The signing service: CAs, policies, storage, audit, metrics.
 #[derive(Debug)]
 pub struct Issuer {
@@ -461,61 +534,18 @@ impl Issuer {
         let issued = intermediate
             .ca
             .issue_for_csr(profile, &csr, &cert_request, now)
-            .map_err(|e| match e {
-                CaError::Profile(ProfileError::CheckFailed(problems)) => {
-                    IssueError::Internal(format!(
-                        "signed certificate failed its profile check: {}",
-                        problems.join("; ")
-                    ))
-                }
-                CaError::Profile(ProfileError::IssuerExpired { .. }) => IssueError::Unavailable {
-                    code: ErrorCode::IntermediateExpired,
-                    message: format!(
-                        "intermediate {} has expired: it must be renewed before it can sign",
-                        intermediate.name
-                    ),
-                },
-                CaError::Profile(p) => IssueError::bad(ErrorCode::BadRequest, p.to_string()),
-                CaError::CaRequested => IssueError::Denied {
-                    code: ErrorCode::CaNotAllowed,
-                    message: e.to_string(),
-                },
-                other => IssueError::Internal(other.to_string()),
-            })?;
+            .map_err(|e| signing_error(e, &intermediate.name))?;
 
         let cert = issued.certificate;
         let serial = cert.serial().clone();
-        let record = CertificateRecord {
-            spiffe_id: spiffe_id.as_ref().map(ToString::to_string),
-            cluster: requester.cluster.as_ref().map(ToString::to_string),
-            namespace: requester.namespace.clone(),
-            token_id: requester.token_id.clone(),
-            ..CertificateRecord::new(
-                &cert,
-                &intermediate.name,
-                &profile.to_string(),
-                &requester.to_string(),
-                requester.method.as_str(),
-                now.unix_timestamp(),
-            )
+        let signed = Signed {
+            cert: &cert,
+            spiffe_id: spiffe_id.as_ref(),
+            intermediate: &intermediate.name,
+            profile,
+            policy: &grant.policy,
         };
-        let event = AuditEvent::new(
-            now_ms(now),
-            requester.to_string(),
-            "sign",
-            serial.to_string(),
-            Outcome::Ok,
-            json!({
-                "profile": profile.to_string(),
-                "intermediate": intermediate.name,
-                "spiffe_id": record.spiffe_id,
-                "dns_names": record.dns_names,
-                "not_after": record.not_after,
-                "policy": grant.policy,
-                "auth": requester.method.as_str(),
-                "fingerprint": record.fingerprint,
-            }),
-        );
+        let (record, event) = signed.ledger_entry(requester, now);
         self.recorder
             .record(Write::Issued(Box::new(record), event))
             .await?;
