@@ -48,10 +48,13 @@ pub struct CertificateView {
     /// IP SANs.
     pub ip_addresses: Vec<String>,
     /// RFC 3339.
+    #[schemars(extend("format" = "date-time"))]
     pub not_before: String,
     /// RFC 3339.
+    #[schemars(extend("format" = "date-time"))]
     pub not_after: String,
     /// RFC 3339.
+    #[schemars(extend("format" = "date-time"))]
     pub issued_at: String,
     /// Who asked.
     pub requester: String,
@@ -70,6 +73,7 @@ pub struct CertificateView {
     /// Whether it is revoked.
     pub revoked: bool,
     /// RFC 3339.
+    #[schemars(extend("format" = "date-time"))]
     pub revoked_at: Option<String>,
     /// RFC 5280 reason.
     pub revocation_reason: Option<String>,
@@ -123,12 +127,15 @@ pub struct ListQuery {
     /// Exact requester.
     requester: Option<String>,
     /// RFC 3339.
+    #[schemars(extend("format" = "date-time"))]
     expires_before: Option<String>,
     /// RFC 3339.
+    #[schemars(extend("format" = "date-time"))]
     expires_after: Option<String>,
     /// Only revoked, or only not revoked.
     revoked: Option<bool>,
     /// 1 to 1000; 100 when left out.
+    #[schemars(range(min = 1, max = 1000), extend("default" = 100))]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,

@@ -31,6 +31,7 @@ pub struct RevokeBody {
     serial: String,
     /// RFC 5280 reason, like `key-compromise`; `unspecified` when left out.
     #[serde(default)]
+    #[schemars(extend("enum" = ["unspecified", "key-compromise", "ca-compromise", "affiliation-changed", "superseded", "cessation-of-operation"]))]
     reason: Option<String>,
     /// Also put the certificate's SPIFFE ID on the deny list (operators only).
     #[serde(default)]
@@ -44,6 +45,7 @@ pub struct Revoked {
     /// Serial, hex.
     pub serial: String,
     /// RFC 3339.
+    #[schemars(extend("format" = "date-time"))]
     pub revoked_at: Option<String>,
     /// RFC 5280 reason.
     pub reason: Option<String>,

@@ -57,6 +57,7 @@ pub struct SignBody {
     csr: String,
     /// `workload` (the default), `server` or `client`.
     #[serde(default)]
+    #[schemars(extend("enum" = ["workload", "server", "client"], "default" = "workload"))]
     profile: Option<String>,
     /// Requested lifetime, like `1h`; capped by policy; minimum 10m.
     #[serde(default)]
@@ -79,6 +80,7 @@ pub struct Signed {
     /// Serial, hex.
     pub serial: String,
     /// RFC 3339.
+    #[schemars(extend("format" = "date-time"))]
     pub not_after: String,
     /// The certificate's SPIFFE ID.
     pub spiffe_id: Option<String>,

@@ -28,6 +28,7 @@ pub struct Chain {
     /// The intermediate and the certificates above it, without the root (PEM).
     pub chain: String,
     /// RFC 3339.
+    #[schemars(extend("format" = "date-time"))]
     pub not_after: String,
 }
 
