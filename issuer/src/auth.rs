@@ -37,6 +37,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::{ClusterConfig, ClusterName};
+use crate::error_code::ErrorCode;
 use crate::policy::Presented;
 use crate::store::{Store, StoreError};
 
@@ -324,15 +325,15 @@ pub enum AuthError {
 
 impl AuthError {
     /// Stable code for API errors and metrics.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            AuthError::Missing => "unauthenticated",
-            AuthError::Malformed => "bad_authorization",
-            AuthError::UnknownToken => "unknown_token",
-            AuthError::ExpiredToken => "expired_token",
-            AuthError::Jwt(_) => "bad_jwt",
-            AuthError::ClientCert(_) => "bad_client_certificate",
-            AuthError::Storage(_) => "storage_unavailable",
+            AuthError::Missing => ErrorCode::Unauthenticated,
+            AuthError::Malformed => ErrorCode::BadAuthorization,
+            AuthError::UnknownToken => ErrorCode::UnknownToken,
+            AuthError::ExpiredToken => ErrorCode::ExpiredToken,
+            AuthError::Jwt(_) => ErrorCode::BadJwt,
+            AuthError::ClientCert(_) => ErrorCode::BadClientCertificate,
+            AuthError::Storage(_) => ErrorCode::StorageUnavailable,
         }
     }
 }

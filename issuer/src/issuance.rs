@@ -25,6 +25,7 @@ use time::OffsetDateTime;
 use crate::audit::{AuditEvent, Outcome};
 use crate::auth::{AuthMethod, Requester};
 use crate::config::{ClusterName, Config};
+use crate::error_code::ErrorCode;
 use crate::intermediate::Authorities;
 use crate::metrics::{Metrics, ProfileLabel};
 use crate::policy::{self, Ask, Policy};
@@ -53,7 +54,7 @@ impl SignRequest {
         intermediate: Option<String>,
     ) -> Result<SignRequest, IssueError> {
         let profile = Profile::from_str(profile.unwrap_or("workload"))
-            .map_err(|e| IssueError::bad("bad_profile", e.to_string()))?;
+            .map_err(|e| IssueError::bad(ErrorCode::BadProfile, e.to_string()))?;
         let csr = Csr::from_pem(csr_pem).map_err(csr_error)?;
         Ok(SignRequest {
             csr,
@@ -92,7 +93,7 @@ pub enum IssueError {
     #[error("{message}")]
     BadRequest {
         /// Stable code.
-        code: &'static str,
+        code: ErrorCode,
         /// What is wrong.
         message: String,
     },
@@ -100,7 +101,7 @@ pub enum IssueError {
     #[error("{message}")]
     Denied {
         /// Stable code.
-        code: &'static str,
+        code: ErrorCode,
         /// Why.
         message: String,
     },
@@ -111,7 +112,7 @@ pub enum IssueError {
     #[error("{message}")]
     Unauthenticated {
         /// Stable code.
-        code: &'static str,
+        code: ErrorCode,
         /// Why.
         message: String,
     },
@@ -119,7 +120,7 @@ pub enum IssueError {
     #[error("{message}")]
     Unavailable {
         /// Stable code.
-        code: &'static str,
+        code: ErrorCode,
         /// Why.
         message: String,
     },
@@ -132,7 +133,7 @@ pub enum IssueError {
 }
 
 impl IssueError {
-    fn bad(code: &'static str, message: impl Into<String>) -> Self {
+    fn bad(code: ErrorCode, message: impl Into<String>) -> Self {
         IssueError::BadRequest {
             code,
             message: message.into(),
@@ -140,15 +141,15 @@ impl IssueError {
     }
 
     /// Stable code for API errors and metrics.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
             IssueError::BadRequest { code, .. }
             | IssueError::Denied { code, .. }
             | IssueError::Unauthenticated { code, .. }
-            | IssueError::Unavailable { code, .. } => code,
-            IssueError::NotFound(_) => "not_found",
-            IssueError::Storage(_) => "storage_unavailable",
-            IssueError::Internal(_) => "internal",
+            | IssueError::Unavailable { code, .. } => *code,
+            IssueError::NotFound(_) => ErrorCode::NotFound,
+            IssueError::Storage(_) => ErrorCode::StorageUnavailable,
+            IssueError::Internal(_) => ErrorCode::Internal,
         }
     }
 }
@@ -158,11 +159,11 @@ impl From<StoreError> for IssueError {
         match e {
             StoreError::NotFound => IssueError::NotFound("no such certificate".into()),
             StoreError::RevokedToken => IssueError::Unauthenticated {
-                code: "unknown_token",
+                code: ErrorCode::UnknownToken,
                 message: StoreError::RevokedToken.to_string(),
             },
             e @ StoreError::DeniedIdentity(_) => IssueError::Denied {
-                code: "identity_denied",
+                code: ErrorCode::IdentityDenied,
                 message: e.to_string(),
             },
             other => IssueError::Storage(other),
@@ -173,12 +174,91 @@ impl From<StoreError> for IssueError {
 /// The error of a CSR that does not parse or verify.
 pub fn csr_error(e: CsrError) -> IssueError {
     let code = match e {
-        CsrError::TooLarge => "csr_too_large",
-        CsrError::BadSignature => "bad_csr_signature",
-        CsrError::Key(_) => "bad_csr_key",
-        CsrError::NotPem | CsrError::Malformed(_) => "bad_csr",
+        CsrError::TooLarge => ErrorCode::CsrTooLarge,
+        CsrError::BadSignature => ErrorCode::BadCsrSignature,
+        CsrError::Key(_) => ErrorCode::BadCsrKey,
+        CsrError::NotPem | CsrError::Malformed(_) => ErrorCode::BadCsr,
     };
     IssueError::bad(code, e.to_string())
+}
+
+/// The answer of the CA to a sign request the policy allowed: `ca` did not sign.
+fn signing_error(e: CaError, intermediate: &str) -> IssueError {
+    match e {
+        CaError::Profile(ProfileError::CheckFailed(problems)) => IssueError::Internal(format!(
+            "signed certificate failed its profile check: {}",
+            problems.join("; ")
+        )),
+        CaError::Profile(ProfileError::IssuerExpired { .. }) => IssueError::Unavailable {
+            code: ErrorCode::IntermediateExpired,
+            message: format!(
+                "intermediate {intermediate} has expired: it must be renewed before it can sign"
+            ),
+        },
+        CaError::SignerUnavailable => IssueError::Unavailable {
+            code: ErrorCode::SignerUnavailable,
+            message: format!(
+                "the key of intermediate {intermediate} cannot be reached now (its token is missing); nothing was issued, retry"
+            ),
+        },
+        CaError::Profile(p) => IssueError::bad(ErrorCode::BadRequest, p.to_string()),
+        CaError::CaRequested => IssueError::Denied {
+            code: ErrorCode::CaNotAllowed,
+            message: e.to_string(),
+        },
+        other => IssueError::Internal(other.to_string()),
+    }
+}
+
+/// A certificate just signed, with what the ledger records beside it.
+struct Signed<'a> {
+    cert: &'a Certificate,
+    spiffe_id: Option<&'a SpiffeId>,
+    intermediate: &'a str,
+    profile: Profile,
+    policy: &'a str,
+}
+
+impl Signed<'_> {
+    /// The certificate's record and the audit event committed with it.
+    fn ledger_entry(
+        &self,
+        requester: &Requester,
+        now: OffsetDateTime,
+    ) -> (CertificateRecord, AuditEvent) {
+        let record = CertificateRecord {
+            spiffe_id: self.spiffe_id.map(ToString::to_string),
+            cluster: requester.cluster.as_ref().map(ToString::to_string),
+            namespace: requester.namespace.clone(),
+            token_id: requester.token_id.clone(),
+            ..CertificateRecord::new(
+                self.cert,
+                self.intermediate,
+                &self.profile.to_string(),
+                &requester.to_string(),
+                requester.method.as_str(),
+                now.unix_timestamp(),
+            )
+        };
+        let event = AuditEvent::new(
+            now_ms(now),
+            requester.to_string(),
+            "sign",
+            self.cert.serial().to_string(),
+            Outcome::Ok,
+            json!({
+                "profile": self.profile.to_string(),
+                "intermediate": self.intermediate,
+                "spiffe_id": record.spiffe_id,
+                "dns_names": record.dns_names,
+                "not_after": record.not_after,
+                "policy": self.policy,
+                "auth": requester.method.as_str(),
+                "fingerprint": record.fingerprint,
+            }),
+        );
+        (record, event)
+    }
 }
 
 /// The signing service: CAs, policies, storage, audit, metrics.
@@ -280,12 +360,6 @@ impl Issuer {
 
     /// Counts and audits a refused or failed sign request (before or inside [`Self::issue`]).
     pub async fn refused(&self, requester: &Requester, e: &IssueError, now: OffsetDateTime) {
-        match e {
-            IssueError::Denied { .. } | IssueError::Unauthenticated { .. } => {
-                self.metrics.deny(e.code())
-            }
-            _ => self.metrics.fail(e.code()),
-        }
         let outcome = match e {
             IssueError::Denied { .. } | IssueError::Unauthenticated { .. } => Outcome::Denied,
             IssueError::BadRequest { .. } | IssueError::NotFound(_) => Outcome::Rejected,
@@ -293,22 +367,56 @@ impl Issuer {
                 Outcome::Failed
             }
         };
+        // Storage being down is the one failure the audit log cannot take.
+        let audit = !matches!(e, IssueError::Storage(_));
+        let (code, message) = (e.code().as_str(), e.to_string());
+        self.count_and_audit(requester, outcome, code, &message, now, audit)
+            .await;
+        if matches!(e, IssueError::Internal(_)) {
+            tracing::error!(requester = %requester, error = %e, "sign failed");
+        }
+    }
+
+    /// Counts and audits a sign request refused outside the API, under `reason`, a label
+    /// of that path's own vocabulary (a Kubernetes condition reason).
+    pub async fn refused_as(
+        &self,
+        requester: &Requester,
+        outcome: Outcome,
+        reason: &str,
+        message: &str,
+        now: OffsetDateTime,
+    ) {
+        self.count_and_audit(requester, outcome, reason, message, now, true)
+            .await;
+    }
+
+    async fn count_and_audit(
+        &self,
+        requester: &Requester,
+        outcome: Outcome,
+        label: &str,
+        message: &str,
+        now: OffsetDateTime,
+        audit: bool,
+    ) {
+        match outcome {
+            Outcome::Denied => self.metrics.deny_as(label),
+            _ => self.metrics.fail_as(label),
+        }
+        if !audit {
+            return;
+        }
         let event = AuditEvent::new(
             now_ms(now),
             requester.to_string(),
             "sign",
             "",
             outcome,
-            json!({"code": e.code(), "reason": e.to_string(), "auth": requester.method.as_str()}),
+            json!({"code": label, "reason": message, "auth": requester.method.as_str()}),
         );
-        // Storage being down is the one failure the audit log cannot take.
-        if !matches!(e, IssueError::Storage(_)) {
-            if let Err(store_error) = self.recorder.record(Write::Event(event)).await {
-                tracing::warn!(error = %store_error, "could not audit a refused sign request");
-            }
-        }
-        if matches!(e, IssueError::Internal(_)) {
-            tracing::error!(requester = %requester, error = %e, "sign failed");
+        if let Err(store_error) = self.recorder.record(Write::Event(event)).await {
+            tracing::warn!(error = %store_error, "could not audit a refused sign request");
         }
     }
 
@@ -336,7 +444,7 @@ impl Issuer {
         for uri in csr.uris() {
             let id = SpiffeId::from_str(uri).map_err(|e| {
                 IssueError::bad(
-                    "bad_uri_san",
+                    ErrorCode::BadUriSan,
                     format!(
                         "URI SAN {:?} is not a SPIFFE ID: {e}",
                         uri.chars().take(128).collect::<String>()
@@ -347,13 +455,13 @@ impl Issuer {
         }
         if spiffe_ids.len() > 1 {
             return Err(IssueError::bad(
-                "too_many_spiffe_ids",
+                ErrorCode::TooManySpiffeIds,
                 "the CSR carries more than one SPIFFE ID; a certificate carries exactly one",
             ));
         }
         if !csr.emails().is_empty() {
             return Err(IssueError::bad(
-                "bad_san",
+                ErrorCode::BadSan,
                 "e-mail SANs are not issued by canopy",
             ));
         }
@@ -365,7 +473,7 @@ impl Issuer {
         };
         for name in csr.dns_names() {
             check_dns_name(name, true)
-                .map_err(|e| IssueError::bad("bad_dns_name", e.to_string()))?;
+                .map_err(|e| IssueError::bad(ErrorCode::BadDnsName, e.to_string()))?;
         }
         let names = self.authorities.names();
         let ask = Ask {
@@ -432,68 +540,18 @@ impl Issuer {
         let issued = intermediate
             .ca
             .issue_for_csr(profile, &csr, &cert_request, now)
-            .map_err(|e| match e {
-                CaError::Profile(ProfileError::CheckFailed(problems)) => {
-                    IssueError::Internal(format!(
-                        "signed certificate failed its profile check: {}",
-                        problems.join("; ")
-                    ))
-                }
-                CaError::Profile(ProfileError::IssuerExpired { .. }) => IssueError::Unavailable {
-                    code: "intermediate_expired",
-                    message: format!(
-                        "intermediate {} has expired: it must be renewed before it can sign",
-                        intermediate.name
-                    ),
-                },
-                CaError::SignerUnavailable => IssueError::Unavailable {
-                    code: "signer_unavailable",
-                    message: format!(
-                        "the key of intermediate {} cannot be reached now (its token is missing); nothing was issued, retry",
-                        intermediate.name
-                    ),
-                },
-                CaError::Profile(p) => IssueError::bad("bad_request", p.to_string()),
-                CaError::CaRequested => IssueError::Denied {
-                    code: "ca_not_allowed",
-                    message: e.to_string(),
-                },
-                other => IssueError::Internal(other.to_string()),
-            })?;
+            .map_err(|e| signing_error(e, &intermediate.name))?;
 
         let cert = issued.certificate;
         let serial = cert.serial().clone();
-        let record = CertificateRecord {
-            spiffe_id: spiffe_id.as_ref().map(ToString::to_string),
-            cluster: requester.cluster.as_ref().map(ToString::to_string),
-            namespace: requester.namespace.clone(),
-            token_id: requester.token_id.clone(),
-            ..CertificateRecord::new(
-                &cert,
-                &intermediate.name,
-                &profile.to_string(),
-                &requester.to_string(),
-                requester.method.as_str(),
-                now.unix_timestamp(),
-            )
+        let signed = Signed {
+            cert: &cert,
+            spiffe_id: spiffe_id.as_ref(),
+            intermediate: &intermediate.name,
+            profile,
+            policy: &grant.policy,
         };
-        let event = AuditEvent::new(
-            now_ms(now),
-            requester.to_string(),
-            "sign",
-            serial.to_string(),
-            Outcome::Ok,
-            json!({
-                "profile": profile.to_string(),
-                "intermediate": intermediate.name,
-                "spiffe_id": record.spiffe_id,
-                "dns_names": record.dns_names,
-                "not_after": record.not_after,
-                "policy": grant.policy,
-                "auth": requester.method.as_str(),
-                "fingerprint": record.fingerprint,
-            }),
-        );
+        let (record, event) = signed.ledger_entry(requester, now);
         self.recorder
             .record(Write::Issued(Box::new(record), event))
             .await?;
@@ -573,11 +631,11 @@ impl Issuer {
     ) -> Result<Revocation, IssueError> {
         let now = crate::clock::now_precise();
         let serial: Serial = serial.parse().map_err(|e: canopy::serial::SerialError| {
-            IssueError::bad("bad_serial", e.to_string())
+            IssueError::bad(ErrorCode::BadSerial, e.to_string())
         })?;
         let reason = match reason {
             Some(r) => RevocationReason::from_str(r)
-                .map_err(|e| IssueError::bad("bad_reason", e.to_string()))?,
+                .map_err(|e| IssueError::bad(ErrorCode::BadReason, e.to_string()))?,
             None => RevocationReason::Unspecified,
         };
         let serial = serial.to_string();
@@ -601,9 +659,9 @@ impl Issuer {
             if let Err(e) = self.recorder.record(Write::Event(event)).await {
                 tracing::warn!(error = %e, "could not audit a refused revocation");
             }
-            self.metrics.deny("revoke_not_allowed");
+            self.metrics.deny(ErrorCode::RevokeNotAllowed);
             return Err(IssueError::Denied {
-                code: "revoke_not_allowed",
+                code: ErrorCode::RevokeNotAllowed,
                 message,
             });
         }
@@ -648,7 +706,7 @@ impl Issuer {
         let id: SpiffeId = spiffe_id
             .parse()
             .map_err(|e: canopy::spiffe::SpiffeError| {
-                IssueError::bad("bad_spiffe_id", e.to_string())
+                IssueError::bad(ErrorCode::BadSpiffeId, e.to_string())
             })?;
         let now = crate::clock::now_precise();
         let event = AuditEvent::new(

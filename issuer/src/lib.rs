@@ -11,6 +11,7 @@ pub mod certmanager;
 pub mod clock;
 pub mod config;
 pub mod dev;
+pub mod error_code;
 pub mod intermediate;
 pub mod issuance;
 pub mod istio;

@@ -8,6 +8,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicI64;
 
+use crate::error_code::ErrorCode;
+
 /// Label: the profile a certificate was issued under.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProfileLabel {
@@ -156,8 +158,25 @@ impl Metrics {
         self.crls_signed.inc();
     }
 
-    /// Counts a failure.
-    pub fn fail(&self, reason: &str) {
+    /// Counts a failure answered with `code`.
+    pub fn fail(&self, code: ErrorCode) {
+        self.fail_as(code.as_str());
+    }
+
+    /// Counts a denial answered with `code`.
+    pub fn deny(&self, code: ErrorCode) {
+        self.deny_as(code.as_str());
+    }
+
+    /// Counts a request body refused because the budget of buffered bodies is in use:
+    /// the client gets `busy`, the label says which budget.
+    pub fn body_budget_exhausted(&self) {
+        self.fail_as("body_budget_exhausted");
+    }
+
+    /// Counts a failure under a label of another vocabulary than [`ErrorCode`] (a
+    /// Kubernetes condition reason of a request answered outside the API).
+    pub fn fail_as(&self, reason: &str) {
         self.failed
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
@@ -165,8 +184,8 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a denial.
-    pub fn deny(&self, reason: &str) {
+    /// Counts a denial under a label of another vocabulary than [`ErrorCode`].
+    pub fn deny_as(&self, reason: &str) {
         self.denied
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
@@ -214,8 +233,8 @@ mod tests {
                 profile: "workload".into(),
             })
             .inc();
-        m.fail("bad_csr");
-        m.deny("policy");
+        m.fail(ErrorCode::BadCsr);
+        m.deny(ErrorCode::NoPolicy);
         m.refuse_connection("per_peer");
         m.sign_duration.observe(0.01);
         m.pod_certificate("canopy.dev/spiffe", "issued");
@@ -228,7 +247,7 @@ mod tests {
         for needle in [
             "canopy_certificates_issued_total{profile=\"workload\"} 1",
             "canopy_requests_failed_total{reason=\"bad_csr\"} 1",
-            "canopy_requests_denied_total{reason=\"policy\"} 1",
+            "canopy_requests_denied_total{reason=\"no_policy\"} 1",
             "canopy_connections_refused_total{reason=\"per_peer\"} 1",
             "canopy_sign_duration_seconds_bucket",
             "canopy_pod_certificate_requests_total{signer=\"canopy.dev/spiffe\",outcome=\"issued\"} 1",

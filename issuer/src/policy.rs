@@ -27,6 +27,7 @@ use serde::Deserialize;
 
 use crate::auth::{PolicyScope, Requester};
 use crate::config::{ClusterName, PolicyConfig};
+use crate::error_code::ErrorCode;
 
 /// A value a template stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -478,24 +479,24 @@ pub enum Rule {
 
 impl Rule {
     /// Stable code (API errors, metrics, audit, cert-manager status messages).
-    pub fn code(self) -> &'static str {
+    pub fn code(self) -> ErrorCode {
         match self {
-            Rule::CaNotAllowed => "ca_not_allowed",
-            Rule::TtlTooShort => "ttl_too_short",
-            Rule::NoPolicy => "no_policy",
-            Rule::ClusterNotAllowed => "cluster_not_allowed",
-            Rule::ProfileNotAllowed => "profile_not_allowed",
-            Rule::UnknownIntermediate => "unknown_intermediate",
-            Rule::IntermediateNotAllowed => "intermediate_not_allowed",
-            Rule::KeyTypeNotAllowed => "key_type_not_allowed",
-            Rule::SpiffeIdNotAllowed => "spiffe_id_not_allowed",
-            Rule::SpiffeIdOutsideNamespace => "spiffe_id_outside_namespace",
-            Rule::DnsNameNotAllowed => "dns_name_not_allowed",
-            Rule::DnsNameOutsideNamespace => "dns_name_outside_namespace",
-            Rule::WildcardNotAllowed => "wildcard_not_allowed",
-            Rule::IpAddressNotAllowed => "ip_address_not_allowed",
-            Rule::ReservedName => "reserved_name",
-            Rule::RenewalWidens => "renewal_widens",
+            Rule::CaNotAllowed => ErrorCode::CaNotAllowed,
+            Rule::TtlTooShort => ErrorCode::TtlTooShort,
+            Rule::NoPolicy => ErrorCode::NoPolicy,
+            Rule::ClusterNotAllowed => ErrorCode::ClusterNotAllowed,
+            Rule::ProfileNotAllowed => ErrorCode::ProfileNotAllowed,
+            Rule::UnknownIntermediate => ErrorCode::UnknownIntermediate,
+            Rule::IntermediateNotAllowed => ErrorCode::IntermediateNotAllowed,
+            Rule::KeyTypeNotAllowed => ErrorCode::KeyTypeNotAllowed,
+            Rule::SpiffeIdNotAllowed => ErrorCode::SpiffeIdNotAllowed,
+            Rule::SpiffeIdOutsideNamespace => ErrorCode::SpiffeIdOutsideNamespace,
+            Rule::DnsNameNotAllowed => ErrorCode::DnsNameNotAllowed,
+            Rule::DnsNameOutsideNamespace => ErrorCode::DnsNameOutsideNamespace,
+            Rule::WildcardNotAllowed => ErrorCode::WildcardNotAllowed,
+            Rule::IpAddressNotAllowed => ErrorCode::IpAddressNotAllowed,
+            Rule::ReservedName => ErrorCode::ReservedName,
+            Rule::RenewalWidens => ErrorCode::RenewalWidens,
         }
     }
 }
@@ -519,7 +520,7 @@ impl Denial {
     }
 
     /// Stable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         self.rule.code()
     }
 }
@@ -564,6 +565,35 @@ fn covers(asked: &str, reserved: &str) -> bool {
 
 /// Decides `ask` for `requester`.
 pub fn decide(requester: &Requester, ask: &Ask<'_>, rules: &Rules<'_>) -> Result<Decision, Denial> {
+    check_ask(requester, ask, rules)?;
+    let (intermediate, home) = choose_intermediate(requester, ask, rules)?;
+    let policies = applicable(rules.policies, requester);
+    if policies.is_empty() {
+        return Err(Denial::new(
+            Rule::NoPolicy,
+            format!("no policy applies to {requester}"),
+        ));
+    }
+    let mut reasons = Vec::new();
+    for policy in &policies {
+        match decide_one(policy, requester, ask, intermediate, home) {
+            Ok((ttl, ttl_capped)) => {
+                return Ok(Decision {
+                    policy: policy.config.name.clone(),
+                    ttl,
+                    ttl_capped,
+                    intermediate: intermediate.to_string(),
+                })
+            }
+            Err(denial) => reasons.push((policy.config.name.as_str(), denial)),
+        }
+    }
+    Err(joined_denial(reasons))
+}
+
+/// The checks that come before any policy: no CA, the minimum lifetime, the trust
+/// domain, the issuer's own names, an mTLS renewal's bounds.
+fn check_ask(requester: &Requester, ask: &Ask<'_>, rules: &Rules<'_>) -> Result<(), Denial> {
     if ask.requests_ca
         || !matches!(
             ask.profile,
@@ -619,6 +649,16 @@ pub fn decide(requester: &Requester, ask: &Ask<'_>, rules: &Rules<'_>) -> Result
     if let Some(presented) = &requester.renewal_of {
         check_renewal(presented, ask)?;
     }
+    Ok(())
+}
+
+/// The intermediate asked for (or the requester's cluster's, or the default) and the
+/// requester's home intermediate; refused when the issuer does not hold it.
+fn choose_intermediate<'a>(
+    requester: &Requester,
+    ask: &Ask<'a>,
+    rules: &Rules<'a>,
+) -> Result<(&'a str, &'a str), Denial> {
     let home = match &requester.cluster {
         Some(cluster) => rules
             .cluster_intermediates
@@ -638,41 +678,25 @@ pub fn decide(requester: &Requester, ask: &Ask<'_>, rules: &Rules<'_>) -> Result
             ),
         ));
     }
-    let policies = applicable(rules.policies, requester);
-    if policies.is_empty() {
-        return Err(Denial::new(
-            Rule::NoPolicy,
-            format!("no policy applies to {requester}"),
-        ));
-    }
-    let mut reasons = Vec::new();
-    for policy in &policies {
-        match decide_one(policy, requester, ask, intermediate, home) {
-            Ok((ttl, ttl_capped)) => {
-                return Ok(Decision {
-                    policy: policy.config.name.clone(),
-                    ttl,
-                    ttl_capped,
-                    intermediate: intermediate.to_string(),
-                })
-            }
-            Err(denial) => reasons.push((policy.config.name.as_str(), denial)),
-        }
-    }
+    Ok((intermediate, home))
+}
+
+/// One denial from every applicable policy's: the first one's rule, all reasons.
+fn joined_denial(reasons: Vec<(&str, Denial)>) -> Denial {
     let rule = reasons[0].1.rule;
     let joined = reasons
         .iter()
         .map(|(name, d)| format!("policy {name:?}: {}", d.reason))
         .collect::<Vec<_>>()
         .join("; ");
-    Err(Denial::new(
+    Denial::new(
         rule,
         if reasons.len() == 1 {
             joined
         } else {
             format!("no policy allows this request ({joined})")
         },
-    ))
+    )
 }
 
 /// An mTLS renewal gets at most what the presented certificate carries: an identity
@@ -735,7 +759,25 @@ fn decide_one(
     home: &str,
 ) -> Result<(Ttl, bool), Denial> {
     let p = &policy.config;
-    let who = Vars::of(requester);
+    check_scope(p, requester, ask, intermediate, home)?;
+    check_names(p, requester, ask)?;
+    let wanted = ask.ttl.unwrap_or(DEFAULT_TTL);
+    Ok(if wanted > p.max_ttl {
+        (p.max_ttl, ask.ttl.is_some())
+    } else {
+        (wanted, false)
+    })
+}
+
+/// Whether the policy covers the requester's cluster, the profile, the intermediate
+/// and the key type.
+fn check_scope(
+    p: &PolicyConfig,
+    requester: &Requester,
+    ask: &Ask<'_>,
+    intermediate: &str,
+    home: &str,
+) -> Result<(), Denial> {
     if !p.clusters.is_empty()
         && !requester
             .cluster
@@ -786,6 +828,12 @@ fn decide_one(
             ),
         ));
     }
+    Ok(())
+}
+
+/// Whether the policy allows the SPIFFE ID, DNS names and IP addresses asked for.
+fn check_names(p: &PolicyConfig, requester: &Requester, ask: &Ask<'_>) -> Result<(), Denial> {
+    let who = Vars::of(requester);
     let bound_namespace = requester
         .namespace
         .as_deref()
@@ -842,12 +890,7 @@ fn decide_one(
             ));
         }
     }
-    let wanted = ask.ttl.unwrap_or(DEFAULT_TTL);
-    Ok(if wanted > p.max_ttl {
-        (p.max_ttl, ask.ttl.is_some())
-    } else {
-        (wanted, false)
-    })
+    Ok(())
 }
 
 #[cfg(test)]

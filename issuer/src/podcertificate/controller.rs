@@ -23,11 +23,13 @@ use time::OffsetDateTime;
 use super::decision::{self, Observed, Reason, Refusal, Verdict};
 use super::resource::{PodCertificateRequest, ISSUED};
 use super::Context;
+use crate::audit::Outcome;
 use crate::auth::{PodCertificateRequester, Requester};
 use crate::certmanager::reconcile::{
     error_policy, publish, reconcile, Asker, Decision, RequestKind, Signed, Signing, Transient,
 };
 use crate::certmanager::status::{apply_status, condition, Written};
+use crate::error_code::ErrorCode;
 use crate::{IssueError, SignRequest};
 
 /// Runs one watch per signer name (a field selector on `spec.signerName`) until the
@@ -162,7 +164,7 @@ impl RequestKind for PodCertificateRequest {
     /// issue() audited these.
     fn refused(&self, _asker: &Asker<()>, e: &IssueError) -> Option<Status> {
         let refusal = match e {
-            IssueError::Denied { code, message } if *code == "key_type_not_allowed" => {
+            IssueError::Denied { code, message } if *code == ErrorCode::KeyTypeNotAllowed => {
                 Refusal::denied(Reason::UnsupportedKeyType, message.clone())
             }
             IssueError::Denied { message, .. } => {
@@ -297,17 +299,14 @@ async fn refuse(
 ) -> Result<Written, Transient> {
     let reason = refusal.reason.as_str();
     if let Some(requester) = audit {
-        let e = match refusal.verdict {
-            Verdict::Denied => IssueError::Denied {
-                code: reason,
-                message: refusal.message.clone(),
-            },
-            Verdict::Failed => IssueError::Unavailable {
-                code: reason,
-                message: refusal.message.clone(),
-            },
+        let outcome = match refusal.verdict {
+            Verdict::Denied => Outcome::Denied,
+            Verdict::Failed => Outcome::Failed,
         };
-        ctx.issuer.refused(requester, &e, crate::clock::now()).await;
+        let now = crate::clock::now();
+        ctx.issuer
+            .refused_as(requester, outcome, reason, &refusal.message, now)
+            .await;
     }
     let type_ = refusal.verdict.condition();
     let status = json!({
