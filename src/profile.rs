@@ -760,7 +760,11 @@ mod tests {
             Err(ProfileError::MissingTrustDomain)
         ));
         assert!(matches!(
-            ca_req(CaProfile::Intermediate, "aws").plan(&spki, Some(p.root.certificate()), p.now),
+            ca_req(CaProfile::Intermediate, "Acme Root CA").plan(
+                &spki,
+                Some(p.root.certificate()),
+                p.now
+            ),
             Err(ProfileError::SubjectIsIssuers { .. })
         ));
         // A plan made under one CA is not signed by another.
