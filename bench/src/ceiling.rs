@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use canopy::csr::Csr;
-use canopy::profile::{CertRequest, Profile};
+use canopy::profile::{LeafProfile, LeafRequest};
 use canopy::spiffe::{SpiffeId, TrustDomain};
 use canopy::ttl::Ttl;
 
@@ -36,26 +36,22 @@ fn per_second(duration: Duration, mut op: impl FnMut(usize)) -> f64 {
 /// Measures each step for `duration` on the calling thread.
 pub fn measure(ca: &BenchCa, csrs: &[WorkloadCsr], duration: Duration) -> anyhow::Result<Ceiling> {
     let td: TrustDomain = crate::canopy_side::TRUST_DOMAIN.parse()?;
-    let requests: Vec<CertRequest> = csrs
+    let requests: Vec<LeafRequest> = csrs
         .iter()
         .map(|c| {
-            Ok(CertRequest {
+            Ok(LeafRequest {
                 spiffe_id: Some(c.uri.parse::<SpiffeId>()?),
                 trust_domain: Some(td.clone()),
                 ttl: Some(Ttl::hours(1)),
                 clamp_to_issuer: true,
-                ..CertRequest::default()
+                ..LeafRequest::new(LeafProfile::Workload)
             })
         })
         .collect::<anyhow::Result<_>>()?;
     // One real issue first, so a broken setup fails loudly instead of measuring errors.
     let csr = Csr::from_pem(&csrs[0].pem)?;
-    ca.intermediate.issue_for_csr(
-        Profile::Workload,
-        &csr,
-        &requests[0],
-        time::OffsetDateTime::now_utc(),
-    )?;
+    ca.intermediate
+        .issue_for_csr(&csr, &requests[0], time::OffsetDateTime::now_utc())?;
     let verify_per_sec = per_second(duration, |i| {
         let csr = Csr::from_pem(&csrs[i % csrs.len()].pem).expect("the CSR verified before");
         std::hint::black_box(csr);
@@ -66,7 +62,7 @@ pub fn measure(ca: &BenchCa, csrs: &[WorkloadCsr], duration: Duration) -> anyhow
         let csr = Csr::from_pem(&csrs[k].pem).expect("the CSR verified before");
         let issued = ca
             .intermediate
-            .issue_for_csr(Profile::Workload, &csr, &requests[k], now)
+            .issue_for_csr(&csr, &requests[k], now)
             .expect("the request signed before");
         std::hint::black_box(issued);
     });

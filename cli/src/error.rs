@@ -87,7 +87,7 @@ impl From<CaError> for CliError {
                 "the root key does not match root-cert.pem: the root directory is inconsistent",
             ),
             CaError::NotCa | CaError::CaRequested | CaError::CrossSignRefused(_) => user(e),
-            CaError::Crl(_) | CaError::Signing(_) => internal(e),
+            CaError::Crl(_) | CaError::Signing(_) | CaError::PlanForAnotherIssuer => internal(e),
         }
     }
 }

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use canopy::chain::verify_path;
 use canopy::ledger::{self, Entry, Record};
-use canopy::profile::Subject;
-use canopy::{CertRequest, Certificate, CertificateAuthority, KeyPair, KeyType, TrustDomain};
+use canopy::{
+    CaProfile, CaRequest, Certificate, CertificateAuthority, KeyPair, KeyType, TrustDomain,
+};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -186,15 +187,12 @@ pub fn init_root(args: &InitRootArgs, now: OffsetDateTime) -> Result<()> {
     let key_type: KeyType = args.key_type.into();
     let key = Arc::new(KeyPair::generate(key_type)?);
     let key_pem = key.to_encrypted_pem(&pass)?;
-    let req = CertRequest {
-        subject: Subject {
-            common_name: Some(args.cn.clone()),
-            organization: args.org.clone(),
-        },
+    let req = CaRequest {
+        organization: args.org.clone(),
         trust_domain: args.trust_domain.clone(),
         ttl: Some(args.ttl),
         path_len: args.path_len,
-        ..CertRequest::default()
+        ..CaRequest::new(CaProfile::Root, args.cn.clone())
     };
     let ca = CertificateAuthority::new_root(key.clone(), &req, now)?;
     let cert = ca.certificate().clone();
