@@ -373,7 +373,7 @@ impl Issuer {
             None if request.profile == Profile::Workload => requester.spiffe_id().cloned(),
             None => None,
         };
-        dns_names(&csr)?;
+        dns_names(csr)?;
         let names = self.authorities.names();
         let ask = Ask {
             profile: request.profile,
