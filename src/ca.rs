@@ -17,7 +17,8 @@ use crate::crl::{Crl, CrlError, RevokedEntry};
 use crate::csr::Csr;
 use crate::key::{KeyError, KeyPair, KeyType};
 use crate::pkcs11::Pkcs11Key;
-use crate::profile::{CertRequest, Profile, ProfileError};
+use crate::plan::{Plan, Request};
+use crate::profile::{Profile, ProfileError};
 
 /// The only way a CA key signs: a key file ([`KeyPair`]) or a PKCS#11 token ([`Pkcs11Key`]).
 pub trait Signer: Send + Sync {
@@ -110,6 +111,8 @@ pub enum CaError {
     NotCa,
     #[error("a workload may not ask for a CA certificate")]
     CaRequested,
+    #[error("the plan was made under another CA: plan with the CA that signs")]
+    PlanForAnotherIssuer,
     #[error(transparent)]
     Profile(#[from] ProfileError),
     #[error(transparent)]
@@ -197,38 +200,44 @@ impl CertificateAuthority {
         })
     }
 
-    /// Makes a self-signed root with the Root profile.
+    /// Makes a self-signed root from a [`crate::CaRequest`] of profile Root.
     pub fn new_root(
         signer: Arc<dyn Signer>,
-        req: &CertRequest,
+        req: &impl Request,
         now: OffsetDateTime,
     ) -> Result<Self, CaError> {
         let handle = SignerHandle::new(signer.clone())?;
-        let planned = Profile::Root.plan(req, signer.key_type(), None, now)?;
-        let signed = planned.params.self_signed(&handle).map_err(signing_error)?;
+        let plan = req.plan(&handle.signer.public_key_spki(), None, now)?;
+        let signed = plan.params().self_signed(&handle).map_err(signing_error)?;
         let cert = Certificate::from_der(signed.der().to_vec())?;
-        Profile::Root.check_issued(&cert, &planned, &handle.signer.public_key_spki(), None)?;
+        plan.check(&cert, None)?;
         Self::new(cert, vec![], signer)
     }
 
-    /// Issues a certificate of `profile` for a public key (DER SubjectPublicKeyInfo).
+    /// Plans `req` for a public key (DER SubjectPublicKeyInfo) under this CA and signs it.
     pub fn issue(
         &self,
-        profile: Profile,
-        req: &CertRequest,
+        req: &impl Request,
         subject_spki: &[u8],
         now: OffsetDateTime,
     ) -> Result<IssuedCertificate, CaError> {
-        let key_type = KeyType::from_spki(subject_spki)?;
-        let planned = profile.plan(req, key_type, Some(&self.cert), now)?;
-        let public_key = rcgen::SubjectPublicKeyInfo::from_der(subject_spki)
+        self.sign(req.plan(subject_spki, Some(&self.cert), now)?)
+    }
+
+    /// Signs a plan made under this CA, parses the result back and checks it against the
+    /// plan before anyone sees it.
+    pub fn sign(&self, plan: Plan) -> Result<IssuedCertificate, CaError> {
+        if plan.issuer_der() != Some(self.cert.der()) {
+            return Err(CaError::PlanForAnotherIssuer);
+        }
+        let public_key = rcgen::SubjectPublicKeyInfo::from_der(plan.subject_spki())
             .map_err(|e| CaError::Key(KeyError::Unsupported(e.to_string())))?;
-        let signed = planned
-            .params
+        let signed = plan
+            .params()
             .signed_by(&public_key, &self.issuer)
             .map_err(signing_error)?;
         let cert = Certificate::from_der(signed.der().to_vec())?;
-        profile.check_issued(&cert, &planned, subject_spki, Some(&self.cert))?;
+        plan.check(&cert, Some(&self.cert))?;
         let mut chain = Vec::with_capacity(self.chain_above.len() + 2);
         chain.push(cert.clone());
         chain.push(self.cert.clone());
@@ -236,8 +245,8 @@ impl CertificateAuthority {
         Ok(IssuedCertificate {
             certificate: cert,
             chain,
-            profile,
-            clamped: planned.clamped,
+            profile: plan.profile(),
+            clamped: plan.clamped(),
         })
     }
 
@@ -246,27 +255,25 @@ impl CertificateAuthority {
     /// A CSR asking for a CA is refused for leaf profiles.
     pub fn issue_for_csr(
         &self,
-        profile: Profile,
         csr: &Csr,
-        req: &CertRequest,
+        req: &impl Request,
         now: OffsetDateTime,
     ) -> Result<IssuedCertificate, CaError> {
-        if !profile.is_ca() && csr.requests_ca() {
+        if !req.profile().is_ca() && csr.requests_ca() {
             return Err(CaError::CaRequested);
         }
-        self.issue(profile, req, csr.public_key_spki(), now)
+        self.issue(req, csr.public_key_spki(), now)
     }
 
     /// Generates a key and issues a certificate for it (intermediates, mesh CAs, dev setups).
     pub fn issue_with_new_key(
         &self,
-        profile: Profile,
-        req: &CertRequest,
+        req: &impl Request,
         key_type: KeyType,
         now: OffsetDateTime,
     ) -> Result<(IssuedCertificate, KeyPair), CaError> {
         let key = KeyPair::generate(key_type)?;
-        let issued = self.issue(profile, req, &key.public_key_spki(), now)?;
+        let issued = self.issue(req, &key.public_key_spki(), now)?;
         Ok((issued, key))
     }
 

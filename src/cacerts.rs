@@ -416,17 +416,13 @@ mod tests {
     use super::*;
     use crate::ca::CertificateAuthority;
     use crate::key::KeyType;
-    use crate::profile::{CertRequest, Profile, Subject};
+    use crate::profile::{CaProfile, CaRequest};
     use std::sync::Arc;
 
-    fn req(cn: &str) -> CertRequest {
-        CertRequest {
-            subject: Subject {
-                common_name: Some(cn.into()),
-                organization: None,
-            },
+    fn req(profile: CaProfile, cn: &str) -> CaRequest {
+        CaRequest {
             trust_domain: Some("mesh.example".parse().unwrap()),
-            ..Default::default()
+            ..CaRequest::new(profile, cn)
         }
     }
 
@@ -439,17 +435,21 @@ mod tests {
         let now = time::macros::datetime!(2026-06-01 12:00 UTC);
         let root = CertificateAuthority::new_root(
             Arc::new(KeyPair::generate(KeyType::EcdsaP256).unwrap()),
-            &req("Root"),
+            &req(CaProfile::Root, "Root"),
             now,
         )
         .unwrap();
         let (int, int_key) = root
-            .issue_with_new_key(Profile::Intermediate, &req("aws"), KeyType::EcdsaP256, now)
+            .issue_with_new_key(
+                &req(CaProfile::Intermediate, "aws"),
+                KeyType::EcdsaP256,
+                now,
+            )
             .unwrap();
         let int_ca =
             CertificateAuthority::new(int.certificate.clone(), vec![], Arc::new(int_key)).unwrap();
         let (mesh, mesh_key) = int_ca
-            .issue_with_new_key(Profile::MeshCa, &req("istiod"), KeyType::EcdsaP256, now)
+            .issue_with_new_key(&req(CaProfile::MeshCa, "istiod"), KeyType::EcdsaP256, now)
             .unwrap();
         let roots = vec![root.certificate().clone()];
         let c = Cacerts::build(&mesh.chain, &mesh_key, &roots, now).unwrap();
@@ -490,8 +490,7 @@ mod tests {
         // Publishing the intermediate itself (intermediate mode) is valid too.
         let (int2, int2_key) = root
             .issue_with_new_key(
-                Profile::Intermediate,
-                &req("azure"),
+                &req(CaProfile::Intermediate, "azure"),
                 KeyType::EcdsaP256,
                 now,
             )
@@ -503,7 +502,7 @@ mod tests {
 
         // An Ed25519 intermediate is refused.
         let (ed, ed_key) = root
-            .issue_with_new_key(Profile::Intermediate, &req("ed"), KeyType::Ed25519, now)
+            .issue_with_new_key(&req(CaProfile::Intermediate, "ed"), KeyType::Ed25519, now)
             .unwrap();
         let ed_c = Cacerts::build(&ed.chain, &ed_key, &roots, now).unwrap();
         assert!(codes(ed_c.validate(now).unwrap_err()).contains(&"key-type"));

@@ -230,35 +230,31 @@ impl RootBundle {
 mod tests {
     use super::*;
     use crate::ca::CertificateAuthority;
+    use crate::dns::DnsName;
     use crate::key::{KeyPair, KeyType};
-    use crate::profile::{CertRequest, Profile, Subject};
+    use crate::profile::{CaProfile, CaRequest, LeafProfile, LeafRequest, Subject};
     use crate::spiffe::SpiffeId;
     use rcgen::PublicKeyData;
     use std::sync::Arc;
     use time::Duration;
 
-    fn ca_req(cn: &str) -> CertRequest {
-        CertRequest {
-            subject: Subject {
-                common_name: Some(cn.into()),
-                organization: None,
-            },
+    fn ca_req(profile: CaProfile, cn: &str) -> CaRequest {
+        CaRequest {
             trust_domain: Some("mesh.example".parse().unwrap()),
-            ..Default::default()
+            ..CaRequest::new(profile, cn)
         }
     }
 
     fn hierarchy(now: OffsetDateTime) -> (CertificateAuthority, CertificateAuthority, Certificate) {
         let root = CertificateAuthority::new_root(
             Arc::new(KeyPair::generate(KeyType::EcdsaP256).unwrap()),
-            &ca_req("Root"),
+            &ca_req(CaProfile::Root, "Root"),
             now,
         )
         .unwrap();
         let (int, key) = root
             .issue_with_new_key(
-                Profile::Intermediate,
-                &ca_req("aws"),
+                &ca_req(CaProfile::Intermediate, "aws"),
                 KeyType::EcdsaP256,
                 now,
             )
@@ -267,14 +263,13 @@ mod tests {
         let leaf_key = KeyPair::generate(KeyType::EcdsaP256).unwrap();
         let leaf = int_ca
             .issue(
-                Profile::Workload,
-                &CertRequest {
+                &LeafRequest {
                     spiffe_id: Some(
                         SpiffeId::kubernetes(&"mesh.example".parse().unwrap(), "ns1", "sa1")
                             .unwrap(),
                     ),
                     trust_domain: Some("mesh.example".parse().unwrap()),
-                    ..Default::default()
+                    ..LeafRequest::new(LeafProfile::Workload)
                 },
                 &leaf_key.public_key_spki(),
                 now,
@@ -315,21 +310,16 @@ mod tests {
         let (root, int, _) = hierarchy(now);
         // A server leaf whose key then "signs" a certificate of its own.
         let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let req = CertRequest {
+        let req = LeafRequest {
             subject: Subject {
                 common_name: Some("leaf.example".into()),
                 organization: None,
             },
-            dns_names: vec!["leaf.example".into()],
-            ..Default::default()
+            dns_names: vec![DnsName::try_from("leaf.example").unwrap()],
+            ..LeafRequest::new(LeafProfile::Server)
         };
         let leaf = int
-            .issue(
-                Profile::Server,
-                &req,
-                &leaf_key.subject_public_key_info(),
-                now,
-            )
+            .issue(&req, &leaf_key.subject_public_key_info(), now)
             .unwrap()
             .certificate;
         assert!(CertificateAuthority::new(

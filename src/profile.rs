@@ -1,20 +1,17 @@
-//! Certificate profiles (shared/contracts/profiles.md): one enum, one function that turns a
-//! request into certificate parameters, and one check that a signed certificate obeys it.
+//! Certificate profiles (shared/contracts/profiles.md): leaf profiles and CA profiles, one
+//! request type for each kind, and one check that a signed certificate obeys its profile.
+//! Planning a request into a certificate to sign is in [`crate::plan`].
 
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyUsagePurpose, SanType,
-};
 use time::{Duration, OffsetDateTime};
 
 use crate::cert::Certificate;
-use crate::constraints::NameConstraints;
-use crate::key::KeyType;
-use crate::serial::Serial;
+use crate::constraints::{ConstraintError, NameConstraints};
+use crate::dns::DnsName;
+use crate::key::{KeyError, KeyType};
 use crate::spiffe::{SpiffeId, TrustDomain};
 use crate::ttl::Ttl;
 
@@ -25,7 +22,8 @@ pub const MIN_TTL: Ttl = Ttl::minutes(10);
 /// The most DNS names or IPs one certificate may carry.
 pub const MAX_SANS: usize = 100;
 
-/// The kinds of certificate canopy makes.
+/// The name of any kind of certificate canopy makes, for records, listings and `inspect`.
+/// Planning takes the kind's own type: [`LeafProfile`] or [`CaProfile`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Profile {
@@ -41,6 +39,100 @@ pub enum Profile {
     Server,
     /// A TLS client, clientAuth.
     Client,
+}
+
+/// Certificates that name an endpoint and cannot sign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LeafProfile {
+    /// One SPIFFE ID, serverAuth + clientAuth.
+    Workload,
+    /// DNS/IP SANs, serverAuth.
+    Server,
+    /// clientAuth.
+    Client,
+}
+
+/// Certificates that sign other certificates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CaProfile {
+    /// Self-signed offline root.
+    Root,
+    /// Per-cloud intermediate, signed by the root (pathlen 1 by default).
+    Intermediate,
+    /// istiod's sub-CA (pathlen 0), signed by an intermediate.
+    MeshCa,
+}
+
+impl LeafProfile {
+    /// The lifetime used when a request names none.
+    pub fn default_ttl(self) -> Ttl {
+        Ttl::hours(24)
+    }
+}
+
+impl CaProfile {
+    /// The lifetime used when a request names none.
+    pub fn default_ttl(self) -> Ttl {
+        match self {
+            CaProfile::Root => Ttl::years(10),
+            CaProfile::Intermediate => Ttl::years(5),
+            CaProfile::MeshCa => Ttl::days(90),
+        }
+    }
+
+    /// pathLenConstraint when a request names none.
+    pub fn default_path_len(self) -> Option<u8> {
+        match self {
+            CaProfile::Root => None,
+            CaProfile::Intermediate => Some(1),
+            CaProfile::MeshCa => Some(0),
+        }
+    }
+}
+
+impl From<LeafProfile> for Profile {
+    fn from(p: LeafProfile) -> Self {
+        match p {
+            LeafProfile::Workload => Profile::Workload,
+            LeafProfile::Server => Profile::Server,
+            LeafProfile::Client => Profile::Client,
+        }
+    }
+}
+
+impl From<CaProfile> for Profile {
+    fn from(p: CaProfile) -> Self {
+        match p {
+            CaProfile::Root => Profile::Root,
+            CaProfile::Intermediate => Profile::Intermediate,
+            CaProfile::MeshCa => Profile::MeshCa,
+        }
+    }
+}
+
+impl TryFrom<Profile> for LeafProfile {
+    type Error = ProfileError;
+
+    fn try_from(p: Profile) -> Result<Self, ProfileError> {
+        match p {
+            Profile::Workload => Ok(LeafProfile::Workload),
+            Profile::Server => Ok(LeafProfile::Server),
+            Profile::Client => Ok(LeafProfile::Client),
+            ca => Err(ProfileError::NotALeaf(ca)),
+        }
+    }
+}
+
+impl fmt::Display for LeafProfile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Profile::from(*self).fmt(f)
+    }
+}
+
+impl fmt::Display for CaProfile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Profile::from(*self).fmt(f)
+    }
 }
 
 impl Profile {
@@ -60,253 +152,6 @@ impl Profile {
             self,
             Profile::Root | Profile::Intermediate | Profile::MeshCa
         )
-    }
-
-    /// The lifetime used when a request names none.
-    pub fn default_ttl(self) -> Ttl {
-        match self {
-            Profile::Root => Ttl::years(10),
-            Profile::Intermediate => Ttl::years(5),
-            Profile::MeshCa => Ttl::days(90),
-            Profile::Workload | Profile::Server | Profile::Client => Ttl::hours(24),
-        }
-    }
-
-    fn default_path_len(self) -> Option<u8> {
-        match self {
-            Profile::Root => None,
-            Profile::Intermediate => Some(1),
-            Profile::MeshCa => Some(0),
-            _ => None,
-        }
-    }
-
-    /// Turns a request into the parameters of a certificate to sign.
-    ///
-    /// `subject_key` is the type of the key being certified; `issuer` is the signing CA's
-    /// certificate (None for a root). The lifetime never passes the issuer's notAfter: it
-    /// is clamped (and [`Planned::clamped`] says so) when `req.clamp_to_issuer`, else refused.
-    pub fn plan(
-        self,
-        req: &CertRequest,
-        subject_key: KeyType,
-        issuer: Option<&Certificate>,
-        now: OffsetDateTime,
-    ) -> Result<Planned, ProfileError> {
-        // Certificates carry whole seconds; plan in whole seconds so the check compares exactly.
-        let now = now.replace_nanosecond(0).expect("0 is a valid nanosecond");
-        if !subject_key.is_strong_enough() {
-            return Err(ProfileError::KeyNotAllowed(format!(
-                "{subject_key} is too weak"
-            )));
-        }
-        if self == Profile::MeshCa && !subject_key.accepted_by_istiod() {
-            return Err(ProfileError::KeyNotAllowed(format!(
-                "{subject_key}: istiod accepts only ECDSA P-256/P-384 or RSA >= 2048 for its CA"
-            )));
-        }
-        if self != Profile::Root && issuer.is_none() {
-            return Err(ProfileError::NeedsIssuer);
-        }
-        if let Some(iss) = issuer {
-            if !iss.is_ca() {
-                return Err(ProfileError::IssuerNotCa);
-            }
-            if now > iss.not_after() {
-                return Err(ProfileError::IssuerExpired {
-                    not_after: iss.not_after(),
-                });
-            }
-        }
-        let ttl = req.ttl.unwrap_or(self.default_ttl());
-        if !self.is_ca() && ttl < MIN_TTL {
-            return Err(ProfileError::TtlTooShort { min: MIN_TTL });
-        }
-
-        let mut p = CertificateParams::default();
-        p.distinguished_name = DistinguishedName::new();
-        if let Some(cn) = &req.subject.common_name {
-            check_dn_value("common name", cn)?;
-            p.distinguished_name.push(DnType::CommonName, cn.as_str());
-        }
-        if let Some(o) = &req.subject.organization {
-            check_dn_value("organization", o)?;
-            p.distinguished_name
-                .push(DnType::OrganizationName, o.as_str());
-        }
-        if let (Some(iss), Some(cn)) = (issuer, &req.subject.common_name) {
-            // Same name as the issuer: it would pass for self-issued, which path validation
-            // treats differently, and readers take it for the CA itself.
-            if iss.subject_cn() == Some(cn.as_str()) {
-                return Err(ProfileError::SubjectIsIssuers {
-                    common_name: cn.clone(),
-                });
-            }
-        }
-        let serial = Serial::random();
-        p.serial_number = Some(serial.to_rcgen());
-        p.not_before = now - BACKDATE;
-        if let Some(iss) = issuer {
-            if p.not_before < iss.not_before() {
-                p.not_before = iss.not_before();
-            }
-        }
-        let mut not_after = now + ttl.as_duration();
-        let mut clamped = false;
-        if let Some(iss) = issuer {
-            if not_after > iss.not_after() {
-                if !req.clamp_to_issuer {
-                    return Err(ProfileError::PastIssuerExpiry {
-                        requested: not_after,
-                        issuer_not_after: iss.not_after(),
-                    });
-                }
-                not_after = iss.not_after();
-                clamped = true;
-            }
-        }
-        p.not_after = not_after;
-        p.use_authority_key_identifier_extension = self != Profile::Root;
-
-        match self {
-            Profile::Root | Profile::Intermediate | Profile::MeshCa => {
-                if req.subject.common_name.is_none() {
-                    return Err(ProfileError::MissingCommonName);
-                }
-                let path_len = req.path_len.or(self.default_path_len());
-                if self == Profile::MeshCa && path_len != Some(0) {
-                    return Err(ProfileError::Invalid("a mesh CA has pathlen 0".into()));
-                }
-                if let (Some(iss), Some(want)) = (issuer, path_len) {
-                    if let Some(limit) = iss.path_len() {
-                        if u32::from(want) >= limit {
-                            return Err(ProfileError::Invalid(format!(
-                                "pathlen {want} is not allowed under an issuer with pathlen {limit}"
-                            )));
-                        }
-                    }
-                }
-                if let Some(iss) = issuer {
-                    if iss.path_len() == Some(0) {
-                        return Err(ProfileError::Invalid(
-                            "the issuer has pathlen 0 and may not sign a CA".into(),
-                        ));
-                    }
-                }
-                p.is_ca = IsCa::Ca(match path_len {
-                    Some(n) => BasicConstraints::Constrained(n),
-                    None => BasicConstraints::Unconstrained,
-                });
-                p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-                if self != Profile::Root {
-                    let td = req
-                        .trust_domain
-                        .as_ref()
-                        .ok_or(ProfileError::MissingTrustDomain)?;
-                    p.subject_alt_names = vec![uri_san(&td.id_string())?];
-                } else if let Some(td) = &req.trust_domain {
-                    p.subject_alt_names = vec![uri_san(&td.id_string())?];
-                }
-                let constraints = match (&req.name_constraints, self) {
-                    (Some(nc), _) => Some(nc.clone()),
-                    (None, Profile::MeshCa) => {
-                        let td = req
-                            .trust_domain
-                            .as_ref()
-                            .ok_or(ProfileError::MissingTrustDomain)?;
-                        Some(NameConstraints::mesh(
-                            td,
-                            &NameConstraints::istiod_dns("istio-system"),
-                        ))
-                    }
-                    (None, _) => None,
-                };
-                if let Some(nc) = constraints {
-                    let ext = nc
-                        .to_extension()
-                        .map_err(|e| ProfileError::Invalid(e.to_string()))?;
-                    p.custom_extensions.push(ext);
-                }
-                if !req.dns_names.is_empty()
-                    || !req.ip_addresses.is_empty()
-                    || req.spiffe_id.is_some()
-                {
-                    return Err(ProfileError::Invalid(
-                        "CA certificates carry only the trust domain URI SAN".into(),
-                    ));
-                }
-            }
-            Profile::Workload | Profile::Server | Profile::Client => {
-                if req.name_constraints.is_some() {
-                    return Err(ProfileError::Invalid(
-                        "name constraints belong on CA certificates only".into(),
-                    ));
-                }
-                p.is_ca = IsCa::ExplicitNoCa;
-                p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-                if matches!(subject_key, KeyType::Rsa { .. }) {
-                    p.key_usages.push(KeyUsagePurpose::KeyEncipherment);
-                }
-                p.extended_key_usages = match self {
-                    Profile::Workload => vec![
-                        ExtendedKeyUsagePurpose::ServerAuth,
-                        ExtendedKeyUsagePurpose::ClientAuth,
-                    ],
-                    Profile::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
-                    _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
-                };
-                if req.dns_names.len() + req.ip_addresses.len() > MAX_SANS {
-                    return Err(ProfileError::Invalid(format!("more than {MAX_SANS} SANs")));
-                }
-                let mut sans = Vec::new();
-                match (&req.spiffe_id, self) {
-                    (None, Profile::Workload) => return Err(ProfileError::MissingSpiffeId),
-                    (Some(id), _) => {
-                        if let Some(td) = &req.trust_domain {
-                            if id.trust_domain() != td {
-                                return Err(ProfileError::TrustDomainMismatch {
-                                    expected: td.clone(),
-                                    got: id.clone(),
-                                });
-                            }
-                        }
-                        sans.push(uri_san(&id.to_string())?);
-                    }
-                    (None, _) => {}
-                }
-                for d in &req.dns_names {
-                    check_dns_name(d, req.allow_wildcard_dns)?;
-                    sans.push(SanType::DnsName(
-                        d.to_ascii_lowercase()
-                            .try_into()
-                            .map_err(|_| bad_dns(d, "not an IA5 string"))?,
-                    ));
-                }
-                for ip in &req.ip_addresses {
-                    sans.push(SanType::IpAddress(*ip));
-                }
-                if self == Profile::Server
-                    && req.dns_names.is_empty()
-                    && req.ip_addresses.is_empty()
-                {
-                    return Err(ProfileError::Invalid(
-                        "a server certificate needs a DNS name or IP address".into(),
-                    ));
-                }
-                if sans.is_empty() && req.subject.common_name.is_none() {
-                    return Err(ProfileError::Invalid(
-                        "the certificate would name nobody: give a SPIFFE ID, SAN or CN".into(),
-                    ));
-                }
-                p.subject_alt_names = sans;
-            }
-        }
-        Ok(Planned {
-            profile: self,
-            params: p,
-            serial,
-            clamped,
-        })
     }
 
     /// Every way `cert` departs from this profile's fixed shape (no request needed).
@@ -415,89 +260,6 @@ impl Profile {
         v
     }
 
-    /// Checks a just-signed certificate against the plan it was made from and its issuer.
-    /// A failure here is an internal error: the certificate must not be returned.
-    pub fn check_issued(
-        self,
-        cert: &Certificate,
-        planned: &Planned,
-        subject_spki: &[u8],
-        issuer: Option<&Certificate>,
-    ) -> Result<(), ProfileError> {
-        let mut v = self.lint(cert);
-        let p = &planned.params;
-        if cert.serial() != &planned.serial {
-            v.push("serial differs from the one planned".into());
-        }
-        if cert.public_key_spki() != subject_spki {
-            v.push("public key is not the requester's".into());
-        }
-        if cert.not_before() != p.not_before || cert.not_after() != p.not_after {
-            v.push("validity differs from the one planned".into());
-        }
-        let want_uris: Vec<String> = p
-            .subject_alt_names
-            .iter()
-            .filter_map(|s| match s {
-                SanType::URI(u) => Some(u.as_str().to_owned()),
-                _ => None,
-            })
-            .collect();
-        if cert.uris() != want_uris.as_slice() {
-            v.push("URI SANs differ from the request".into());
-        }
-        let want_dns: Vec<String> = p
-            .subject_alt_names
-            .iter()
-            .filter_map(|s| match s {
-                SanType::DnsName(d) => Some(d.as_str().to_owned()),
-                _ => None,
-            })
-            .collect();
-        if cert.dns_names() != want_dns.as_slice() {
-            v.push("DNS SANs differ from the request".into());
-        }
-        if !p.custom_extensions.is_empty() && !cert.has_name_constraints() {
-            v.push("name constraints were planned but are missing".into());
-        }
-        match issuer {
-            Some(iss) => {
-                if cert.issuer_raw() != iss.subject_raw() {
-                    v.push("issuer name is not the CA's subject".into());
-                }
-                if cert.subject_raw() == iss.subject_raw() {
-                    v.push(
-                        "subject is the issuer's own name (it would pass for self-issued)".into(),
-                    );
-                }
-                if cert.not_after() > iss.not_after() {
-                    v.push("outlives its issuer".into());
-                }
-                if cert.authority_key_id().is_some()
-                    && cert.authority_key_id() != iss.subject_key_id()
-                {
-                    v.push(
-                        "Authority Key Identifier is not the issuer's Subject Key Identifier"
-                            .into(),
-                    );
-                }
-                if cert.verify_signed_by(iss).is_err() {
-                    v.push("signature does not verify with the issuer's key".into());
-                }
-            }
-            None => {
-                if cert.verify_signed_by_spki(cert.public_key_spki()).is_err() {
-                    v.push("self-signature does not verify".into());
-                }
-            }
-        }
-        if v.is_empty() {
-            Ok(())
-        } else {
-            Err(ProfileError::CheckFailed(v))
-        }
-    }
-
     /// The profile a certificate most likely was made with, for `inspect`.
     pub fn guess(cert: &Certificate) -> Option<Profile> {
         if cert.is_ca() {
@@ -550,65 +312,107 @@ pub struct Subject {
     pub organization: Option<String>,
 }
 
-/// What is asked of a certificate, already parsed into typed values.
-#[derive(Clone, Debug, Default)]
-pub struct CertRequest {
+/// What is asked of a leaf certificate, already parsed into typed values.
+#[derive(Clone, Debug)]
+pub struct LeafRequest {
+    pub profile: LeafProfile,
     pub subject: Subject,
     /// The SPIFFE ID (workloads: required; the only URI SAN).
     pub spiffe_id: Option<SpiffeId>,
-    /// The trust domain: CA profiles put `spiffe://TD` in a URI SAN; leaves must match it.
+    /// When set, the SPIFFE ID must be in this trust domain.
     pub trust_domain: Option<TrustDomain>,
-    pub dns_names: Vec<String>,
+    /// DNS SANs; wildcards only where whoever parsed them allowed them.
+    pub dns_names: Vec<DnsName>,
     pub ip_addresses: Vec<IpAddr>,
     /// Requested lifetime; the profile's default when None.
     pub ttl: Option<Ttl>,
-    /// CA profiles: pathLenConstraint (profile default when None).
+    /// Clamp notAfter to the issuer's instead of refusing.
+    pub clamp_to_issuer: bool,
+}
+
+impl LeafRequest {
+    /// A request of `profile` naming nothing yet.
+    pub fn new(profile: LeafProfile) -> Self {
+        LeafRequest {
+            profile,
+            subject: Subject::default(),
+            spiffe_id: None,
+            trust_domain: None,
+            dns_names: Vec::new(),
+            ip_addresses: Vec::new(),
+            ttl: None,
+            clamp_to_issuer: false,
+        }
+    }
+}
+
+/// What is asked of a CA certificate, already parsed into typed values.
+#[derive(Clone, Debug)]
+pub struct CaRequest {
+    pub profile: CaProfile,
+    /// A CA always has a common name.
+    pub common_name: String,
+    pub organization: Option<String>,
+    /// Put in a `spiffe://TRUST_DOMAIN` URI SAN; required below the root.
+    pub trust_domain: Option<TrustDomain>,
+    /// Requested lifetime; the profile's default when None.
+    pub ttl: Option<Ttl>,
+    /// pathLenConstraint (profile default when None).
     pub path_len: Option<u8>,
     /// Clamp notAfter to the issuer's instead of refusing.
     pub clamp_to_issuer: bool,
-    /// Whether `*.example.com` DNS names are allowed (policy decides).
-    pub allow_wildcard_dns: bool,
-    /// CA profiles: permitted subtrees. A mesh CA always carries them: these, or when
-    /// None the trust domain and istiod's names in `istio-system`
-    /// ([`NameConstraints::mesh`]).
+    /// Permitted subtrees. A mesh CA always carries them: these, or when None the trust
+    /// domain and istiod's names in `istio-system` ([`NameConstraints::mesh`]).
     pub name_constraints: Option<NameConstraints>,
 }
 
-/// A certificate ready to sign: parameters plus what was decided on the way.
-#[derive(Debug)]
-pub struct Planned {
-    pub profile: Profile,
-    pub params: CertificateParams,
-    pub serial: Serial,
-    /// notAfter was cut to the issuer's.
-    pub clamped: bool,
+impl CaRequest {
+    /// A request of `profile` for a CA named `common_name`, every other field unset.
+    pub fn new(profile: CaProfile, common_name: impl Into<String>) -> Self {
+        CaRequest {
+            profile,
+            common_name: common_name.into(),
+            organization: None,
+            trust_domain: None,
+            ttl: None,
+            path_len: None,
+            clamp_to_issuer: false,
+            name_constraints: None,
+        }
+    }
 }
 
 /// Why a request cannot become a certificate of a profile.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
     #[error(
         "unknown profile {0:?} (choose root, intermediate, mesh-ca, workload, server or client)"
     )]
     UnknownProfile(String),
+    #[error("{0} is a CA profile: ask for workload, server or client")]
+    NotALeaf(Profile),
     #[error(
         "a workload certificate needs exactly one SPIFFE ID (URI SAN spiffe://TRUST_DOMAIN/...)"
     )]
     MissingSpiffeId,
-    #[error("more than one SPIFFE ID requested; a workload certificate carries exactly one")]
-    TooManySpiffeIds,
     #[error("SPIFFE ID {got} is not in trust domain {expected}")]
     TrustDomainMismatch {
         expected: TrustDomain,
         got: SpiffeId,
     },
-    #[error("invalid DNS name {name:?}: {why}")]
-    BadDnsName { name: String, why: &'static str },
     #[error("invalid {field}: {why}")]
     BadSubject {
         field: &'static str,
         why: &'static str,
     },
+    #[error("{count} DNS names and IP addresses requested; at most {max} are allowed")]
+    TooManySans { count: usize, max: usize },
+    #[error("a server certificate needs a DNS name or IP address")]
+    ServerNeedsName,
+    #[error("the certificate would name nobody: give a SPIFFE ID, SAN or CN")]
+    NamesNobody,
+    #[error("SAN {0:?} is not an IA5 string")]
+    SanNotIa5(String),
     #[error("requested lifetime is shorter than the minimum {min}")]
     TtlTooShort { min: Ttl },
     #[error("requested notAfter {requested} is past the issuer's notAfter {issuer_not_after}: ask for a shorter TTL or allow clamping")]
@@ -624,111 +428,46 @@ pub enum ProfileError {
     NeedsIssuer,
     #[error("a CA certificate needs a trust domain (for its spiffe://TRUST_DOMAIN URI SAN)")]
     MissingTrustDomain,
-    #[error("a CA certificate needs a common name")]
-    MissingCommonName,
+    #[error("a mesh CA has pathlen 0 (asked for {requested:?})")]
+    MeshCaPathLen { requested: Option<u8> },
+    #[error("pathlen {requested} is not allowed under an issuer with pathlen {issuer_path_len}")]
+    PathLenTooLong { requested: u8, issuer_path_len: u32 },
+    #[error("the issuer has pathlen 0 and may not sign a CA")]
+    IssuerMayNotSignCa,
+    #[error("invalid name constraints: {0}")]
+    NameConstraints(ConstraintError),
     #[error("common name {common_name:?} is the issuer's own name: a certificate under it needs another")]
     SubjectIsIssuers { common_name: String },
-    #[error("key not allowed: {0}")]
-    KeyNotAllowed(String),
-    #[error("{0}")]
-    Invalid(String),
+    #[error("key not allowed: {0} is too weak")]
+    KeyTooWeak(KeyType),
+    #[error(
+        "key not allowed: {0}: istiod accepts only ECDSA P-256/P-384 or RSA >= 2048 for its CA"
+    )]
+    KeyRefusedByIstiod(KeyType),
+    #[error("the key to certify is not usable: {0}")]
+    Key(KeyError),
     #[error("signed certificate failed its profile check: {}", .0.join("; "))]
     CheckFailed(Vec<String>),
-}
-
-fn uri_san(s: &str) -> Result<SanType, ProfileError> {
-    Ok(SanType::URI(s.try_into().map_err(|_| {
-        ProfileError::Invalid(format!("URI SAN {s:?} is not an IA5 string"))
-    })?))
-}
-
-fn bad_dns(name: &str, why: &'static str) -> ProfileError {
-    ProfileError::BadDnsName {
-        name: name.chars().take(80).collect(),
-        why,
-    }
-}
-
-/// Checks a DNS SAN: LDH labels, at most 253 bytes, a wildcard only as `*.` when allowed.
-pub fn check_dns_name(name: &str, allow_wildcard: bool) -> Result<(), ProfileError> {
-    if name.is_empty() {
-        return Err(bad_dns(name, "empty"));
-    }
-    if name.len() > 253 {
-        return Err(bad_dns(name, "longer than 253 bytes"));
-    }
-    let rest = match name.strip_prefix("*.") {
-        Some(r) if allow_wildcard => r,
-        Some(_) => return Err(bad_dns(name, "wildcards are not allowed here")),
-        None => name,
-    };
-    if rest.contains('*') {
-        return Err(bad_dns(
-            name,
-            "a wildcard may only be the whole leftmost label",
-        ));
-    }
-    for label in rest.split('.') {
-        if label.is_empty() {
-            return Err(bad_dns(name, "empty label"));
-        }
-        if label.len() > 63 {
-            return Err(bad_dns(name, "label longer than 63 bytes"));
-        }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err(bad_dns(
-                name,
-                "only letters, digits, '-' and '.' are allowed",
-            ));
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err(bad_dns(name, "a label may not start or end with '-'"));
-        }
-    }
-    if rest.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return Err(bad_dns(name, "looks like an IP address: use an IP SAN"));
-    }
-    Ok(())
-}
-
-fn check_dn_value(field: &'static str, v: &str) -> Result<(), ProfileError> {
-    if v.is_empty() || v.len() > 64 {
-        return Err(ProfileError::BadSubject {
-            field,
-            why: "must be 1-64 characters",
-        });
-    }
-    if v.chars().any(char::is_control) {
-        return Err(ProfileError::BadSubject {
-            field,
-            why: "control characters are not allowed",
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ca::CertificateAuthority;
+    use crate::dns::{DnsName, Wildcards};
     use crate::key::KeyPair;
+    use crate::plan::Request;
     use std::sync::Arc;
 
     fn td() -> TrustDomain {
         "mesh.example".parse().unwrap()
     }
 
-    fn ca_req(cn: &str) -> CertRequest {
-        CertRequest {
-            subject: Subject {
-                common_name: Some(cn.into()),
-                organization: Some("Acme".into()),
-            },
+    fn ca_req(profile: CaProfile, cn: &str) -> CaRequest {
+        CaRequest {
+            organization: Some("Acme".into()),
             trust_domain: Some(td()),
-            ..Default::default()
+            ..CaRequest::new(profile, cn)
         }
     }
 
@@ -742,14 +481,13 @@ mod tests {
         let now = time::macros::datetime!(2026-06-01 12:00 UTC);
         let root = CertificateAuthority::new_root(
             Arc::new(KeyPair::generate(KeyType::EcdsaP256).unwrap()),
-            &ca_req("Acme Root CA"),
+            &ca_req(CaProfile::Root, "Acme Root CA"),
             now,
         )
         .unwrap();
         let (int, key) = root
             .issue_with_new_key(
-                Profile::Intermediate,
-                &ca_req("aws"),
+                &ca_req(CaProfile::Intermediate, "aws"),
                 KeyType::EcdsaP256,
                 now,
             )
@@ -758,11 +496,15 @@ mod tests {
         Pki { now, root, int }
     }
 
-    fn workload_req(ns: &str) -> CertRequest {
-        CertRequest {
+    fn workload_req(ns: &str) -> LeafRequest {
+        leaf_req(LeafProfile::Workload, ns)
+    }
+
+    fn leaf_req(profile: LeafProfile, ns: &str) -> LeafRequest {
+        LeafRequest {
             spiffe_id: Some(SpiffeId::kubernetes(&td(), ns, "web").unwrap()),
             trust_domain: Some(td()),
-            ..Default::default()
+            ..LeafRequest::new(profile)
         }
     }
 
@@ -809,8 +551,7 @@ mod tests {
         let (mesh, _) = p
             .int
             .issue_with_new_key(
-                Profile::MeshCa,
-                &ca_req("istiod aws"),
+                &ca_req(CaProfile::MeshCa, "istiod aws"),
                 KeyType::EcdsaP256,
                 p.now,
             )
@@ -825,14 +566,14 @@ mod tests {
         assert_eq!(mesh.chain.len(), 2);
         let err = p
             .int
-            .issue_with_new_key(Profile::MeshCa, &ca_req("x"), KeyType::Ed25519, p.now)
+            .issue_with_new_key(&ca_req(CaProfile::MeshCa, "x"), KeyType::Ed25519, p.now)
             .unwrap_err();
         assert!(err.to_string().contains("istiod"), "{err}");
         // A mesh CA (pathlen 0) may not sign another CA.
         let mesh_key = KeyPair::generate(KeyType::EcdsaP256).unwrap();
         let (mesh2, k2) = p
             .int
-            .issue_with_new_key(Profile::MeshCa, &ca_req("m2"), KeyType::EcdsaP256, p.now)
+            .issue_with_new_key(&ca_req(CaProfile::MeshCa, "m2"), KeyType::EcdsaP256, p.now)
             .unwrap();
         let mesh_ca = CertificateAuthority::new(
             mesh2.certificate,
@@ -842,8 +583,7 @@ mod tests {
         .unwrap();
         assert!(mesh_ca
             .issue(
-                Profile::MeshCa,
-                &ca_req("m3"),
+                &ca_req(CaProfile::MeshCa, "m3"),
                 &mesh_key.public_key_spki(),
                 p.now
             )
@@ -857,12 +597,7 @@ mod tests {
             let key = KeyPair::generate(kt).unwrap();
             let w = p
                 .int
-                .issue(
-                    Profile::Workload,
-                    &workload_req("payments"),
-                    &key.public_key_spki(),
-                    p.now,
-                )
+                .issue(&workload_req("payments"), &key.public_key_spki(), p.now)
                 .unwrap();
             let c = &w.certificate;
             assert!(
@@ -894,18 +629,18 @@ mod tests {
     fn server_and_client_extensions() {
         let p = pki();
         let key = KeyPair::generate(KeyType::EcdsaP256).unwrap();
-        let req = CertRequest {
-            dns_names: vec!["issuer.canopy.svc".into()],
+        let req = LeafRequest {
+            dns_names: vec!["issuer.canopy.svc".parse().unwrap()],
             ip_addresses: vec!["127.0.0.1".parse().unwrap()],
             subject: Subject {
                 common_name: Some("canopy-issuer".into()),
                 organization: None,
             },
-            ..Default::default()
+            ..LeafRequest::new(LeafProfile::Server)
         };
         let s = p
             .int
-            .issue(Profile::Server, &req, &key.public_key_spki(), p.now)
+            .issue(&req, &key.public_key_spki(), p.now)
             .unwrap()
             .certificate;
         assert!(
@@ -920,8 +655,7 @@ mod tests {
         let c = p
             .int
             .issue(
-                Profile::Client,
-                &workload_req("ops"),
+                &leaf_req(LeafProfile::Client, "ops"),
                 &key.public_key_spki(),
                 p.now,
             )
@@ -936,18 +670,28 @@ mod tests {
         assert!(!eku.server_auth && eku.client_auth);
     }
 
+    /// A 1024-bit RSA SubjectPublicKeyInfo (too weak to certify; no library makes one).
+    fn rsa1024_spki() -> Vec<u8> {
+        let mut rsa_public_key = vec![0x30, 0x81, 0x89, 0x02, 0x81, 0x81, 0x00, 0xc0];
+        rsa_public_key.extend([0x01; 127]);
+        rsa_public_key.extend([0x02, 0x03, 0x01, 0x00, 0x01]);
+        let mut spki = vec![0x30, 0x81, 0x9f];
+        spki.extend([
+            0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05,
+            0x00,
+        ]);
+        spki.extend([0x03, 0x81, 0x8d, 0x00]);
+        spki.extend(rsa_public_key);
+        spki
+    }
+
     #[test]
     fn requests_that_must_fail() {
         let p = pki();
         let key = KeyPair::generate(KeyType::EcdsaP256).unwrap();
         let spki = key.public_key_spki();
-        let issue = |r: &CertRequest| {
-            p.int
-                .issue(Profile::Workload, r, &spki, p.now)
-                .unwrap_err()
-                .to_string()
-        };
-        assert!(issue(&CertRequest::default()).contains("SPIFFE ID"));
+        let issue = |r: &LeafRequest| p.int.issue(r, &spki, p.now).unwrap_err().to_string();
+        assert!(issue(&LeafRequest::new(LeafProfile::Workload)).contains("SPIFFE ID"));
         let mut r = workload_req("a");
         r.spiffe_id = Some("spiffe://other.example/ns/a/sa/b".parse().unwrap());
         assert!(issue(&r).contains("not in trust domain"));
@@ -958,41 +702,78 @@ mod tests {
         r.ttl = Some(Ttl::years(20));
         assert!(issue(&r).contains("past the issuer"));
         r.clamp_to_issuer = true;
-        let clamped = p.int.issue(Profile::Workload, &r, &spki, p.now).unwrap();
+        let clamped = p.int.issue(&r, &spki, p.now).unwrap();
         assert!(
             clamped.clamped && clamped.certificate.not_after() == p.int.certificate().not_after()
         );
-        for bad in [
-            "a/b.example",
-            "a\0b",
-            "*.example.com",
-            "exa mple.com",
-            "-a.com",
-            "a..b",
-            "1.2.3.4",
-            "a.*.com",
-        ] {
-            let mut r = workload_req("a");
-            r.dns_names = vec![bad.into()];
-            assert!(issue(&r).contains("invalid DNS name"), "{bad:?}");
-        }
         let mut r = workload_req("a");
-        r.dns_names = vec!["*.example.com".into()];
-        r.allow_wildcard_dns = true;
-        assert!(p.int.issue(Profile::Workload, &r, &spki, p.now).is_ok());
-        let weak = ProfileError::KeyNotAllowed(String::new());
-        assert!(
-            matches!(Profile::Workload.plan(&workload_req("a"), KeyType::Rsa { bits: 1024 }, Some(p.int.certificate()), p.now), Err(e) if std::mem::discriminant(&e) == std::mem::discriminant(&weak))
-        );
+        r.dns_names = vec![DnsName::parse("*.example.com", Wildcards::Allowed).unwrap()];
+        assert!(p.int.issue(&r, &spki, p.now).is_ok());
+        let mut r = LeafRequest::new(LeafProfile::Server);
+        r.subject.common_name = Some("no-sans".into());
+        assert!(matches!(
+            r.plan(&spki, Some(p.int.certificate()), p.now),
+            Err(ProfileError::ServerNeedsName)
+        ));
+        assert!(matches!(
+            workload_req("a").plan(&rsa1024_spki(), Some(p.int.certificate()), p.now),
+            Err(ProfileError::KeyTooWeak(KeyType::Rsa { bits: 1024 }))
+        ));
+        assert!(matches!(
+            workload_req("a").plan(&spki, None, p.now),
+            Err(ProfileError::NeedsIssuer)
+        ));
         let expired = p.now + time::Duration::days(365 * 6);
         assert!(matches!(
-            Profile::Workload.plan(
-                &workload_req("a"),
-                KeyType::EcdsaP256,
-                Some(p.int.certificate()),
-                expired
-            ),
+            workload_req("a").plan(&spki, Some(p.int.certificate()), expired),
             Err(ProfileError::IssuerExpired { .. })
+        ));
+    }
+
+    #[test]
+    fn ca_requests_that_must_fail() {
+        let p = pki();
+        let spki = KeyPair::generate(KeyType::EcdsaP256)
+            .unwrap()
+            .public_key_spki();
+        let issuer = Some(p.int.certificate());
+        let mut r = ca_req(CaProfile::MeshCa, "mesh");
+        r.path_len = Some(1);
+        assert!(matches!(
+            r.plan(&spki, issuer, p.now),
+            Err(ProfileError::MeshCaPathLen { requested: Some(1) })
+        ));
+        let mut r = ca_req(CaProfile::Intermediate, "deep");
+        r.path_len = Some(1);
+        assert!(matches!(
+            r.plan(&spki, issuer, p.now),
+            Err(ProfileError::PathLenTooLong {
+                requested: 1,
+                issuer_path_len: 1
+            })
+        ));
+        let mut r = ca_req(CaProfile::Intermediate, "no td");
+        r.path_len = Some(0);
+        r.trust_domain = None;
+        assert!(matches!(
+            r.plan(&spki, issuer, p.now),
+            Err(ProfileError::MissingTrustDomain)
+        ));
+        assert!(matches!(
+            ca_req(CaProfile::Intermediate, "Acme Root CA").plan(
+                &spki,
+                Some(p.root.certificate()),
+                p.now
+            ),
+            Err(ProfileError::SubjectIsIssuers { .. })
+        ));
+        // A plan made under one CA is not signed by another.
+        let plan = ca_req(CaProfile::MeshCa, "mesh")
+            .plan(&spki, Some(p.root.certificate()), p.now)
+            .unwrap();
+        assert!(matches!(
+            p.int.sign(plan),
+            Err(crate::ca::CaError::PlanForAnotherIssuer)
         ));
     }
 
@@ -1001,7 +782,7 @@ mod tests {
         let old = pki();
         let new_root = CertificateAuthority::new_root(
             Arc::new(KeyPair::generate(KeyType::EcdsaP384).unwrap()),
-            &ca_req("Acme Root CA 2"),
+            &ca_req(CaProfile::Root, "Acme Root CA 2"),
             old.now,
         )
         .unwrap();
@@ -1015,12 +796,7 @@ mod tests {
         let key = KeyPair::generate(KeyType::EcdsaP256).unwrap();
         let leaf = old
             .int
-            .issue(
-                Profile::Workload,
-                &workload_req("a"),
-                &key.public_key_spki(),
-                old.now,
-            )
+            .issue(&workload_req("a"), &key.public_key_spki(), old.now)
             .unwrap();
         let path = crate::chain::verify_path(
             &leaf.certificate,

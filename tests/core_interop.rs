@@ -9,21 +9,18 @@ use canopy::cert::Certificate;
 use canopy::crl::{RevocationReason, RevokedEntry};
 use canopy::csr::{Csr, CsrError};
 use canopy::key::{KeyError, KeyPair, KeyType, Passphrase};
-use canopy::profile::{CertRequest, Profile, Subject};
+use canopy::profile::{CaProfile, CaRequest, LeafProfile, LeafRequest};
 use canopy::spiffe::SpiffeId;
 use canopy_testsupport::{openssl, openssl_verify, passphrase_file, run, run_ok, tempdir};
 use time::OffsetDateTime;
 
 const PASS: &str = "interop passphrase 123";
 
-fn ca_req(cn: &str) -> CertRequest {
-    CertRequest {
-        subject: Subject {
-            common_name: Some(cn.into()),
-            organization: Some("Acme".into()),
-        },
+fn ca_req(profile: CaProfile, cn: &str) -> CaRequest {
+    CaRequest {
+        organization: Some("Acme".into()),
         trust_domain: Some("mesh.example".parse().unwrap()),
-        ..Default::default()
+        ..CaRequest::new(profile, cn)
     }
 }
 
@@ -188,7 +185,7 @@ fn certificates_and_crls_pass_openssl_strict_checks() {
     let now = OffsetDateTime::now_utc();
     let root = CertificateAuthority::new_root(
         Arc::new(KeyPair::generate(KeyType::EcdsaP384).unwrap()),
-        &ca_req("Acme Root CA"),
+        &ca_req(CaProfile::Root, "Acme Root CA"),
         now,
     )
     .unwrap();
@@ -196,25 +193,22 @@ fn certificates_and_crls_pass_openssl_strict_checks() {
     for cloud in ["aws", "azure"] {
         let (int, key) = root
             .issue_with_new_key(
-                Profile::Intermediate,
-                &ca_req(cloud),
+                &ca_req(CaProfile::Intermediate, cloud),
                 KeyType::EcdsaP256,
                 now,
             )
             .unwrap();
         let int = CertificateAuthority::new(int.certificate, vec![], Arc::new(key)).unwrap();
         let leaf_key = KeyPair::generate(KeyType::EcdsaP256).unwrap();
-        let req = CertRequest {
+        let req = LeafRequest {
             spiffe_id: Some(
                 SpiffeId::kubernetes(&"mesh.example".parse().unwrap(), cloud, "web").unwrap(),
             ),
             trust_domain: Some("mesh.example".parse().unwrap()),
-            dns_names: vec![format!("web.{cloud}.svc")],
-            ..Default::default()
+            dns_names: vec![format!("web.{cloud}.svc").parse().unwrap()],
+            ..LeafRequest::new(LeafProfile::Workload)
         };
-        let leaf = int
-            .issue(Profile::Workload, &req, &leaf_key.public_key_spki(), now)
-            .unwrap();
+        let leaf = int.issue(&req, &leaf_key.public_key_spki(), now).unwrap();
         leaves.push((cloud, leaf, int));
     }
     let root_path = dir.path().join("root.pem");

@@ -11,22 +11,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use canopy::constraints::NameConstraints;
-use canopy::profile::Subject;
-use canopy::{CertRequest, Certificate, CertificateAuthority, KeyPair, KeyType, Profile};
+use canopy::{
+    CaProfile, CaRequest, Certificate, CertificateAuthority, KeyPair, KeyType, LeafProfile,
+    LeafRequest,
+};
 use canopy_testsupport::{openssl, openssl_verify, run, x509check};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use time::OffsetDateTime;
 
 const ISSUER_NAME: &str = "canopy-issuer.canopy.svc";
 
-fn req(cn: &str) -> CertRequest {
-    CertRequest {
-        subject: Subject {
-            common_name: Some(cn.into()),
-            organization: None,
-        },
+fn req(profile: CaProfile, cn: &str) -> CaRequest {
+    CaRequest {
         trust_domain: Some("mesh.example".parse().unwrap()),
-        ..Default::default()
+        ..CaRequest::new(profile, cn)
     }
 }
 
@@ -39,15 +37,9 @@ struct Pki {
 
 /// A sub-CA under the intermediate, written as `NAME.pem` and `NAME-key.pem` (as it
 /// would sit in `cacerts`).
-fn sub_ca(
-    pki: &Pki,
-    int: &CertificateAuthority,
-    name: &str,
-    profile: Profile,
-    r: &CertRequest,
-) -> PathBuf {
+fn sub_ca(pki: &Pki, int: &CertificateAuthority, name: &str, r: &CaRequest) -> PathBuf {
     let (issued, key) = int
-        .issue_with_new_key(profile, r, KeyType::EcdsaP256, OffsetDateTime::now_utc())
+        .issue_with_new_key(r, KeyType::EcdsaP256, OffsetDateTime::now_utc())
         .unwrap();
     let cert = pki.dir.join(format!("{name}.pem"));
     std::fs::write(&cert, issued.certificate.to_pem()).unwrap();
@@ -100,12 +92,16 @@ fn setup() -> (tempfile::TempDir, Pki, CertificateAuthority) {
     let now = OffsetDateTime::now_utc();
     let root = CertificateAuthority::new_root(
         Arc::new(KeyPair::generate(KeyType::EcdsaP256).unwrap()),
-        &req("Root"),
+        &req(CaProfile::Root, "Root"),
         now,
     )
     .unwrap();
     let (int, int_key) = root
-        .issue_with_new_key(Profile::Intermediate, &req("aws"), KeyType::EcdsaP256, now)
+        .issue_with_new_key(
+            &req(CaProfile::Intermediate, "aws"),
+            KeyType::EcdsaP256,
+            now,
+        )
         .unwrap();
     let int_ca = CertificateAuthority::new(
         int.certificate.clone(),
@@ -188,11 +184,11 @@ const NONE: Verdicts = Verdicts {
 fn stolen_mesh_ca_key_mints_the_issuers_name_and_foreign_identities() {
     let (_tmp, pki, int) = setup();
     // The shape canopy minted before: a pathlen-0 CA with no name constraints.
-    let mut old = req("aws mesh CA (unconstrained)");
+    let mut old = req(CaProfile::Intermediate, "aws mesh CA (unconstrained)");
     old.path_len = Some(0);
-    let unconstrained = sub_ca(&pki, &int, "old-mesh", Profile::Intermediate, &old);
+    let unconstrained = sub_ca(&pki, &int, "old-mesh", &old);
     // Today's mesh CA: the profile's default constraints.
-    let mesh = sub_ca(&pki, &int, "mesh", Profile::MeshCa, &req("aws mesh CA"));
+    let mesh = sub_ca(&pki, &int, "mesh", &req(CaProfile::MeshCa, "aws mesh CA"));
     let mesh_cert = Certificate::from_pem(&std::fs::read_to_string(&mesh).unwrap()).unwrap();
     assert!(mesh_cert.has_name_constraints());
     let text = run(openssl()
@@ -255,12 +251,12 @@ fn stolen_mesh_ca_key_mints_the_issuers_name_and_foreign_identities() {
 #[test]
 fn dns_only_constraints_keep_the_issuers_name_out_and_let_rustls_peers_verify_workloads() {
     let (_tmp, pki, int) = setup();
-    let mut r = req("aws mesh CA (DNS constraints only)");
+    let mut r = req(CaProfile::MeshCa, "aws mesh CA (DNS constraints only)");
     r.name_constraints = Some(NameConstraints {
         permitted_uri_hosts: vec![],
         permitted_dns: NameConstraints::istiod_dns("istio-system"),
     });
-    let mesh = sub_ca(&pki, &int, "mesh-dns", Profile::MeshCa, &r);
+    let mesh = sub_ca(&pki, &int, "mesh-dns", &r);
     let issuer = stolen_key_leaf(&pki, &mesh, "issuer-name", &format!("DNS:{ISSUER_NAME}"));
     assert_eq!(verdicts(&pki, &mesh, &issuer), NONE);
     let workload = stolen_key_leaf(
@@ -272,19 +268,16 @@ fn dns_only_constraints_keep_the_issuers_name_out_and_let_rustls_peers_verify_wo
     assert_eq!(verdicts(&pki, &mesh, &workload), ALL);
 }
 
+/// A `LeafRequest` has no name-constraints field: the type keeps them off leaves.
 #[test]
-fn leaves_may_not_carry_name_constraints() {
+fn leaves_carry_no_name_constraints() {
     let (_tmp, _pki, int) = setup();
-    let mut r = req("leaf");
-    r.spiffe_id = Some("spiffe://mesh.example/ns/a/sa/b".parse().unwrap());
-    r.name_constraints = Some(NameConstraints::mesh(&"mesh.example".parse().unwrap(), &[]));
-    let err = int
-        .issue_with_new_key(
-            Profile::Workload,
-            &r,
-            KeyType::EcdsaP256,
-            OffsetDateTime::now_utc(),
-        )
-        .unwrap_err();
-    assert!(err.to_string().contains("CA certificates only"), "{err}");
+    let r = LeafRequest {
+        spiffe_id: Some("spiffe://mesh.example/ns/a/sa/b".parse().unwrap()),
+        ..LeafRequest::new(LeafProfile::Workload)
+    };
+    let (issued, _) = int
+        .issue_with_new_key(&r, KeyType::EcdsaP256, OffsetDateTime::now_utc())
+        .unwrap();
+    assert!(!issued.certificate.has_name_constraints());
 }

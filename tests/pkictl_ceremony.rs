@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use canopy::profile::Subject;
 use canopy::{
-    CertRequest, Certificate, CertificateAuthority, KeyPair, KeyType, Passphrase, Profile,
+    Certificate, CertificateAuthority, KeyPair, KeyType, LeafProfile, LeafRequest, Passphrase,
 };
 use canopy_testsupport::{list_files, mode, openssl, openssl_verify, passphrase_file, run, run_ok};
 use rustls_pki_types::{CertificateDer, UnixTime};
@@ -151,19 +150,13 @@ fn assert_openssl_ok(out: std::process::Output, what: &str) {
 fn workload_leaf(intermediate: &Path, key: KeyPair, id: &str) -> Certificate {
     let cert = Certificate::from_pem(&read(intermediate)).unwrap();
     let ca = CertificateAuthority::new(cert, vec![], Arc::new(key)).unwrap();
-    let req = CertRequest {
-        subject: Subject::default(),
+    let req = LeafRequest {
         spiffe_id: Some(id.parse().unwrap()),
         trust_domain: Some("mesh.example".parse().unwrap()),
-        ..CertRequest::default()
+        ..LeafRequest::new(LeafProfile::Workload)
     };
     let (issued, _leaf_key) = ca
-        .issue_with_new_key(
-            Profile::Workload,
-            &req,
-            KeyType::EcdsaP256,
-            time::OffsetDateTime::now_utc(),
-        )
+        .issue_with_new_key(&req, KeyType::EcdsaP256, time::OffsetDateTime::now_utc())
         .unwrap();
     issued.certificate
 }

@@ -321,13 +321,12 @@ fn cross_signing_lets_each_roots_chains_verify_under_the_other() {
             std::sync::Arc::new(canopy::KeyPair::from_pem(&read(key)).unwrap()),
         )
         .unwrap();
-        let req = canopy::CertRequest {
+        let req = canopy::LeafRequest {
             spiffe_id: Some("spiffe://mesh.example/ns/x/sa/y".parse().unwrap()),
-            ..Default::default()
+            ..canopy::LeafRequest::new(canopy::LeafProfile::Workload)
         };
         let (issued, _) = ca
             .issue_with_new_key(
-                canopy::Profile::Workload,
                 &req,
                 canopy::KeyType::EcdsaP256,
                 time::OffsetDateTime::now_utc(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use canopy::ca::CertificateAuthority;
 use canopy::key::{KeyPair, KeyType};
-use canopy::profile::{CertRequest, Profile, Subject};
+use canopy::profile::{CaProfile, CaRequest};
 use canopy::spiffe::TrustDomain;
 use canopy::ttl::Ttl;
 use sqlx::Connection;
@@ -39,28 +39,19 @@ pub fn make_ca() -> anyhow::Result<BenchCa> {
     let td: TrustDomain = TRUST_DOMAIN.parse()?;
     let root = CertificateAuthority::new_root(
         Arc::new(KeyPair::generate(KeyType::EcdsaP256)?),
-        &CertRequest {
-            subject: Subject {
-                common_name: Some("canopy bench root".into()),
-                organization: None,
-            },
+        &CaRequest {
             trust_domain: Some(td.clone()),
             ttl: Some(Ttl::years(1)),
-            ..CertRequest::default()
+            ..CaRequest::new(CaProfile::Root, "canopy bench root")
         },
         now,
     )?;
     let (issued, key) = root.issue_with_new_key(
-        Profile::Intermediate,
-        &CertRequest {
-            subject: Subject {
-                common_name: Some("canopy bench intermediate".into()),
-                organization: None,
-            },
+        &CaRequest {
             trust_domain: Some(td),
             ttl: Some(Ttl::days(90)),
             clamp_to_issuer: true,
-            ..CertRequest::default()
+            ..CaRequest::new(CaProfile::Intermediate, "canopy bench intermediate")
         },
         KeyType::EcdsaP256,
         now,

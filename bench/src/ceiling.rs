@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use canopy::csr::Csr;
-use canopy::profile::{CertRequest, Profile};
+use canopy::profile::{LeafProfile, LeafRequest};
 use canopy::spiffe::{SpiffeId, TrustDomain};
 use canopy::ttl::Ttl;
 use canopy::CertificateAuthority;
@@ -54,32 +54,27 @@ pub fn verify_and_sign_rate(
     duration: Duration,
 ) -> anyhow::Result<f64> {
     let td: TrustDomain = crate::canopy_side::TRUST_DOMAIN.parse()?;
-    let requests: Vec<CertRequest> = csrs
+    let requests: Vec<LeafRequest> = csrs
         .iter()
         .map(|c| {
-            Ok(CertRequest {
+            Ok(LeafRequest {
                 spiffe_id: Some(c.uri.parse::<SpiffeId>()?),
                 trust_domain: Some(td.clone()),
                 ttl: Some(Ttl::hours(1)),
                 clamp_to_issuer: true,
-                ..CertRequest::default()
+                ..LeafRequest::new(LeafProfile::Workload)
             })
         })
         .collect::<anyhow::Result<_>>()?;
     // One real issue first, so a broken setup fails loudly instead of measuring errors.
     let csr = Csr::from_pem(&csrs[0].pem)?;
-    ca.issue_for_csr(
-        Profile::Workload,
-        &csr,
-        &requests[0],
-        time::OffsetDateTime::now_utc(),
-    )?;
+    ca.issue_for_csr(&csr, &requests[0], time::OffsetDateTime::now_utc())?;
     let now = time::OffsetDateTime::now_utc();
     Ok(per_second(duration, |i| {
         let k = i % csrs.len();
         let csr = Csr::from_pem(&csrs[k].pem).expect("the CSR verified before");
         let issued = ca
-            .issue_for_csr(Profile::Workload, &csr, &requests[k], now)
+            .issue_for_csr(&csr, &requests[k], now)
             .expect("the request signed before");
         std::hint::black_box(issued);
     }))

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use canopy::pkcs11::{Pin, Pkcs11Key, TokenSelector, TokenSpec};
-use canopy::profile::{CertRequest, Profile, Subject};
+use canopy::profile::{CaProfile, CaRequest};
 use canopy::spiffe::TrustDomain;
 use canopy::ttl::Ttl;
 use canopy::{CertificateAuthority, KeyPair, KeyType};
@@ -72,28 +72,24 @@ pub fn measure(work: &Path, csrs: &[WorkloadCsr], duration: Duration) -> anyhow:
     )?;
     let now = time::OffsetDateTime::now_utc();
     let td: TrustDomain = crate::canopy_side::TRUST_DOMAIN.parse()?;
-    let subject = |cn: &str| Subject {
-        common_name: Some(cn.into()),
-        organization: None,
-    };
     let root = CertificateAuthority::new_root(
         Arc::new(KeyPair::generate(KeyType::EcdsaP256)?),
-        &CertRequest {
-            subject: subject("canopy bench root"),
+        &CaRequest {
             trust_domain: Some(td.clone()),
             ttl: Some(Ttl::years(1)),
-            ..CertRequest::default()
+            ..CaRequest::new(CaProfile::Root, "canopy bench root")
         },
         now,
     )?;
     let issued = root.issue(
-        Profile::Intermediate,
-        &CertRequest {
-            subject: subject("canopy bench intermediate on SoftHSM"),
+        &CaRequest {
             trust_domain: Some(td),
             ttl: Some(Ttl::days(90)),
             clamp_to_issuer: true,
-            ..CertRequest::default()
+            ..CaRequest::new(
+                CaProfile::Intermediate,
+                "canopy bench intermediate on SoftHSM",
+            )
         },
         key.public_key_spki(),
         now,

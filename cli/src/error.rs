@@ -90,7 +90,7 @@ impl From<CaError> for CliError {
             | CaError::CaRequested
             | CaError::CrossSignRefused(_)
             | CaError::SignerUnavailable => user(e),
-            CaError::Crl(_) | CaError::Signing(_) => internal(e),
+            CaError::Crl(_) | CaError::Signing(_) | CaError::PlanForAnotherIssuer => internal(e),
         }
     }
 }

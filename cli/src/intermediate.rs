@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 
 use canopy::ca::IssuedCertificate;
 use canopy::pkcs11::{Extractable, KeyLocation, Pkcs11Error, Pkcs11Key};
-use canopy::profile::Subject;
-use canopy::{CertRequest, Certificate, Csr, KeyPair, Profile, TrustDomain};
+use canopy::{CaProfile, CaRequest, Certificate, Csr, KeyPair, TrustDomain};
 use time::OffsetDateTime;
 
 use crate::args::{IntermediateArgs, NewIntermediateArgs, SignIntermediateArgs};
@@ -75,17 +74,13 @@ fn prepare(a: &IntermediateArgs) -> Result<Prepared> {
     })
 }
 
-fn request(a: &IntermediateArgs, cn: String, td: TrustDomain) -> CertRequest {
-    CertRequest {
-        subject: Subject {
-            common_name: Some(cn),
-            organization: None,
-        },
+fn request(a: &IntermediateArgs, cn: String, td: TrustDomain) -> CaRequest {
+    CaRequest {
         trust_domain: Some(td),
         ttl: Some(a.ttl),
         path_len: Some(a.path_len),
         clamp_to_issuer: a.clamp,
-        ..CertRequest::default()
+        ..CaRequest::new(CaProfile::Intermediate, cn)
     }
 }
 
@@ -210,7 +205,7 @@ pub fn sign(args: &SignIntermediateArgs, now: OffsetDateTime) -> Result<()> {
         .root
         .unlock(a.passphrase_file.as_deref(), a.pin_file.as_deref())?;
     let req = request(a, cn, p.trust_domain.clone());
-    let issued = ca.issue_for_csr(Profile::Intermediate, &csr, &req, now)?;
+    let issued = ca.issue_for_csr(&csr, &req, now)?;
     record_and_write(&p, a, &issued, ca.certificate(), &[], None, now)?;
     summary(
         a,
@@ -247,7 +242,7 @@ pub fn new(args: &NewIntermediateArgs, now: OffsetDateTime) -> Result<()> {
     let cn = a.cn.clone().unwrap_or_else(|| a.name.clone());
     let req = request(a, cn, p.trust_domain.clone());
     let key = KeyPair::generate(args.key_type)?;
-    let issued = ca.issue(Profile::Intermediate, &req, &key.public_key_spki(), now)?;
+    let issued = ca.issue(&req, &key.public_key_spki(), now)?;
     let key_pem = match &key_pass {
         Some(pass) => key.to_encrypted_pem(pass)?,
         None => key.to_unencrypted_pem(),
@@ -325,7 +320,7 @@ fn new_on_token(args: &NewIntermediateArgs, now: OffsetDateTime) -> Result<()> {
     let reference = KeyReference::of(&key, &spec.module);
     let cn = a.cn.clone().unwrap_or_else(|| a.name.clone());
     let req = request(a, cn, p.trust_domain.clone());
-    let issued = ca.issue(Profile::Intermediate, &req, key.public_key_spki(), now)?;
+    let issued = ca.issue(&req, key.public_key_spki(), now)?;
     let extra: Vec<&Path> = args.out.iter().map(PathBuf::as_path).collect();
     record_and_write(
         &p,

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use canopy::chain::verify_path;
 use canopy::ledger::{self, Entry, Record};
 use canopy::pkcs11::{Extractable, Pkcs11Error, Pkcs11Key};
-use canopy::profile::Subject;
 use canopy::{
-    CertRequest, Certificate, CertificateAuthority, KeyPair, KeyType, Signer, TrustDomain,
+    CaProfile, CaRequest, Certificate, CertificateAuthority, KeyPair, KeyType, Signer, TrustDomain,
 };
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -242,15 +241,12 @@ pub fn init_root(args: &InitRootArgs, now: OffsetDateTime) -> Result<()> {
         (Arc::new(key), KeyFile::Encrypted(pem))
     };
     let key_type = key.key_type();
-    let req = CertRequest {
-        subject: Subject {
-            common_name: Some(args.cn.clone()),
-            organization: args.org.clone(),
-        },
+    let req = CaRequest {
+        organization: args.org.clone(),
         trust_domain: args.trust_domain.clone(),
         ttl: Some(args.ttl),
         path_len: args.path_len,
-        ..CertRequest::default()
+        ..CaRequest::new(CaProfile::Root, args.cn.clone())
     };
     let ca = CertificateAuthority::new_root(key.clone(), &req, now)?;
     let cert = ca.certificate().clone();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use canopy::ca::CertificateAuthority;
 use canopy::key::{KeyPair, KeyType, Passphrase};
-use canopy::profile::{CertRequest, Profile, Subject};
+use canopy::profile::{CaProfile, CaRequest};
 use canopy::spiffe::TrustDomain;
 use canopy::ttl::Ttl;
 use rand::RngCore;
@@ -116,14 +116,11 @@ fn make_cas(dir: &Path, td: &TrustDomain) -> Result<(), DevError> {
     let root_key = Arc::new(KeyPair::generate(KeyType::EcdsaP256).map_err(ca_error)?);
     let root = CertificateAuthority::new_root(
         root_key.clone(),
-        &CertRequest {
-            subject: Subject {
-                common_name: Some("canopy DEV root - not for production".into()),
-                organization: Some("canopy dev".into()),
-            },
+        &CaRequest {
+            organization: Some("canopy dev".into()),
             trust_domain: Some(td.clone()),
             ttl: Some(Ttl::years(10)),
-            ..CertRequest::default()
+            ..CaRequest::new(CaProfile::Root, "canopy DEV root - not for production")
         },
         now,
     )
@@ -136,16 +133,15 @@ fn make_cas(dir: &Path, td: &TrustDomain) -> Result<(), DevError> {
     for name in DEV_INTERMEDIATES {
         let (issued, key) = root
             .issue_with_new_key(
-                Profile::Intermediate,
-                &CertRequest {
-                    subject: Subject {
-                        common_name: Some(format!("canopy DEV intermediate {name}")),
-                        organization: Some("canopy dev".into()),
-                    },
+                &CaRequest {
+                    organization: Some("canopy dev".into()),
                     trust_domain: Some(td.clone()),
                     ttl: Some(Ttl::years(5)),
                     clamp_to_issuer: true,
-                    ..CertRequest::default()
+                    ..CaRequest::new(
+                        CaProfile::Intermediate,
+                        format!("canopy DEV intermediate {name}"),
+                    )
                 },
                 KeyType::EcdsaP256,
                 now,

@@ -15,7 +15,8 @@ use canopy::ca::CaError;
 use canopy::cert::Certificate;
 use canopy::crl::{Crl, RevocationReason, RevokedEntry};
 use canopy::csr::{Csr, CsrError};
-use canopy::profile::{check_dns_name, CertRequest, Profile, ProfileError, Subject};
+use canopy::dns::{DnsName, Wildcards};
+use canopy::profile::{LeafProfile, LeafRequest, Profile, ProfileError, Subject};
 use canopy::serial::Serial;
 use canopy::spiffe::{SpiffeId, TrustDomain};
 use canopy::ttl::Ttl;
@@ -63,6 +64,15 @@ impl SignRequest {
             intermediate,
         })
     }
+}
+
+/// The CSR's DNS names as [`DnsName`]s (wildcards parse; policy decides whether they pass).
+fn dns_names(csr: &Csr) -> Result<Vec<DnsName>, IssueError> {
+    csr.dns_names()
+        .iter()
+        .map(|name| DnsName::parse(name, Wildcards::Allowed))
+        .collect::<Result<_, _>>()
+        .map_err(|e| IssueError::bad(ErrorCode::BadDnsName, e.to_string()))
 }
 
 /// A signed and recorded certificate.
@@ -471,10 +481,7 @@ impl Issuer {
             None if request.profile == Profile::Workload => requester.spiffe_id().cloned(),
             None => None,
         };
-        for name in csr.dns_names() {
-            check_dns_name(name, true)
-                .map_err(|e| IssueError::bad(ErrorCode::BadDnsName, e.to_string()))?;
-        }
+        dns_names(csr)?;
         let names = self.authorities.names();
         let ask = Ask {
             profile: request.profile,
@@ -512,34 +519,41 @@ impl Issuer {
             .authorities
             .get(&grant.intermediate)
             .ok_or_else(|| IssueError::Internal("decided intermediate is not loaded".into()))?;
-        let dns_names: Vec<String> = csr.dns_names().to_vec();
+        // Wildcards get past `decide` only through a policy with `wildcards: true`.
+        let dns_names = dns_names(&csr)?;
         let ip_addresses: Vec<IpAddr> = csr.ip_addresses().to_vec();
 
         // The CN is kept only when it repeats a DNS SAN the policy allowed: a free CN
         // would be a name nobody checked.
         let common_name = csr
             .subject_cn()
-            .filter(|cn| dns_names.iter().any(|d| d.eq_ignore_ascii_case(cn)))
+            .filter(|cn| {
+                dns_names
+                    .iter()
+                    .any(|d| d.as_str().eq_ignore_ascii_case(cn))
+            })
             .map(str::to_string);
-        let cert_request = CertRequest {
+        // `decide` refuses CA profiles; this only turns that into the type.
+        let leaf_profile = LeafProfile::try_from(profile).map_err(|e| IssueError::Denied {
+            code: ErrorCode::CaNotAllowed,
+            message: e.to_string(),
+        })?;
+        let cert_request = LeafRequest {
             subject: Subject {
                 common_name,
                 organization: None,
             },
             spiffe_id: spiffe_id.clone(),
             trust_domain: Some(self.trust_domain.clone()),
-            dns_names: dns_names.clone(),
-            ip_addresses: ip_addresses.clone(),
+            dns_names,
+            ip_addresses,
             ttl: Some(grant.ttl),
-            path_len: None,
             clamp_to_issuer: true,
-            // Wildcards got here only through a policy with `wildcards: true`.
-            allow_wildcard_dns: true,
-            name_constraints: None,
+            ..LeafRequest::new(leaf_profile)
         };
         let issued = intermediate
             .ca
-            .issue_for_csr(profile, &csr, &cert_request, now)
+            .issue_for_csr(&csr, &cert_request, now)
             .map_err(|e| signing_error(e, &intermediate.name))?;
 
         let cert = issued.certificate;

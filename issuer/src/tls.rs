@@ -12,8 +12,9 @@ use std::time::Duration;
 use axum::Router;
 use canopy::ca::CaError;
 use canopy::cert::Certificate;
+use canopy::dns::DnsName;
 use canopy::key::{KeyPair, KeyType, Passphrase};
-use canopy::profile::{CertRequest, Profile};
+use canopy::profile::{LeafProfile, LeafRequest};
 use canopy::ttl::Ttl;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -234,16 +235,21 @@ pub fn issue_server_cert(
     ip_addresses: &[std::net::IpAddr],
     now: OffsetDateTime,
 ) -> Result<(Arc<CertifiedKey>, Certificate), TlsError> {
-    let request = CertRequest {
-        dns_names: dns_names.to_vec(),
+    let dns_names = dns_names
+        .iter()
+        .map(|d| d.parse::<DnsName>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Certificate(e.to_string()))?;
+    let request = LeafRequest {
+        dns_names,
         ip_addresses: ip_addresses.to_vec(),
         ttl: Some(SERVER_CERT_TTL),
         clamp_to_issuer: true,
-        ..CertRequest::default()
+        ..LeafRequest::new(LeafProfile::Server)
     };
     let (issued, key) = intermediate
         .ca
-        .issue_with_new_key(Profile::Server, &request, KeyType::EcdsaP256, now)
+        .issue_with_new_key(&request, KeyType::EcdsaP256, now)
         .map_err(|e: CaError| TlsError::Certificate(e.to_string()))?;
     let chain = issued
         .chain

@@ -11,7 +11,7 @@ use canopy::ca::CertificateAuthority;
 use canopy::cert::Certificate;
 use canopy::constraints::NameConstraints;
 use canopy::key::{KeyPair, KeyType, Passphrase};
-use canopy::profile::{CertRequest, Profile};
+use canopy::profile::{CaProfile, CaRequest, LeafProfile, LeafRequest};
 use canopy::ttl::Ttl;
 use serde_json::json;
 
@@ -194,12 +194,11 @@ impl Env {
     ) -> (canopy::ca::IssuedCertificate, KeyPair) {
         self.aws_ca()
             .issue_with_new_key(
-                Profile::Workload,
-                &CertRequest {
+                &LeafRequest {
                     spiffe_id: Some(spiffe.parse().unwrap()),
                     trust_domain: Some(TD.parse().unwrap()),
                     ttl: Some(ttl),
-                    ..CertRequest::default()
+                    ..LeafRequest::new(LeafProfile::Workload)
                 },
                 KeyType::EcdsaP256,
                 signed_at,
@@ -214,17 +213,12 @@ impl Env {
         let (mesh, mesh_key) = self
             .aws_ca()
             .issue_with_new_key(
-                Profile::MeshCa,
-                &CertRequest {
-                    subject: canopy::profile::Subject {
-                        common_name: Some("aws mesh CA".into()),
-                        organization: None,
-                    },
+                &CaRequest {
                     trust_domain: Some(TD.parse().unwrap()),
                     ttl: Some(Ttl::days(30)),
                     clamp_to_issuer: true,
                     name_constraints: constraints,
-                    ..CertRequest::default()
+                    ..CaRequest::new(CaProfile::MeshCa, "aws mesh CA")
                 },
                 KeyType::EcdsaP256,
                 now,
@@ -238,13 +232,12 @@ impl Env {
         .unwrap();
         let (leaf, leaf_key) = mesh_ca
             .issue_with_new_key(
-                Profile::Workload,
-                &CertRequest {
+                &LeafRequest {
                     spiffe_id: Some(spiffe.parse().unwrap()),
                     trust_domain: Some(TD.parse().unwrap()),
                     ttl: Some(Ttl::hours(1)),
                     clamp_to_issuer: true,
-                    ..CertRequest::default()
+                    ..LeafRequest::new(LeafProfile::Workload)
                 },
                 KeyType::EcdsaP256,
                 now,
@@ -362,12 +355,11 @@ fn leaf_signed_with_the_intermediate_key_but_never_recorded_is_no_identity() {
     let (leaf, key) = env
         .aws_ca()
         .issue_with_new_key(
-            Profile::Workload,
-            &CertRequest {
+            &LeafRequest {
                 spiffe_id: Some(id("/ns/shop/sa/web").parse().unwrap()),
                 trust_domain: Some(TD.parse().unwrap()),
                 ttl: Some(Ttl::hours(1)),
-                ..CertRequest::default()
+                ..LeafRequest::new(LeafProfile::Workload)
             },
             KeyType::EcdsaP256,
             time::OffsetDateTime::now_utc(),

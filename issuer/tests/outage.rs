@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::common::*;
 use canopy::ca::CertificateAuthority;
 use canopy::key::{KeyPair, KeyType};
-use canopy::profile::{CertRequest, Profile, Subject};
+use canopy::profile::{CaProfile, CaRequest};
 use canopy::spiffe::TrustDomain;
 use canopy::ttl::Ttl;
 use serde_json::json;
@@ -86,14 +86,10 @@ fn expired_intermediate_is_not_ready_and_does_not_sign() {
     let root_key = Arc::new(KeyPair::generate(KeyType::EcdsaP256).unwrap());
     let root = CertificateAuthority::new_root(
         root_key,
-        &CertRequest {
-            subject: Subject {
-                common_name: Some("test root".into()),
-                organization: None,
-            },
+        &CaRequest {
             trust_domain: Some(td.clone()),
             ttl: Some(Ttl::years(10)),
-            ..CertRequest::default()
+            ..CaRequest::new(CaProfile::Root, "test root")
         },
         long_ago,
     )
@@ -102,15 +98,10 @@ fn expired_intermediate_is_not_ready_and_does_not_sign() {
     for (name, ttl) in [("fresh", Ttl::years(1)), ("old", Ttl::days(2))] {
         let (issued, key) = root
             .issue_with_new_key(
-                Profile::Intermediate,
-                &CertRequest {
-                    subject: Subject {
-                        common_name: Some(format!("test {name}")),
-                        organization: None,
-                    },
+                &CaRequest {
                     trust_domain: Some(td.clone()),
                     ttl: Some(ttl),
-                    ..CertRequest::default()
+                    ..CaRequest::new(CaProfile::Intermediate, format!("test {name}"))
                 },
                 KeyType::EcdsaP256,
                 long_ago,

@@ -616,18 +616,14 @@ mod tests {
     use super::*;
     use canopy::ca::CertificateAuthority;
     use canopy::key::KeyType;
-    use canopy::profile::{CertRequest, Profile, Subject};
+    use canopy::profile::{CaProfile, CaRequest};
     use std::sync::Arc;
     use time::Duration;
 
-    fn req(cn: &str) -> CertRequest {
-        CertRequest {
-            subject: Subject {
-                common_name: Some(cn.into()),
-                organization: None,
-            },
+    fn req(profile: CaProfile, cn: &str) -> CaRequest {
+        CaRequest {
             trust_domain: Some("mesh.example".parse().unwrap()),
-            ..Default::default()
+            ..CaRequest::new(profile, cn)
         }
     }
 
@@ -645,9 +641,13 @@ mod tests {
     fn decide_build_keep_renew_and_detect_hand_edits() {
         let now = time::macros::datetime!(2026-01-01 0:00 UTC);
         let key = Arc::new(KeyPair::generate(KeyType::EcdsaP256).unwrap());
-        let root = CertificateAuthority::new_root(key, &req("Root"), now).unwrap();
+        let root = CertificateAuthority::new_root(key, &req(CaProfile::Root, "Root"), now).unwrap();
         let (int, int_key) = root
-            .issue_with_new_key(Profile::Intermediate, &req("aws"), KeyType::EcdsaP256, now)
+            .issue_with_new_key(
+                &req(CaProfile::Intermediate, "aws"),
+                KeyType::EcdsaP256,
+                now,
+            )
             .unwrap();
         let signing = Signing::new("aws", vec![int.certificate.clone()], int_key).unwrap();
         let settings = IstioClusterConfig::default();
@@ -665,8 +665,7 @@ mod tests {
         let (mesh, mesh_key) = signing
             .ca
             .issue_with_new_key(
-                Profile::MeshCa,
-                &req("aws mesh CA"),
+                &req(CaProfile::MeshCa, "aws mesh CA"),
                 KeyType::EcdsaP256,
                 now,
             )

@@ -14,7 +14,7 @@ use canopy::ca::IssuedCertificate;
 use canopy::cert::Certificate;
 use canopy::chain::verify_path;
 use canopy::key::KeyPair;
-use canopy::profile::{CertRequest, Profile, Subject};
+use canopy::profile::{CaProfile, CaRequest, Profile};
 use canopy::rotation::{Decision, Observed, Root};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -316,11 +316,7 @@ impl Syncer {
         reason: &str,
         now: OffsetDateTime,
     ) -> Result<(IssuedCertificate, KeyPair), String> {
-        let req = CertRequest {
-            subject: Subject {
-                common_name: Some(format!("{} mesh CA", cluster.name)),
-                organization: None,
-            },
+        let req = CaRequest {
             trust_domain: Some(self.setup.trust_domain.clone()),
             ttl: Some(cluster.settings.mesh_ca_ttl),
             path_len: Some(0),
@@ -330,11 +326,11 @@ impl Syncer {
                     .settings
                     .mesh_ca_constraints(&self.setup.trust_domain),
             ),
-            ..Default::default()
+            ..CaRequest::new(CaProfile::MeshCa, format!("{} mesh CA", cluster.name))
         };
         let (issued, key) = signing
             .ca
-            .issue_with_new_key(Profile::MeshCa, &req, cluster.settings.key_type, now)
+            .issue_with_new_key(&req, cluster.settings.key_type, now)
             .map_err(|e| {
                 format!(
                     "cannot mint a mesh CA under intermediate {}: {e}",

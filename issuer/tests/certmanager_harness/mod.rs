@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use canopy::ca::CertificateAuthority;
 use canopy::key::{KeyPair, KeyType};
-use canopy::profile::{CertRequest, Profile, Subject};
+use canopy::profile::{CaProfile, CaRequest};
 use canopy::ttl::Ttl;
 use canopy_issuer::certmanager::{crd_files, Controller, Settings};
 use canopy_issuer::config::{ClusterConfig, Config};
@@ -237,14 +237,10 @@ fn make_pki(dir: &Path) {
     let root_key = Arc::new(KeyPair::generate(KeyType::EcdsaP256).unwrap());
     let root = CertificateAuthority::new_root(
         root_key,
-        &CertRequest {
-            subject: Subject {
-                common_name: Some("canopy test root".into()),
-                organization: None,
-            },
+        &CaRequest {
             trust_domain: Some(td.clone()),
             ttl: Some(Ttl::years(10)),
-            ..CertRequest::default()
+            ..CaRequest::new(CaProfile::Root, "canopy test root")
         },
         now,
     )
@@ -253,15 +249,13 @@ fn make_pki(dir: &Path) {
     for name in ["aws", "azure"] {
         let (issued, key) = root
             .issue_with_new_key(
-                Profile::Intermediate,
-                &CertRequest {
-                    subject: Subject {
-                        common_name: Some(format!("canopy test {name} intermediate")),
-                        organization: None,
-                    },
+                &CaRequest {
                     trust_domain: Some(td.clone()),
                     ttl: Some(Ttl::years(5)),
-                    ..CertRequest::default()
+                    ..CaRequest::new(
+                        CaProfile::Intermediate,
+                        format!("canopy test {name} intermediate"),
+                    )
                 },
                 KeyType::EcdsaP256,
                 now,

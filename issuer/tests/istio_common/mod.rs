@@ -13,7 +13,7 @@ use base64::Engine;
 use canopy::ca::{CertificateAuthority, IssuedCertificate};
 use canopy::cert::Certificate;
 use canopy::key::{KeyPair, KeyType};
-use canopy::profile::{CertRequest, Profile, Subject};
+use canopy::profile::{CaProfile, CaRequest, LeafProfile, LeafRequest};
 use canopy::ttl::Ttl;
 use canopy_issuer::config::Config;
 use canopy_issuer::istio::{IstioClusterConfig, IstioConfig, IstioSetup};
@@ -26,15 +26,11 @@ use time::OffsetDateTime;
 pub const TD: &str = "mesh.example";
 pub const NS: &str = "istio-system";
 
-pub fn req(cn: &str, ttl: Option<Ttl>) -> CertRequest {
-    CertRequest {
-        subject: Subject {
-            common_name: Some(cn.into()),
-            organization: None,
-        },
+pub fn req(profile: CaProfile, cn: &str, ttl: Option<Ttl>) -> CaRequest {
+    CaRequest {
         trust_domain: Some(TD.parse().unwrap()),
         ttl,
-        ..Default::default()
+        ..CaRequest::new(profile, cn)
     }
 }
 
@@ -46,9 +42,12 @@ pub fn new_root(dir: &Path, name: &str, now: OffsetDateTime) -> CertificateAutho
         key.to_unencrypted_pem().as_bytes(),
     )
     .unwrap();
-    let root =
-        CertificateAuthority::new_root(Arc::new(key), &req(&format!("Root {name}"), None), now)
-            .unwrap();
+    let root = CertificateAuthority::new_root(
+        Arc::new(key),
+        &req(CaProfile::Root, &format!("Root {name}"), None),
+        now,
+    )
+    .unwrap();
     std::fs::write(
         dir.join(format!("root-{name}.pem")),
         root.certificate().to_pem(),
@@ -67,7 +66,7 @@ pub fn new_intermediate(
     now: OffsetDateTime,
 ) -> (IssuedCertificate, PathBuf) {
     let (issued, key) = root
-        .issue_with_new_key(Profile::Intermediate, &req(name, ttl), key_type, now)
+        .issue_with_new_key(&req(CaProfile::Intermediate, name, ttl), key_type, now)
         .unwrap();
     std::fs::write(dir.join(format!("{name}.pem")), issued.certificate.to_pem()).unwrap();
     std::fs::write(
@@ -482,11 +481,13 @@ pub fn leaf_from(dir: &Path, files: &BTreeMap<String, Vec<u8>>, at: OffsetDateTi
     let chain = Certificate::parse_pem_all(&text(files, "cert-chain.pem")).unwrap();
     let above: Vec<Certificate> = chain[1..chain.len() - 1].to_vec();
     let mesh_ca = CertificateAuthority::new(ca, above, Arc::new(key)).unwrap();
-    let mut r = req("", None);
-    r.subject.common_name = None;
-    r.spiffe_id = Some(format!("spiffe://{TD}/ns/default/sa/app").parse().unwrap());
+    let r = LeafRequest {
+        trust_domain: Some(TD.parse().unwrap()),
+        spiffe_id: Some(format!("spiffe://{TD}/ns/default/sa/app").parse().unwrap()),
+        ..LeafRequest::new(LeafProfile::Workload)
+    };
     let (leaf, _) = mesh_ca
-        .issue_with_new_key(Profile::Workload, &r, KeyType::EcdsaP256, at)
+        .issue_with_new_key(&r, KeyType::EcdsaP256, at)
         .unwrap();
     std::fs::write(dir.join("leaf.pem"), leaf.certificate.to_pem()).unwrap();
     std::fs::write(dir.join("leaf-chain.pem"), text(files, "cert-chain.pem")).unwrap();
