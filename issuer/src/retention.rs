@@ -46,9 +46,9 @@ pub struct RetentionConfig {
     #[serde(default = "default_batch_size")]
     pub batch_size: u32,
     /// Least pause between batches, milliseconds (default 20). The pause is also at
-    /// least as long as the batch took, so a pass holds the database's write lock at
-    /// most half the time and signing, which writes to the same database, keeps most
-    /// of its pace during a large pass.
+    /// least twice as long as the batch took, so a pass holds the database's write lock
+    /// at most a third of the time and signing, which writes to the same database,
+    /// keeps most of its pace during a large pass.
     #[serde(default = "default_batch_pause_ms")]
     pub batch_pause_ms: u64,
 }
@@ -238,7 +238,7 @@ pub async fn pass(
         if deleted < u64::from(config.batch_size) {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(config.batch_pause_ms).max(batch_took)).await;
+        tokio::time::sleep(Duration::from_millis(config.batch_pause_ms).max(2 * batch_took)).await;
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
