@@ -55,6 +55,9 @@ pub struct ScaleArgs {
     /// Skip PostgreSQL.
     #[arg(long)]
     no_postgres: bool,
+    /// Skip SQLite (to measure PostgreSQL alone).
+    #[arg(long, conflicts_with = "no_postgres")]
+    no_sqlite: bool,
     /// Folder for the databases (default: a new one under the temp folder).
     #[arg(long)]
     work_dir: Option<std::path::PathBuf>,
@@ -153,17 +156,18 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
     let mut reports = Vec::new();
     let mut notes = Vec::new();
 
-    let dir = work.path().join("sqlite");
-    std::fs::create_dir_all(&dir)?;
-    let url = format!("sqlite:{}", dir.join("issuer.db").display());
-    eprintln!("canopy-bench scale: SQLite, {rows} rows ({due} due for tidy)");
-    reports.push(
-        setup
-            .backend("sqlite", "SQLite file, WAL, synchronous=FULL", &dir, &url)
-            .await?,
-    );
-    // The SQLite file is large at 10M rows: gone before PostgreSQL fills its own.
-    let _ = std::fs::remove_dir_all(&dir);
+    if args.no_sqlite {
+        notes.push("SQLite skipped (--no-sqlite)".to_string());
+    } else {
+        let dir = work.path().join("sqlite");
+        std::fs::create_dir_all(&dir)?;
+        let url = format!("sqlite:{}", dir.join("issuer.db").display());
+        eprintln!("canopy-bench scale: SQLite, {rows} rows ({due} due for tidy)");
+        let storage = "SQLite file, WAL, synchronous=FULL";
+        reports.push(setup.backend("sqlite", storage, &dir, &url).await?);
+        // The SQLite file is large at 10M rows: gone before PostgreSQL fills its own.
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     if args.no_postgres {
         notes.push("PostgreSQL skipped (--no-postgres)".to_string());
