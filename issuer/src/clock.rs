@@ -17,6 +17,16 @@ pub fn now_precise() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
+/// `t` in Unix milliseconds (the audit log's and the store leases' unit).
+pub fn unix_ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    unix_ms(now_precise())
+}
+
 /// Now, as the Kubernetes types' timestamp (Lease times, status conditions).
 #[allow(clippy::disallowed_methods)]
 pub fn timestamp() -> k8s_openapi::jiff::Timestamp {

@@ -310,7 +310,7 @@ pub async fn create_token(
         expires_at: Some(now.unix_timestamp() + ttl.as_seconds()),
     };
     let event = AuditEvent::new(
-        (now.unix_timestamp_nanos() / 1_000_000) as i64,
+        crate::clock::unix_ms(now),
         actor,
         "token.create",
         format!("token:{id}"),

@@ -251,7 +251,7 @@ impl Signed<'_> {
             )
         };
         let event = AuditEvent::new(
-            now_ms(now),
+            crate::clock::unix_ms(now),
             requester.to_string(),
             "sign",
             self.cert.serial().to_string(),
@@ -284,10 +284,6 @@ pub struct Issuer {
     store: Store,
     recorder: Recorder,
     metrics: Arc<Metrics>,
-}
-
-fn now_ms(now: OffsetDateTime) -> i64 {
-    (now.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 impl Issuer {
@@ -418,7 +414,7 @@ impl Issuer {
             return;
         }
         let event = AuditEvent::new(
-            now_ms(now),
+            crate::clock::unix_ms(now),
             requester.to_string(),
             "sign",
             "",
@@ -663,7 +659,7 @@ impl Issuer {
                 format!("{requester} may not revoke certificate {serial}")
             };
             let event = AuditEvent::new(
-                now_ms(now),
+                crate::clock::unix_ms(now),
                 requester.to_string(),
                 "revoke",
                 serial.clone(),
@@ -680,7 +676,7 @@ impl Issuer {
             });
         }
         let event = AuditEvent::new(
-            now_ms(now),
+            crate::clock::unix_ms(now),
             requester.to_string(),
             "revoke",
             serial.clone(),
@@ -724,7 +720,7 @@ impl Issuer {
             })?;
         let now = crate::clock::now_precise();
         let event = AuditEvent::new(
-            now_ms(now),
+            crate::clock::unix_ms(now),
             requester.to_string(),
             "deny-identity",
             id.to_string(),
@@ -770,7 +766,7 @@ impl Issuer {
             return Ok(crl);
         }
         // Milliseconds since the epoch: increases across restarts and replicas.
-        let number = u64::try_from(now_ms(now)).unwrap_or_default();
+        let number = u64::try_from(crate::clock::unix_ms(now)).unwrap_or_default();
         let this_update = now - time::Duration::seconds(60);
         let next_update = now + CRL_VALIDITY;
         let crl = Arc::new(

@@ -365,7 +365,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = Store::connect(&config.storage.url, 1).await?;
             let now = canopy_issuer::clock::now_precise();
             let event = canopy_issuer::audit::AuditEvent::new(
-                (now.unix_timestamp_nanos() / 1_000_000) as i64,
+                canopy_issuer::clock::unix_ms(now),
                 "cli",
                 "token.revoke",
                 format!("token:{id}"),
@@ -538,10 +538,6 @@ fn checkpoint_key(
     Ok(canopy_issuer::audit::checkpoint::CheckpointKey::load(path)?)
 }
 
-fn now_ms() -> i64 {
-    (canopy_issuer::clock::now_precise().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 async fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
     use canopy_issuer::audit::{archive, checkpoint::CheckpointPublicKey, verify};
     match command {
@@ -638,7 +634,7 @@ async fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 .archive_dir
                 .clone()
                 .context("no audit.archive_dir in the config")?;
-            let before = now_ms() - retention.as_seconds() * 1000;
+            let before = canopy_issuer::clock::now_ms() - retention.as_seconds() * 1000;
             let store = Store::connect(&config.storage.url, 1).await?;
             store.migrate().await?;
             let report = if dry_run {
@@ -745,7 +741,7 @@ fn cli_event(
 ) -> canopy_issuer::audit::AuditEvent {
     let now = canopy_issuer::clock::now_precise();
     canopy_issuer::audit::AuditEvent::new(
-        (now.unix_timestamp_nanos() / 1_000_000) as i64,
+        canopy_issuer::clock::unix_ms(now),
         "cli",
         action,
         target,

@@ -187,7 +187,7 @@ impl Guard<'_> {
             return Some("shutting down");
         }
         match store
-            .try_lease(LEASE, self.holder, now_ms(), self.ttl_ms)
+            .try_lease(LEASE, self.holder, crate::clock::now_ms(), self.ttl_ms)
             .await
         {
             Ok(true) => {}
@@ -226,7 +226,7 @@ pub async fn pass(
         }
         let batch_started = Instant::now();
         let deleted = store
-            .tidy_batch(report.cutoff, config.batch_size, now_ms())
+            .tidy_batch(report.cutoff, config.batch_size, crate::clock::now_ms())
             .await?;
         let batch_took = batch_started.elapsed();
         if deleted == 0 {
@@ -306,10 +306,6 @@ pub async fn run(
     }
 }
 
-fn now_ms() -> i64 {
-    (crate::clock::now_precise().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 async fn run_once(
     store: &Store,
     config: &RetentionConfig,
@@ -319,7 +315,10 @@ async fn run_once(
     ttl_ms: i64,
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<Option<PassReport>, StoreError> {
-    if !store.try_lease(LEASE, holder, now_ms(), ttl_ms).await? {
+    if !store
+        .try_lease(LEASE, holder, crate::clock::now_ms(), ttl_ms)
+        .await?
+    {
         return Ok(None);
     }
     let paused = store.retention_paused().await?;
@@ -328,7 +327,7 @@ async fn run_once(
         return Ok(None);
     }
     if let Some(audit) = audit {
-        let before_ms = now_ms() - audit.retention.as_seconds() * 1000;
+        let before_ms = crate::clock::now_ms() - audit.retention.as_seconds() * 1000;
         match crate::audit::archive::archive_and_prune(
             store,
             &audit.archive_dir,

@@ -93,7 +93,7 @@ async fn issue_listener_cert(
         now,
     )?;
     let event = AuditEvent::new(
-        (now.unix_timestamp_nanos() / 1_000_000) as i64,
+        crate::clock::unix_ms(now),
         "canopy-issuer",
         "sign",
         cert.serial().to_string(),

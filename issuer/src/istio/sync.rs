@@ -351,7 +351,7 @@ impl Syncer {
             )
         };
         let event = AuditEvent::new(
-            now_ms(now),
+            crate::clock::unix_ms(now),
             ACTOR,
             "sign",
             cert.serial().to_string(),
@@ -385,7 +385,7 @@ impl Syncer {
         now: OffsetDateTime,
     ) {
         let event = AuditEvent::new(
-            now_ms(now),
+            crate::clock::unix_ms(now),
             ACTOR,
             "cacerts.write",
             cluster.name.to_string(),
@@ -710,8 +710,4 @@ impl Syncer {
             clusters,
         }
     }
-}
-
-fn now_ms(now: OffsetDateTime) -> i64 {
-    (now.unix_timestamp_nanos() / 1_000_000) as i64
 }

@@ -22,7 +22,7 @@ impl Store {
         if let Some(existing) = self.checkpoint_at(seq).await? {
             return Ok(Some(existing));
         }
-        let at_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+        let at_ms = crate::clock::unix_ms(now);
         let signed = key.sign(seq, &hash, at_ms)?;
         // Replicas may race to checkpoint the same head: the first one's stays.
         let sql = "INSERT INTO audit_checkpoints (seq, hash, at_ms, key_id, signature) \

@@ -371,12 +371,4 @@ impl Store {
         revoked.sort_by(|a, b| (a.revoked_at, &a.serial).cmp(&(b.revoked_at, &b.serial)));
         Ok(revoked)
     }
-
-    /// Number of certificates stored.
-    pub async fn certificate_count(&self) -> Result<i64, StoreError> {
-        let n: i64 = on_pool!(self, pool => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM certificates").fetch_one(pool).await?
-        });
-        Ok(n)
-    }
 }
