@@ -36,8 +36,9 @@ use rand::RngCore;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{ClusterConfig, ClusterName};
+use crate::config::ClusterConfig;
 use crate::error_code::ErrorCode;
+use crate::names::ClusterName;
 use crate::policy::Presented;
 use crate::store::{Store, StoreError};
 

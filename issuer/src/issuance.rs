@@ -25,10 +25,11 @@ use time::OffsetDateTime;
 
 use crate::audit::{AuditEvent, Outcome};
 use crate::auth::{AuthMethod, Requester};
-use crate::config::{ClusterName, Config};
+use crate::config::Config;
 use crate::error_code::ErrorCode;
 use crate::intermediate::Authorities;
 use crate::metrics::{Metrics, ProfileLabel};
+use crate::names::ClusterName;
 use crate::policy::{self, Ask, Policy};
 use crate::recorder::Recorder;
 use crate::store::{CertificateRecord, Revocation, Store, StoreError, Write};

@@ -482,7 +482,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 bail!("use `cacerts sync --once` (serve keeps cacerts in sync continuously)");
             }
             let (config, _) = load(&source, None).await?;
-            let Some(setup) = config.istio_setup()? else {
+            let Some(setup) = canopy_issuer::istio::IstioSetup::of_config(
+                &config,
+                &canopy_issuer::ca_material::CaMaterial::load(&config)?,
+            )?
+            else {
                 bail!("no cluster in the config has `istio` settings");
             };
             let store = Store::connect(&config.storage.url, 2).await?;
@@ -514,7 +518,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status { source, output } => {
             let (config, _) = load(&source, None).await?;
-            let Some(setup) = config.istio_setup()? else {
+            let Some(setup) = canopy_issuer::istio::IstioSetup::of_config(
+                &config,
+                &canopy_issuer::ca_material::CaMaterial::load(&config)?,
+            )?
+            else {
                 bail!("no cluster in the config has `istio` settings");
             };
             let report = canopy_issuer::istio::status(setup, canopy_issuer::clock::now()).await;

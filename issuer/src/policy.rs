@@ -26,8 +26,9 @@ use canopy::ttl::Ttl;
 use serde::Deserialize;
 
 use crate::auth::{PolicyScope, Requester};
-use crate::config::{ClusterName, PolicyConfig};
+use crate::config::PolicyConfig;
 use crate::error_code::ErrorCode;
+use crate::names::ClusterName;
 
 /// A value a template stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -116,7 +116,8 @@ impl Service {
         let store = Store::connect(&config.storage.url, config.storage.max_connections).await?;
         store.migrate().await?;
         let now = crate::clock::now();
-        let authorities = Arc::new(Authorities::load(config, now)?);
+        let material = crate::ca_material::CaMaterial::load(config)?;
+        let authorities = Arc::new(Authorities::new(config, &material, now)?);
         let metrics = Arc::new(Metrics::new());
         let issuer = Arc::new(Issuer::new(
             config,
@@ -195,7 +196,7 @@ impl Service {
         }
         let crls = tls::load_crls(&config.crls)?;
         let tls = tls::server_config(&authorities.roots, &crls, server_cert)?;
-        let istio = match config.istio_setup()? {
+        let istio = match crate::istio::IstioSetup::of_config(config, &material)? {
             None => None,
             Some(setup) => {
                 let controller = crate::istio::Controller::new(

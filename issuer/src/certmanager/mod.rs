@@ -39,9 +39,10 @@ use kube::Client;
 use tokio::sync::watch;
 
 use crate::auth::{AuthMethod, KubernetesRequest, Requester};
-use crate::config::{ClusterConfig, ClusterName};
+use crate::config::ClusterConfig;
 pub use crate::leader::LeaseConfig;
 use crate::leader::{LeaderElector, LeaderError, LeaseSettings};
+use crate::names::ClusterName;
 use crate::Issuer;
 
 pub use crd::{crd_files, crds_yaml, write_crds};
@@ -195,28 +196,12 @@ pub enum ControllerError {
 /// A kube client for a configured cluster: its kubeconfig (and context), or the
 /// in-cluster service account.
 pub async fn client_for(cluster: &ClusterConfig) -> Result<Client, ControllerError> {
-    let err = |reason: String| ControllerError::Client {
-        cluster: cluster.name.to_string(),
-        reason,
-    };
-    let config = if cluster.in_cluster {
-        kube::Config::incluster().map_err(|e| err(format!("in-cluster config: {e}")))?
-    } else if let Some(path) = &cluster.kubeconfig {
-        let kubeconfig = kube::config::Kubeconfig::read_from(path)
-            .map_err(|e| err(format!("kubeconfig {}: {e}", path.display())))?;
-        let options = kube::config::KubeConfigOptions {
-            context: cluster.context.clone(),
-            ..Default::default()
-        };
-        kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-            .await
-            .map_err(|e| err(format!("kubeconfig {}: {e}", path.display())))?
-    } else {
-        kube::Config::infer()
-            .await
-            .map_err(|e| err(format!("no kubeconfig or in-cluster config: {e}")))?
-    };
-    Client::try_from(config).map_err(|e| err(e.to_string()))
+    crate::kube_client::client(&cluster.access, None)
+        .await
+        .map_err(|e| ControllerError::Client {
+            cluster: cluster.name.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// Per-object retry state: exponential backoff.

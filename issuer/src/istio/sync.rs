@@ -29,7 +29,8 @@ use crate::istio::desired::{
     self, assess, build, Blocked, CaPlan, Current, Desired, Material, Target, SECRET_NAME,
 };
 use crate::istio::report::{ClusterReport, Outcome, Report};
-use crate::istio::setup::{ClusterSetup, IstioSetup, KubeTarget, Signing};
+use crate::istio::setup::{ClusterSetup, IstioSetup, Signing};
+use crate::kube_client::KubeAccess;
 use crate::store::{CertificateRecord, Store, Write};
 
 /// Field manager and actor name of the Istio sync.
@@ -85,28 +86,10 @@ async fn timed<T>(
 }
 
 /// A kube client for a target.
-pub async fn connect(target: &KubeTarget, timeout: StdDuration) -> Result<kube::Client, String> {
-    let mut cfg = if target.in_cluster {
-        kube::Config::incluster().map_err(|e| format!("in-cluster config: {e}"))?
-    } else if let Some(path) = &target.kubeconfig {
-        let kc = kube::config::Kubeconfig::read_from(path)
-            .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
-        let opts = kube::config::KubeConfigOptions {
-            context: target.context.clone(),
-            ..Default::default()
-        };
-        kube::Config::from_custom_kubeconfig(kc, &opts)
-            .await
-            .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
-    } else {
-        kube::Config::infer()
-            .await
-            .map_err(|e| format!("no kubeconfig or in-cluster config: {e}"))?
-    };
-    cfg.connect_timeout = Some(timeout);
-    cfg.read_timeout = Some(timeout);
-    cfg.write_timeout = Some(timeout);
-    kube::Client::try_from(cfg).map_err(|e| format!("kube client: {e}"))
+pub async fn connect(target: &KubeAccess, timeout: StdDuration) -> Result<kube::Client, String> {
+    crate::kube_client::client(target, Some(timeout))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The Secret as canopy reads it.

@@ -32,8 +32,9 @@ use tokio::sync::watch;
 
 use crate::certmanager::reconcile::{Retry, Shared};
 use crate::certmanager::{Backoff, ControllerError, FIELD_MANAGER};
-use crate::config::{ClusterConfig, ClusterName};
+use crate::config::ClusterConfig;
 use crate::leader::{LeaderElector, LeaseConfig, LeaseSettings};
+use crate::names::ClusterName;
 use crate::Issuer;
 
 /// canopy's default signer name.
