@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use canopy_issuer::auth::Authenticator;
-use canopy_issuer::config::ClusterConfig;
+use canopy_issuer::config::{ClusterConfig, Jwks, JwtConfig};
 use canopy_issuer::kube_client::KubeAccess;
 use canopy_issuer::store::Store;
 use jsonwebtoken::{Algorithm, EncodingKey};
@@ -38,12 +38,12 @@ fn fixture() -> &'static Fixture {
             name: "eks-fuzz".parse().expect("cluster name"),
             intermediate: "aws".into(),
             access: KubeAccess::Inferred,
-            jwt: Some(
-                serde_json::from_value(serde_json::json!({
-                    "audiences": ["canopy-issuer"], "issuer": "https://kubernetes.default.svc", "jwks": jwks,
-                }))
-                .expect("jwt config"),
-            ),
+            jwt: Some(JwtConfig {
+                audiences: vec!["canopy-issuer".into()],
+                issuer: "https://kubernetes.default.svc".into(),
+                max_token_lifetime: canopy::ttl::Ttl::hours(24),
+                jwks: Jwks::Inline(jwks),
+            }),
             cert_manager: None,
             pod_certificates: None,
             istio: None,

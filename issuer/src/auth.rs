@@ -36,7 +36,7 @@ use rand::RngCore;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, Jwks};
 use crate::error_code::ErrorCode;
 use crate::names::ClusterName;
 use crate::policy::Presented;
@@ -472,10 +472,9 @@ impl Authenticator {
                 cluster: cluster.name.to_string(),
                 reason,
             };
-            let value = match (&jwt.jwks, &jwt.jwks_file) {
-                (Some(v), _) => v.clone(),
-                (None, Some(path)) => read_json(path).map_err(err)?,
-                (None, None) => return Err(err("no JWKS configured".into())),
+            let value = match &jwt.jwks {
+                Jwks::Inline(v) => v.clone(),
+                Jwks::File(path) => read_json(path).map_err(err)?,
             };
             let set: JwkSet =
                 serde_json::from_value(value).map_err(|e| err(format!("not a JWK set: {e}")))?;

@@ -14,6 +14,7 @@ pub mod config;
 pub mod dev;
 pub mod error_code;
 pub mod intermediate;
+pub mod invalid;
 pub mod issuance;
 pub mod istio;
 pub mod kube_client;

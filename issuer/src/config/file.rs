@@ -5,10 +5,11 @@
 use std::path::PathBuf;
 
 use canopy::spiffe::TrustDomain;
+use canopy::ttl::Ttl;
 use serde::Deserialize;
 
 use super::limits::Limits;
-use super::sections::{AuditSettings, JwtConfig, Listen, PolicyConfig, Storage, TokenSettings};
+use super::sections::{AuditSettings, Listen, PolicyConfig, Storage, TokenSettings};
 use crate::names::ClusterName;
 
 /// The whole file, as written.
@@ -156,7 +157,7 @@ pub struct ClusterFile {
     pub in_cluster: bool,
     /// Service-account JWT authentication for workloads of this cluster.
     #[serde(default)]
-    pub jwt: Option<JwtConfig>,
+    pub jwt: Option<JwtFile>,
     /// cert-manager external issuer for this cluster (controllers run when set).
     #[serde(default)]
     pub cert_manager: Option<crate::certmanager::CertManagerConfig>,
@@ -166,4 +167,28 @@ pub struct ClusterFile {
     /// Keep this cluster's Istio `cacerts` valid (absent: not managed).
     #[serde(default)]
     pub istio: Option<crate::istio::IstioClusterConfig>,
+}
+
+/// How to verify the cluster's service-account tokens, offline (`clusters[].jwt`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtFile {
+    /// Accepted audiences; a token must carry one of them.
+    pub audiences: Vec<String>,
+    /// Expected `iss` claim: the cluster's service-account issuer
+    /// (`kubectl get --raw /.well-known/openid-configuration`; `https://kubernetes.default.svc.cluster.local` on kind, the OIDC URL on EKS and AKS).
+    pub issuer: String,
+    /// Longest token lifetime (`exp - iat`) accepted; projected tokens default to 1 h.
+    #[serde(default = "default_max_token_lifetime")]
+    pub max_token_lifetime: Ttl,
+    /// JWKS file (the cluster's `/openid/v1/jwks`).
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// JWKS inline.
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+}
+
+fn default_max_token_lifetime() -> Ttl {
+    Ttl::hours(24)
 }

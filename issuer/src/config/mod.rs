@@ -12,13 +12,12 @@ pub mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use crate::invalid::{Invalid, Problem};
 pub use file::{ConfigFile, Pkcs11KeyConfig};
 pub use limits::Limits;
-pub use sections::{
-    AuditSettings, JwtConfig, Listen, PolicyConfig, Storage, TlsFiles, TokenSettings,
-};
-pub use settings::{ClusterConfig, Config, IntermediateConfig, IntermediateKey};
-pub use validate::{Invalid, Problem, API_PROFILES};
+pub use sections::{AuditSettings, Listen, PolicyConfig, Storage, TlsFiles, TokenSettings};
+pub use settings::{ClusterConfig, Config, IntermediateConfig, IntermediateKey, Jwks, JwtConfig};
+pub use validate::API_PROFILES;
 
 /// Environment variable that, when set, replaces `storage.url` from the config file.
 pub const STORAGE_URL_ENV: &str = "CANOPY_STORAGE_URL";

@@ -137,26 +137,6 @@ fn default_max_connections() -> u32 {
     10
 }
 
-/// How to verify the cluster's service-account tokens, offline.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JwtConfig {
-    /// Accepted audiences; a token must carry one of them.
-    pub audiences: Vec<String>,
-    /// Expected `iss` claim: the cluster's service-account issuer
-    /// (`kubectl get --raw /.well-known/openid-configuration`; `https://kubernetes.default.svc.cluster.local` on kind, the OIDC URL on EKS and AKS).
-    pub issuer: String,
-    /// Longest token lifetime (`exp - iat`) accepted; projected tokens default to 1 h.
-    #[serde(default = "default_max_token_lifetime")]
-    pub max_token_lifetime: Ttl,
-    /// JWKS file (the cluster's `/openid/v1/jwks`).
-    #[serde(default)]
-    pub jwks_file: Option<PathBuf>,
-    /// JWKS inline.
-    #[serde(default)]
-    pub jwks: Option<serde_json::Value>,
-}
-
 /// A policy: which identities may obtain which certificates.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -208,9 +188,6 @@ pub struct PolicyConfig {
 
 fn default_true() -> bool {
     true
-}
-fn default_max_token_lifetime() -> Ttl {
-    Ttl::hours(24)
 }
 fn default_max_ttl() -> Ttl {
     Ttl::hours(24)

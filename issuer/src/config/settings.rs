@@ -8,12 +8,14 @@ use std::path::PathBuf;
 
 use canopy::pkcs11::{KeySelector, TokenSpec};
 use canopy::spiffe::TrustDomain;
+use canopy::ttl::Ttl;
 
-use super::file::{ClusterFile, ConfigFile, IntermediateFile};
+use super::file::{ClusterFile, ConfigFile, IntermediateFile, JwtFile};
 use super::limits::Limits;
-use super::sections::{AuditSettings, JwtConfig, Listen, PolicyConfig, Storage, TokenSettings};
-use super::validate::{self, Invalid, Problem};
+use super::sections::{AuditSettings, Listen, PolicyConfig, Storage, TokenSettings};
+use super::validate;
 use crate::certmanager::CertManagerConfig;
+use crate::invalid::{Invalid, Problem};
 use crate::istio::{IstioClusterConfig, IstioConfig};
 use crate::kube_client::KubeAccess;
 use crate::names::ClusterName;
@@ -104,6 +106,28 @@ pub struct ClusterConfig {
     pub pod_certificates: Option<PodCertificatesConfig>,
     /// Keep this cluster's Istio `cacerts` valid.
     pub istio: Option<IstioClusterConfig>,
+}
+
+/// How to verify a cluster's service-account tokens, offline.
+#[derive(Clone, Debug)]
+pub struct JwtConfig {
+    /// Accepted audiences (at least one, none empty); a token must carry one of them.
+    pub audiences: Vec<String>,
+    /// Expected `iss` claim: the cluster's service-account issuer.
+    pub issuer: String,
+    /// Longest token lifetime (`exp - iat`) accepted.
+    pub max_token_lifetime: Ttl,
+    /// The cluster's public keys.
+    pub jwks: Jwks,
+}
+
+/// Where a cluster's JWKS (its `/openid/v1/jwks`) is.
+#[derive(Clone, Debug)]
+pub enum Jwks {
+    /// In a file (`jwks_file`).
+    File(PathBuf),
+    /// In the config (`jwks`).
+    Inline(serde_json::Value),
 }
 
 impl Config {
@@ -208,10 +232,28 @@ impl ClusterConfig {
             name: c.name,
             intermediate: c.intermediate,
             access,
-            jwt: c.jwt,
+            jwt: c.jwt.and_then(JwtConfig::from_checked),
             cert_manager: c.cert_manager,
             pod_certificates: c.pod_certificates,
             istio: c.istio,
         }
+    }
+}
+
+impl JwtConfig {
+    /// From a checked `clusters[].jwt`: exactly one of `jwks_file` and `jwks` is set (none
+    /// if neither, which the checks refuse).
+    fn from_checked(jwt: JwtFile) -> Option<JwtConfig> {
+        let jwks = match (jwt.jwks, jwt.jwks_file) {
+            (Some(value), _) => Jwks::Inline(value),
+            (None, Some(path)) => Jwks::File(path),
+            (None, None) => return None,
+        };
+        Some(JwtConfig {
+            audiences: jwt.audiences,
+            issuer: jwt.issuer,
+            max_token_lifetime: jwt.max_token_lifetime,
+            jwks,
+        })
     }
 }

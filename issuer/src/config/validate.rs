@@ -5,63 +5,15 @@
 
 use std::collections::HashSet;
 
-use super::file::{ClusterFile, ConfigFile};
-use super::sections::{JwtConfig, PolicyConfig};
+use super::file::{ClusterFile, ConfigFile, JwtFile};
+use super::sections::PolicyConfig;
 use crate::certmanager::CertManagerConfig;
+use crate::invalid::{Invalid, Problem};
 use crate::names::valid_name;
 use crate::podcertificate::PodCertificatesConfig;
 
 /// Profiles the API may issue.
 pub const API_PROFILES: [&str; 3] = ["workload", "server", "client"];
-
-/// A value the configuration may not hold: which field, and what is wrong with it.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("field `{field}`: {problem}")]
-pub struct Invalid {
-    /// Path of the field, like `clusters[1].intermediate`.
-    pub field: String,
-    /// What is wrong.
-    pub problem: Problem,
-}
-
-/// What is wrong with a field.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Problem {
-    /// It names an intermediate that is not configured.
-    #[error("no intermediate has this name")]
-    NoSuchIntermediate,
-    /// It names a policy that is not configured.
-    #[error("no policy has this name")]
-    NoSuchPolicy,
-    /// It names a cluster that is not configured.
-    #[error("no cluster has this name")]
-    NoSuchCluster,
-    /// An intermediate's or a policy's name is not a short lowercase word.
-    #[error("use 1-63 lowercase letters, digits, '-' or '_'")]
-    BadName,
-    /// The same name twice; says what kind of name.
-    #[error("duplicate {0}")]
-    Duplicate(&'static str),
-    /// A count or size below its minimum.
-    #[error("must be at least {0}")]
-    AtLeast(u64),
-    /// A rule of the file, in words: what to set or not to set.
-    #[error("{0}")]
-    Rule(&'static str),
-    /// A subsystem's own check of its settings (retention, Istio, PKCS#11, signer names).
-    #[error("{0}")]
-    Refused(String),
-}
-
-impl Problem {
-    /// At `field`.
-    pub fn at(self, field: impl Into<String>) -> Invalid {
-        Invalid {
-            field: field.into(),
-            problem: self,
-        }
-    }
-}
 
 /// Every check, in the order of the file's sections; the first problem found.
 pub fn check(file: &ConfigFile) -> Result<(), Invalid> {
@@ -184,9 +136,9 @@ fn cluster(file: &ConfigFile, c: &ClusterFile, at: &str) -> Result<(), Invalid> 
         pod_certificates(file, pc, &format!("{at}.pod_certificates"))?;
     }
     if let Some(istio) = &c.istio {
-        istio.validate().map_err(|(field, reason)| {
-            Problem::Refused(reason).at(format!("{at}.istio.{field}"))
-        })?;
+        istio
+            .validate()
+            .map_err(|e| e.below(&format!("{at}.istio")))?;
     }
     if c.in_cluster && c.kubeconfig.is_some() {
         return Err(
@@ -243,7 +195,7 @@ fn pod_certificates(
     Ok(())
 }
 
-fn jwt(jwt: &JwtConfig, at: &str) -> Result<(), Invalid> {
+fn jwt(jwt: &JwtFile, at: &str) -> Result<(), Invalid> {
     if jwt.audiences.is_empty() || jwt.audiences.iter().any(|a| a.is_empty()) {
         return Err(
             Problem::Rule("name at least one non-empty audience").at(format!("{at}.audiences"))

@@ -15,6 +15,7 @@ use time::Duration;
 use crate::ca_material::{CaKey, CaMaterial};
 use crate::config::{ClusterConfig, Config, IntermediateConfig, IntermediateKey};
 use crate::intermediate::LoadError;
+use crate::invalid::Invalid;
 use crate::istio::config::{normalize_fingerprint, IstioClusterConfig, IstioConfig};
 use crate::kube_client::KubeAccess;
 use crate::names::ClusterName;
@@ -26,13 +27,8 @@ pub enum SetupError {
     #[error(transparent)]
     Material(#[from] LoadError),
     /// A setting is wrong.
-    #[error("config: field `{field}`: {reason}")]
-    Invalid {
-        /// Field path.
-        field: String,
-        /// Why.
-        reason: String,
-    },
+    #[error("config: {0}")]
+    Invalid(Invalid),
 }
 
 /// An intermediate that signs (or, in `intermediate` mode, is published as) a mesh CA.
@@ -194,20 +190,16 @@ impl IstioSetup {
         material: &CaMaterial,
     ) -> Result<IstioSetup, SetupError> {
         let roots = material.roots.clone();
+        let is_cluster = |name: &str| config.clusters.iter().any(|c| c.name.as_str() == name);
+        let is_intermediate = |name: &str| config.intermediate(name).is_some();
         istio
-            .validate(config, &roots)
-            .map_err(|(field, reason)| SetupError::Invalid {
-                field: format!("istio.{field}"),
-                reason,
-            })?;
+            .validate(&roots, is_cluster, is_intermediate)
+            .map_err(|e| SetupError::Invalid(e.below("istio")))?;
         let mut out = Vec::new();
         for (i, (cc, settings)) in clusters.into_iter().enumerate() {
             settings
                 .validate()
-                .map_err(|(field, reason)| SetupError::Invalid {
-                    field: format!("clusters[{i}].istio.{field}"),
-                    reason,
-                })?;
+                .map_err(|e| SetupError::Invalid(e.below(&format!("clusters[{i}].istio"))))?;
             out.push(cluster_setup(config, istio, cc, settings, material));
         }
         let rotation = istio
