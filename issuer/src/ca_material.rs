@@ -161,3 +161,49 @@ fn load_key(key: &IntermediateKey) -> Result<CaKey, String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClusterConfig;
+    use crate::intermediate::Authorities;
+    use crate::istio::{IstioClusterConfig, IstioSetup};
+    use crate::kube_client::KubeAccess;
+
+    #[tokio::test]
+    async fn keys_are_read_once_and_shared_by_the_authorities_and_the_istio_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let setup = crate::dev::prepare(dir.path(), None).await.unwrap();
+        let mut config = setup.config.clone();
+        config.clusters.push(ClusterConfig {
+            name: "aws".parse().unwrap(),
+            intermediate: "aws".into(),
+            access: KubeAccess::Inferred,
+            jwt: None,
+            cert_manager: None,
+            pod_certificates: None,
+            istio: Some(IstioClusterConfig::default()),
+        });
+        let material = CaMaterial::load(&config).unwrap();
+        // Nothing is read again after the load: the keys and their passphrase may go.
+        for file in ["aws-key.pem", "azure-key.pem", "passphrase"] {
+            std::fs::remove_file(setup.data_dir.join(file)).unwrap();
+        }
+        let authorities = Authorities::new(&config, &material, crate::clock::now()).unwrap();
+        assert_eq!(authorities.names(), ["aws", "azure"]);
+        let istio = IstioSetup::of_config(&config, &material)
+            .unwrap()
+            .expect("a cluster has istio settings");
+        let signing = istio.clusters[0].intermediate.as_ref().unwrap();
+        let Ok(CaKey::File(key)) = &material.intermediate("aws").unwrap().key else {
+            panic!("the aws key is a file");
+        };
+        assert!(
+            Arc::ptr_eq(key, &signing.key),
+            "the Istio sync holds the key the material decrypted"
+        );
+        // A second load would have failed: the files are gone.
+        let again = CaMaterial::load(&config).unwrap();
+        assert!(again.intermediate("aws").unwrap().key.is_err());
+    }
+}
