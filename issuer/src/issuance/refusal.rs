@@ -71,5 +71,4 @@ impl Issuer {
             tracing::warn!(error = %store_error, "could not audit a refused sign request");
         }
     }
-
 }

@@ -853,7 +853,6 @@ mod tests {
         }
     }
 
-
     #[test]
     fn ttl_capped_by_policy() {
         let policies = policies();
