@@ -2,13 +2,13 @@
 //! archive segments and on into the database; every checkpoint in range against the
 //! chain; and the certificate rows against the entries that recorded them.
 //!
-//! Binding rows to entries (`bindings.rs`): each `ok` `sign` entry needs its row (same fingerprint), each
-//! `ok` `revoke` entry a row with `revoked_at` set, unless a later `tidy` entry (actor
-//! `canopy-issuer`, target `certificates`, detail `cutoff`) allowed the row's deletion
-//! (its `not_after` before the cutoff). The other way round, each row needs its `sign`
-//! entry; rows older than the verified range are counted as not covered. Everything is
-//! read in pages: memory grows with the rows deleted but not yet covered by a tidy entry
-//! at that point of the walk, not with the log.
+//! Binding rows to entries (`bindings.rs`): each `ok` `sign` entry needs its row (same
+//! fingerprint), each `ok` `revoke` entry a row with `revoked_at` set, unless a later
+//! `tidy` entry (actor `canopy-issuer`, target `certificates`, detail `cutoff`) allowed
+//! the row's deletion (its `not_after` before the cutoff). The other way round, each row
+//! needs its `sign` entry; rows older than the verified range are counted as not
+//! covered. Everything is read in pages: memory grows with the rows deleted but not yet
+//! covered by a tidy entry at that point of the walk, not with the log.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
