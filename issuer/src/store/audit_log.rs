@@ -1,7 +1,8 @@
-//! Reading and verifying the audit log's hash chain.
+//! Reading the audit log's hash chain and what `audit verify` binds to it (the
+//! verification itself is [`crate::audit::verify`]).
 
 use super::{Store, StoreError};
-use crate::audit::{self, AuditEntry};
+use crate::audit::AuditEntry;
 
 impl Store {
     /// The newest audit entry's (seq, hash) as recorded in the head row.
@@ -24,28 +25,6 @@ impl Store {
             sqlx::query_as(sql).bind(after).bind(i64::from(limit)).fetch_all(pool).await?
         });
         Ok(entries)
-    }
-
-    /// Walks the whole audit log and checks its hash chain against the head.
-    pub async fn verify_audit(&self) -> Result<u64, audit::VerifyError> {
-        let mut verifier = audit::Verifier::new();
-        loop {
-            let page = self
-                .audit_entries(verifier.last_seq(), 1000)
-                .await
-                .map_err(|e| audit::VerifyError::Storage(e.to_string()))?;
-            if page.is_empty() {
-                break;
-            }
-            for entry in &page {
-                verifier.check(entry)?;
-            }
-        }
-        let (seq, hash) = self
-            .audit_head()
-            .await
-            .map_err(|e| audit::VerifyError::Storage(e.to_string()))?;
-        verifier.finish(seq, &hash)
     }
 }
 
