@@ -1,7 +1,7 @@
 //! Reading the audit log's hash chain and what `audit verify` binds to it (the
 //! verification itself is [`crate::audit::verify`]).
 
-use super::{Store, StoreError};
+use super::{placeholders, Store, StoreError};
 use crate::audit::AuditEntry;
 
 impl Store {
@@ -44,14 +44,6 @@ pub struct CertificateBinding {
 }
 
 const BINDING_COLUMNS: &str = "id, serial, fingerprint, issued_at, revoked_at";
-
-/// `$FIRST, $FIRST+1, ...` for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 impl Store {
     /// Sequence number of the oldest stored audit entry (older ones were pruned), if any.
