@@ -26,14 +26,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Recorder;
 use kube::Client;
 use tokio::sync::watch;
 
+use crate::certmanager::context::{check_intermediate, recorder};
 use crate::certmanager::reconcile::{Retry, Shared};
-use crate::certmanager::{Backoff, ControllerError, FIELD_MANAGER};
+use crate::certmanager::{Backoff, ControllerError};
 use crate::config::{ClusterConfig, ClusterName};
-use crate::leader::{LeaderElector, LeaseConfig, LeaseSettings};
+use crate::leader::{Leadership, LeaseConfig, LeaseSettings};
 use crate::Issuer;
 
 /// canopy's default signer name.
@@ -205,54 +206,18 @@ impl Controller {
         shutdown: impl Future<Output = ()> + Send,
         is_leader: watch::Sender<bool>,
     ) -> Result<(), ControllerError> {
-        if issuer.authorities().get(&cluster.intermediate).is_none() {
-            return Err(ControllerError::Config {
-                cluster: cluster.name.to_string(),
-                reason: format!("intermediate {:?} is not loaded", cluster.intermediate),
-            });
-        }
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: Some(settings.instance.clone()),
-        };
+        check_intermediate(cluster, &issuer)?;
+        let leadership = Leadership::new(client.clone(), settings.lease.clone())?;
         let ctx = Arc::new(Context {
-            recorder: Recorder::new(client.clone(), reporter),
-            client: client.clone(),
+            recorder: recorder(client.clone(), &settings.instance),
+            client,
             cluster: cluster.name.clone(),
             issuer,
-            settings: settings.clone(),
+            settings,
             backoff: Backoff::default(),
         });
-        let elector = match &settings.lease {
-            Some(lease) => Some(LeaderElector::new(client, lease.clone())?),
-            None => None,
-        };
-        let (stop_tx, mut stop_rx) = watch::channel(false);
-        let work = {
-            let ctx = ctx.clone();
-            move || controller::run(ctx.clone())
-        };
-        let run = async move {
-            match elector {
-                Some(elector) => elector.run(work, stop_rx, is_leader).await,
-                None => {
-                    let _ = is_leader.send(true);
-                    tokio::select! {
-                        () = controller::run(ctx) => {}
-                        _ = stop_rx.wait_for(|s| *s) => {}
-                    }
-                    let _ = is_leader.send(false);
-                }
-            }
-        };
-        tokio::pin!(run);
-        tokio::select! {
-            () = &mut run => {}
-            () = shutdown => {
-                let _ = stop_tx.send(true);
-                run.await;
-            }
-        }
+        let work = || controller::run(ctx.clone());
+        leadership.run(work, shutdown, &is_leader).await;
         tracing::info!(cluster = %cluster.name, "pod certificate signer stopped");
         Ok(())
     }
