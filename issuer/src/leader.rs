@@ -284,6 +284,10 @@ impl LeaderElector {
     async fn stand_by(&self, shutdown: &mut Pin<&mut impl Future<Output = ()>>) -> Next {
         let s = &self.settings;
         loop {
+            // Told to stop already: do not take a Lease only to give it back.
+            if futures::poll!(shutdown.as_mut()).is_ready() {
+                return Next::Stop;
+            }
             match self.try_acquire_or_renew().await {
                 Ok(Attempt::Leading) => return Next::Lead,
                 Ok(Attempt::Standby) => {}
@@ -428,6 +432,32 @@ mod tests {
             lease_duration_seconds: Some(duration),
             ..LeaseSpec::default()
         }
+    }
+
+    #[tokio::test]
+    async fn alone_the_work_runs_at_once_and_stops_on_shutdown() {
+        let (is_leader, mut leading) = watch::channel(false);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let starts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = starts.clone();
+        let run = tokio::spawn(async move {
+            let work = || {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::future::pending::<()>()
+            };
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            Leadership::Alone.run(work, shutdown, &is_leader).await;
+        });
+        leading.wait_for(|l| *l).await.unwrap();
+        assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 1);
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .expect("the run ends on shutdown")
+            .unwrap();
+        assert!(!*leading.borrow(), "not leading once stopped");
     }
 
     #[test]
