@@ -1,29 +1,28 @@
-//! `canopy-issuer serve`: load everything once, then answer until told to stop.
+//! `canopy-issuer serve`: load everything once, start the controllers (each behind its
+//! Lease) and background tasks, then answer until told to stop.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use canopy::cert::Certificate;
-use serde_json::json;
-use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
-use crate::audit::{AuditEvent, Outcome};
 use crate::auth::Authenticator;
 use crate::certmanager::ControllerError;
 use crate::config::{ClusterName, Config};
-use crate::intermediate::{Authorities, Intermediate};
+use crate::intermediate::Authorities;
 use crate::issuance::Issuer;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
-use crate::store::{CertificateRecord, Store, Write};
-use crate::tls::{self, ServerCert};
+use crate::store::Store;
+use crate::tls;
+
+mod listener;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -71,49 +70,6 @@ pub struct Service {
     controllers: Controllers,
 }
 
-fn record_of(cert: &Certificate, intermediate: &str, now: OffsetDateTime) -> CertificateRecord {
-    let issued_at = now.unix_timestamp();
-    CertificateRecord::new(
-        cert,
-        intermediate,
-        "server",
-        "canopy-issuer",
-        "internal",
-        issued_at,
-    )
-}
-
-/// Issues the listener certificate and records it like any other.
-async fn issue_listener_cert(
-    config: &Config,
-    inter: &Intermediate,
-    store: &Store,
-) -> Result<(Arc<rustls::sign::CertifiedKey>, Certificate), ServeError> {
-    let now = crate::clock::now();
-    let (key, cert) = tls::issue_server_cert(
-        inter,
-        &config.listen.server_names,
-        &config.listen.server_ips,
-        now,
-    )?;
-    let event = AuditEvent::new(
-        crate::clock::unix_ms(now),
-        "canopy-issuer",
-        "sign",
-        cert.serial().to_string(),
-        Outcome::Ok,
-        json!({"profile": "server", "intermediate": inter.name, "purpose": "listener",
-               "not_after": cert.not_after().unix_timestamp(), "fingerprint": cert.fingerprint_sha256()}),
-    );
-    store
-        .commit(&[Write::Issued(
-            Box::new(record_of(&cert, &inter.name, now)),
-            event,
-        )])
-        .await?;
-    Ok((key, cert))
-}
-
 impl Service {
     /// Connects storage (and migrates it), loads the CAs, starts the controllers (each
     /// behind its Lease), binds the listener.
@@ -145,7 +101,7 @@ impl Service {
             config.limits.rate_per_second,
             config.limits.burst,
         ));
-        let server_cert = listener_cert(config, &authorities, &store).await?;
+        let server_cert = listener::listener_cert(config, &authorities, &store).await?;
         start_audit_checkpoints(config, &store)?;
         let crls = tls::load_crls(&config.crls)?;
         let tls = tls::server_config(&authorities.roots, &crls, server_cert)?;
@@ -323,37 +279,6 @@ fn start_retention(
     Ok(())
 }
 
-/// The listener's certificate: the configured files, or one issued under
-/// `listen.intermediate` (recorded like any other) and renewed in the background.
-async fn listener_cert(
-    config: &Config,
-    authorities: &Authorities,
-    store: &Store,
-) -> Result<Arc<ServerCert>, ServeError> {
-    if let Some(files) = &config.listen.tls {
-        return Ok(ServerCert::new(tls::load_server_cert(files)?));
-    }
-    let name = config
-        .listen
-        .intermediate
-        .as_deref()
-        .unwrap_or(config.default_intermediate());
-    let inter = authorities
-        .get(name)
-        .expect("validated: listen.intermediate names an intermediate")
-        .clone();
-    let (key, cert) = issue_listener_cert(config, &inter, store).await?;
-    let server_cert = ServerCert::new(key);
-    tokio::spawn(renew_listener_cert(
-        config.clone(),
-        inter,
-        store.clone(),
-        server_cert.clone(),
-        cert,
-    ));
-    Ok(server_cert)
-}
-
 /// Starts signing audit checkpoints when a checkpoint key is configured.
 fn start_audit_checkpoints(config: &Config, store: &Store) -> Result<(), ServeError> {
     if let Some(path) = &config.audit.checkpoint_key {
@@ -407,32 +332,6 @@ async fn istio_leadership(config: &Config, identity: &str) -> Result<Leadership,
     );
     Leadership::new(client, Some(settings))
         .map_err(|e| ServeError::Controller(ControllerError::from(e)))
-}
-
-/// Re-issues the self-made listener certificate at 2/3 of its life.
-async fn renew_listener_cert(
-    config: Config,
-    inter: Arc<Intermediate>,
-    store: Store,
-    server_cert: Arc<ServerCert>,
-    mut current: Certificate,
-) {
-    loop {
-        let life = current.not_after() - current.not_before();
-        let renew_at = current.not_before() + life * 2 / 3;
-        let wait: time::Duration = renew_at - crate::clock::now_precise();
-        tokio::time::sleep(Duration::from_secs(wait.whole_seconds().max(60) as u64)).await;
-        match issue_listener_cert(&config, &inter, &store).await {
-            Ok((key, cert)) => {
-                server_cert.replace(key);
-                tracing::info!(serial = %cert.serial(), "renewed the listener certificate");
-                current = cert;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not renew the listener certificate; retrying")
-            }
-        }
-    }
 }
 
 /// Signs the audit head every `interval` when it moved (a checkpoint at an unchanged
