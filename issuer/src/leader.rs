@@ -252,8 +252,9 @@ impl LeaderElector {
     /// `work` is dropped (cancelled) as soon as leadership is lost or cannot be
     /// renewed within `renew_deadline`; when leadership is won again, a new one is
     /// started. `is_leader` mirrors the state for observers (metrics, tests). On
-    /// shutdown the Lease is released, so a standby takes over at once.
-    pub async fn run<F, Fut>(
+    /// shutdown the Lease is released, so a standby takes over at once. Controllers run
+    /// through [`Leadership::run`].
+    async fn run<F, Fut>(
         &self,
         mut work: F,
         shutdown: impl Future<Output = ()>,
