@@ -1,5 +1,6 @@
-//! What every reconcile of one cluster shares: the client, the issuer, events, the
-//! per-request backoff, and who a Kubernetes request's creator is.
+//! What every reconcile of one cluster shares, whichever the controller (cert-manager's
+//! requests and the CSR API, pod certificates): the client, the issuer, events, the
+//! per-request backoff; and who a Kubernetes request's creator is.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,10 +16,7 @@ use crate::Issuer;
 
 /// Refuses a cluster whose intermediate is not loaded: its controllers could sign
 /// nothing.
-pub(crate) fn check_intermediate(
-    cluster: &ClusterConfig,
-    issuer: &Issuer,
-) -> Result<(), ControllerError> {
+fn check_intermediate(cluster: &ClusterConfig, issuer: &Issuer) -> Result<(), ControllerError> {
     if issuer.authorities().get(&cluster.intermediate).is_none() {
         return Err(ControllerError::Config {
             cluster: cluster.name.to_string(),
@@ -29,7 +27,7 @@ pub(crate) fn check_intermediate(
 }
 
 /// Events on requests, signed by this replica (`reportingInstance`).
-pub(crate) fn recorder(client: Client, instance: &str) -> Recorder {
+fn recorder(client: Client, instance: &str) -> Recorder {
     let reporter = Reporter {
         controller: FIELD_MANAGER.into(),
         instance: Some(instance.to_string()),
@@ -59,18 +57,62 @@ impl Backoff {
     }
 }
 
-/// Everything a reconcile of one cluster needs.
-pub(crate) struct Context {
+/// What a controller's settings say to the reconcile.
+pub(crate) trait ControllerSettings: Send + Sync + 'static {
+    /// When to retry a transient failure, and when to give up.
+    fn retry(&self) -> reconcile::Retry;
+    /// Name of this replica in Events (`reportingInstance`).
+    fn instance(&self) -> &str;
+}
+
+impl ControllerSettings for Settings {
+    fn retry(&self) -> reconcile::Retry {
+        reconcile::Retry {
+            base: self.backoff_base,
+            max: self.backoff_max,
+            give_up_after: self.max_retry_duration,
+        }
+    }
+    fn instance(&self) -> &str {
+        &self.instance
+    }
+}
+
+/// Everything a reconcile of one cluster needs, with the controller's settings `S`
+/// (the cert-manager controllers' by default).
+pub(crate) struct Context<S = Settings> {
     pub(crate) client: Client,
     pub(crate) cluster: ClusterName,
     pub(crate) cluster_intermediate: String,
     pub(crate) issuer: Arc<Issuer>,
-    pub(crate) settings: Settings,
+    pub(crate) settings: S,
     pub(crate) recorder: Recorder,
     pub(crate) backoff: Backoff,
 }
 
-impl reconcile::Shared for Context {
+impl<S: ControllerSettings> Context<S> {
+    /// The context of a controller of `cluster`; refused when the cluster's
+    /// intermediate is not loaded.
+    pub(crate) fn new(
+        cluster: &ClusterConfig,
+        client: Client,
+        issuer: Arc<Issuer>,
+        settings: S,
+    ) -> Result<Self, ControllerError> {
+        check_intermediate(cluster, &issuer)?;
+        Ok(Context {
+            recorder: recorder(client.clone(), settings.instance()),
+            client,
+            cluster: cluster.name.clone(),
+            cluster_intermediate: cluster.intermediate.clone(),
+            issuer,
+            settings,
+            backoff: Backoff::default(),
+        })
+    }
+}
+
+impl<S: ControllerSettings> reconcile::Shared for Context<S> {
     fn client(&self) -> &Client {
         &self.client
     }
@@ -87,11 +129,7 @@ impl reconcile::Shared for Context {
         &self.backoff
     }
     fn retry(&self) -> reconcile::Retry {
-        reconcile::Retry {
-            base: self.settings.backoff_base,
-            max: self.settings.backoff_max,
-            give_up_after: self.settings.max_retry_duration,
-        }
+        self.settings.retry()
     }
 }
 
@@ -107,25 +145,6 @@ pub(crate) struct RequestOrigin<'a> {
 }
 
 impl Context {
-    /// The context of `cluster`'s controllers; refused when its intermediate is not loaded.
-    pub(crate) fn new(
-        cluster: &ClusterConfig,
-        client: Client,
-        issuer: Arc<Issuer>,
-        settings: Settings,
-    ) -> Result<Context, ControllerError> {
-        check_intermediate(cluster, &issuer)?;
-        Ok(Context {
-            recorder: recorder(client.clone(), &settings.instance),
-            client,
-            cluster: cluster.name.clone(),
-            cluster_intermediate: cluster.intermediate.clone(),
-            issuer,
-            settings,
-            backoff: Backoff::default(),
-        })
-    }
-
     /// The requester a Kubernetes request of this cluster is decided as: its creator
     /// (`spec.username`/`spec.groups`), bound to the request's namespace unless the
     /// creator is one of the cluster's `trusted_requesters`. Its name carries the

@@ -26,13 +26,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::runtime::events::Recorder;
 use kube::Client;
 use tokio::sync::watch;
 
-use crate::certmanager::context::{check_intermediate, recorder};
-use crate::certmanager::reconcile::{Retry, Shared};
-use crate::certmanager::{Backoff, ControllerError};
+use crate::certmanager::context::ControllerSettings;
+use crate::certmanager::reconcile::Retry;
+use crate::certmanager::ControllerError;
 use crate::config::{ClusterConfig, ClusterName};
 use crate::leader::{Leadership, LeaseConfig, LeaseSettings};
 use crate::Issuer;
@@ -155,40 +154,22 @@ impl Settings {
     }
 }
 
-/// Everything a reconcile needs.
-pub(crate) struct Context {
-    pub(crate) client: Client,
-    pub(crate) cluster: ClusterName,
-    pub(crate) issuer: Arc<Issuer>,
-    pub(crate) settings: Settings,
-    pub(crate) recorder: Recorder,
-    pub(crate) backoff: Backoff,
-}
-
-impl Shared for Context {
-    fn client(&self) -> &Client {
-        &self.client
-    }
-    fn cluster(&self) -> &ClusterName {
-        &self.cluster
-    }
-    fn issuer(&self) -> &Issuer {
-        &self.issuer
-    }
-    fn recorder(&self) -> &Recorder {
-        &self.recorder
-    }
-    fn backoff(&self) -> &Backoff {
-        &self.backoff
-    }
+impl ControllerSettings for Settings {
     fn retry(&self) -> Retry {
         Retry {
-            base: self.settings.backoff_base,
-            max: self.settings.backoff_max,
-            give_up_after: self.settings.max_retry_duration,
+            base: self.backoff_base,
+            max: self.backoff_max,
+            give_up_after: self.max_retry_duration,
         }
     }
+    fn instance(&self) -> &str {
+        &self.instance
+    }
 }
+
+/// Everything a reconcile needs: the controllers' one context, with this signer's
+/// settings.
+pub(crate) type Context = crate::certmanager::Context<Settings>;
 
 /// The pod certificate signer of one cluster.
 #[derive(Debug)]
@@ -206,16 +187,9 @@ impl Controller {
         shutdown: impl Future<Output = ()> + Send,
         is_leader: watch::Sender<bool>,
     ) -> Result<(), ControllerError> {
-        check_intermediate(cluster, &issuer)?;
-        let leadership = Leadership::new(client.clone(), settings.lease.clone())?;
-        let ctx = Arc::new(Context {
-            recorder: recorder(client.clone(), &settings.instance),
-            client,
-            cluster: cluster.name.clone(),
-            issuer,
-            settings,
-            backoff: Backoff::default(),
-        });
+        let lease = settings.lease.clone();
+        let ctx = Arc::new(Context::new(cluster, client.clone(), issuer, settings)?);
+        let leadership = Leadership::new(client, lease)?;
         let work = || controller::run(ctx.clone());
         leadership.run(work, shutdown, &is_leader).await;
         tracing::info!(cluster = %cluster.name, "pod certificate signer stopped");
