@@ -211,4 +211,52 @@ mod tests {
         assert_eq!([&[4u8][..], &x, &y].concat(), key.public_key_raw());
         assert_eq!(jwk["kid"], KEY_ID);
     }
+
+    #[test]
+    fn tokens_verify_with_the_provisioner_key_and_are_each_unique() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let jwk = public_jwk(&key).unwrap();
+        let mut tokens = Tokens {
+            key: EncodingKey::from_ec_der(&key.serialize_der()),
+            minted: 0,
+        };
+        let csrs = crate::workload::generate(2, "bench.example").unwrap();
+        let mut bodies = tokens
+            .bodies(&csrs, 3, Duration::from_secs(60))
+            .unwrap()
+            .to_vec();
+        bodies.extend(
+            tokens
+                .bodies(&csrs, 1, Duration::from_secs(60))
+                .unwrap()
+                .iter()
+                .cloned(),
+        );
+        let decoding = jsonwebtoken::DecodingKey::from_ec_components(
+            jwk["x"].as_str().unwrap(),
+            jwk["y"].as_str().unwrap(),
+        )
+        .unwrap();
+        let mut validation = jsonwebtoken::Validation::new(Algorithm::ES256);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_issuer(&[PROVISIONER]);
+        let mut ids = std::collections::HashSet::new();
+        for (i, body) in bodies.iter().enumerate() {
+            let sent: serde_json::Value = serde_json::from_slice(&body.bytes).unwrap();
+            let ott = sent["ott"].as_str().unwrap();
+            assert_eq!(
+                jsonwebtoken::decode_header(ott).unwrap().kid.as_deref(),
+                Some(KEY_ID)
+            );
+            let claims = jsonwebtoken::decode::<serde_json::Value>(ott, &decoding, &validation)
+                .unwrap()
+                .claims;
+            let uri = &csrs[i % 3 % 2].uri;
+            assert_eq!(&body.uri, uri);
+            assert_eq!(sent["csr"], csrs[i % 3 % 2].pem);
+            assert_eq!(claims["sub"], *uri);
+            assert_eq!(claims["sans"], serde_json::json!([uri]));
+            assert!(ids.insert(claims["jti"].as_str().unwrap().to_string()));
+        }
+    }
 }
