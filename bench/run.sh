@@ -77,7 +77,8 @@ if [ "${1:-}" != "--scale" ]; then # the store at scale is canopy alone
       grep -E '^v0\.30\.[0-9]+$' | sort -V | tail -n1 || true)
     step_ca_version=${newest:-$step_ca_version}
   fi
-  if go_install step-ca "github.com/smallstep/certificates/cmd/step-ca@$step_ca_version"; then
+  # without cgo, as its releases are (cgo would need libpcsclite for YubiKey support)
+  if go_install step-ca "github.com/smallstep/certificates/cmd/step-ca@$step_ca_version" CGO_ENABLED=0; then
     peer_args+=(--step-ca "$tools/step-ca")
   else
     say "step-ca could not be built: its row is skipped"

@@ -1,6 +1,6 @@
 //! The load generator every system gets: N keep-alive HTTPS/1.1 connections (rustls,
 //! aws-lc-rs), each sending one request after another until the time is up. Every
-//! answer must be a 200 with a certificate in it; the first answer on each
+//! answer must be a 2xx with a certificate in it; the first answer on each
 //! connection and every 64th after it is parsed and must name the requested SPIFFE ID.
 
 use std::net::SocketAddr;
@@ -210,7 +210,7 @@ pub struct Load {
 /// What a run produced.
 #[derive(Clone, Debug, Default)]
 pub struct Outcome {
-    /// Answers that were a 200 with a certificate.
+    /// Answers that were a 2xx with a certificate.
     pub ok: u64,
     /// Everything else (status, body, timeout, connection failure).
     pub errors: u64,
@@ -403,15 +403,15 @@ async fn connection(
 
 const PEM_CERT: &[u8] = b"-----BEGIN CERTIFICATE-----";
 
-/// A good answer is a 200 whose body holds a certificate; a deep check also parses
-/// the JSON's certificate field and requires the SPIFFE ID asked for.
+/// A good answer is a 2xx (200; step-ca's 201) whose body holds a certificate; a deep
+/// check also parses the JSON's certificate field and requires the SPIFFE ID asked for.
 fn check_answer(status: StatusCode, body: &[u8], uri: &str, deep: bool) -> Result<(), String> {
-    if status != StatusCode::OK {
+    if !status.is_success() {
         let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
         return Err(format!("HTTP {status}: {text}"));
     }
     if !body.windows(PEM_CERT.len()).any(|w| w == PEM_CERT) {
-        return Err("200 without a certificate in the body".into());
+        return Err(format!("{status} without a certificate in the body"));
     }
     if deep {
         check_certificate(body, uri)?;
@@ -493,6 +493,13 @@ mod tests {
         assert!(check_answer(
             StatusCode::OK,
             b"{\"certificate\":\"-----BEGIN CERTIFICATE-----\"}",
+            "spiffe://x/y",
+            false
+        )
+        .is_ok());
+        assert!(check_answer(
+            StatusCode::CREATED,
+            b"{\"crt\":\"-----BEGIN CERTIFICATE-----\"}",
             "spiffe://x/y",
             false
         )

@@ -137,6 +137,14 @@ fn write_ratios(out: &mut String, rows: &[Row], connections: Option<usize>) {
     let _ = writeln!(out);
     for row in rows.iter().filter(|r| is_canopy(r)) {
         for peer in &peers {
+            if row.outcome.ok == 0 || peer.outcome.ok == 0 {
+                let _ = writeln!(
+                    out,
+                    "ratio {} / {}: none (a row without answers)",
+                    row.key, peer.key
+                );
+                continue;
+            }
             let ratio = row.outcome.rate() / peer.outcome.rate().max(1e-9);
             let verdict = match connections {
                 Some(n) => {
