@@ -103,18 +103,18 @@ pub fn render_tables(
 fn write_rows(out: &mut String, rows: &[Row]) {
     let _ = writeln!(
         out,
-        "{:<22} {:<44} {:>9} {:>7} {:>7} {:>11} {:>11} {:>7}  stored/answered",
+        "{:<22} {:<50} {:>9} {:>7} {:>7} {:>11} {:>11} {:>7}  stored/answered",
         "system", "storage", "certs/s", "p50 ms", "p99 ms", "server CPU", "client CPU", "errors"
     );
     let _ = writeln!(
         out,
-        "{:<22} {:<44} {:>9} {:>7} {:>7} {:>11} {:>11} {:>7}",
+        "{:<22} {:<50} {:>9} {:>7} {:>7} {:>11} {:>11} {:>7}",
         "", "", "", "", "", "s/1000", "s/1000", ""
     );
     for row in rows {
         let _ = writeln!(
             out,
-            "{:<22} {:<44} {:>9.1} {:>7.2} {:>7.2} {:>11.3} {:>11.3} {:>7}  {}",
+            "{:<22} {:<50} {:>9.1} {:>7.2} {:>7.2} {:>11.3} {:>11.3} {:>7}  {}",
             row.system,
             row.storage,
             row.outcome.rate(),
