@@ -77,23 +77,6 @@ fn schema(migrations: &Path) -> anyhow::Result<String> {
     Ok(sql)
 }
 
-/// `CFSSL v1.6.5`: checks the binary runs and names the module it was built from.
-fn version(bin: &Path) -> anyhow::Result<String> {
-    let out = Command::new(bin)
-        .arg("version")
-        .output()
-        .with_context(|| format!("running {}", bin.display()))?;
-    if !out.status.success() {
-        bail!("{} version failed", bin.display());
-    }
-    let module = crate::gomodule::version(bin);
-    let release = module
-        .as_deref()
-        .and_then(|m| m.split_whitespace().nth(1))
-        .unwrap_or("(version unknown)");
-    Ok(format!("CFSSL {release}"))
-}
-
 impl Cfssl {
     /// Writes the CA, profile, TLS and certdb files into a new folder under `dir`,
     /// creates the certdb schema and starts `cfssl serve`.
@@ -105,7 +88,7 @@ impl Cfssl {
     ) -> anyhow::Result<Cfssl> {
         // Absolute, as the server runs in its own folder.
         let bin = &std::fs::canonicalize(bin).with_context(|| format!("{}", bin.display()))?;
-        let version = version(bin)?;
+        let version = crate::gomodule::release_label(bin, "CFSSL")?;
         let dir = dir.join("cfssl");
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("ca.pem"), ca.intermediate.certificate().to_pem())?;

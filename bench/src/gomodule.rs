@@ -4,6 +4,32 @@
 use std::path::Path;
 use std::process::Command;
 
+use anyhow::{bail, Context};
+
+/// Runs `BIN version`, which shows the binary runs, and returns what it printed.
+pub fn run_version(bin: &Path) -> anyhow::Result<String> {
+    let out = Command::new(bin)
+        .arg("version")
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !out.status.success() {
+        bail!("{} version failed", bin.display());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `NAME v1.6.5`: checks that a `go install`ed binary runs and names the release of
+/// the module it was built from.
+pub fn release_label(bin: &Path, name: &str) -> anyhow::Result<String> {
+    run_version(bin)?;
+    let module = version(bin);
+    let release = module
+        .as_deref()
+        .and_then(|m| m.split_whitespace().nth(1))
+        .unwrap_or("(version unknown)");
+    Ok(format!("{name} {release}"))
+}
+
 /// `github.com/cloudflare/cfssl v1.6.5` from `go version -m BIN`, or None without Go.
 pub fn version(bin: &Path) -> Option<String> {
     let out = Command::new("go")

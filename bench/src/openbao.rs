@@ -42,14 +42,7 @@ pub struct OpenBao {
 
 /// The `bao version` line, which also shows the binary runs.
 pub fn version(bin: &Path) -> anyhow::Result<String> {
-    let out = Command::new(bin)
-        .arg("version")
-        .output()
-        .with_context(|| format!("running {}", bin.display()))?;
-    if !out.status.success() {
-        bail!("{} version failed", bin.display());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
+    Ok(crate::gomodule::run_version(bin)?
         .split(" (")
         .next()
         .unwrap_or_default()

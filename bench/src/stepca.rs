@@ -64,29 +64,13 @@ fn public_jwk(key: &rcgen::KeyPair) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
-fn version(bin: &Path) -> anyhow::Result<String> {
-    let out = Command::new(bin)
-        .arg("version")
-        .output()
-        .with_context(|| format!("running {}", bin.display()))?;
-    if !out.status.success() {
-        bail!("{} version failed", bin.display());
-    }
-    let module = crate::gomodule::version(bin);
-    let release = module
-        .as_deref()
-        .and_then(|m| m.split_whitespace().nth(1))
-        .unwrap_or("(version unknown)");
-    Ok(format!("step-ca {release}"))
-}
-
 impl StepCa {
     /// Writes `ca.json` and the CA files into a new folder under `dir` and starts
     /// step-ca on bbolt.
     pub async fn start(bin: &Path, dir: &Path, ca: &BenchCa) -> anyhow::Result<StepCa> {
         // Absolute, as the server runs in its own folder.
         let bin = &std::fs::canonicalize(bin).with_context(|| format!("{}", bin.display()))?;
-        let version = version(bin)?;
+        let version = crate::gomodule::release_label(bin, "step-ca")?;
         let dir = dir.join("step-ca");
         std::fs::create_dir_all(dir.join("db"))?;
         std::fs::write(dir.join("root.pem"), &ca.root_pem)?;
