@@ -22,6 +22,21 @@ pub(super) struct Plan<'a> {
 }
 
 impl Syncer {
+    /// What the rotation sees of each cluster (nothing for one that could not be read).
+    fn observed(
+        &self,
+        observed: &[Result<Option<Current>, ApiFailure>],
+        now: OffsetDateTime,
+    ) -> Vec<Observed> {
+        observed
+            .iter()
+            .map(|o| match o {
+                Ok(Some(c)) => c.observed(&self.setup.roots, now),
+                _ => Observed::default(),
+            })
+            .collect()
+    }
+
     /// The rotation's decisions for this pass, from what was observed.
     pub(super) fn decisions(
         &self,
@@ -29,13 +44,7 @@ impl Syncer {
         now: OffsetDateTime,
     ) -> Option<Vec<Decision>> {
         let rot = self.setup.rotation.as_ref()?;
-        let obs: Vec<Observed> = observed
-            .iter()
-            .map(|o| match o {
-                Ok(Some(c)) => c.observed(&self.setup.roots, now),
-                _ => Observed::default(),
-            })
-            .collect();
+        let obs = self.observed(observed, now);
         Some(rot.rules.decide(&obs, now))
     }
 
@@ -135,13 +144,7 @@ impl Syncer {
         now: OffsetDateTime,
     ) -> Option<MeshPhase> {
         let rot = self.setup.rotation.as_ref()?;
-        let obs: Vec<Observed> = observed
-            .iter()
-            .map(|o| match o {
-                Ok(Some(c)) => c.observed(&self.setup.roots, now),
-                _ => Observed::default(),
-            })
-            .collect();
+        let obs = self.observed(observed, now);
         let names: Vec<&str> = self
             .setup
             .clusters
