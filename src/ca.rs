@@ -51,6 +51,9 @@ pub enum SignatureCheck {
     /// The key is in this process's memory and no code changes it (a [`KeyPair`] is
     /// neither `Clone` nor mutable): a probe signature is verified with the CA
     /// certificate's key once, when the CA is set up, which covers every later signature.
+    /// What a per-certificate verify would still add: catching a faulty computation, which
+    /// for ECDSA gives a signature no client accepts (availability, not trust) and which
+    /// aws-lc's RSA signing already checks itself.
     OnceAtSetup,
     /// The key is elsewhere (a PKCS#11 token; later a KMS): another key may sign at any
     /// time (a token swapped or re-initialised, another object under the label), so every
