@@ -32,6 +32,34 @@ pub trait Signer: Send + Sync {
     fn check(&self) -> Result<(), KeyError> {
         Ok(())
     }
+    /// When the key's signatures are verified: a signer that does not say is verified on
+    /// every certificate.
+    fn signature_check(&self) -> SignatureCheck {
+        SignatureCheck::EveryCertificate
+    }
+}
+
+/// When a CA verifies that its signer signs with the key its certificate names.
+///
+/// Every certificate's content (its TBS: names, key, validity, extensions, issuer name,
+/// key identifiers) is checked against its plan before it is returned, whatever the
+/// signer. What that content check cannot see is the signature: whether the key that
+/// made it is the one the CA certificate names. Verifying it costs an ECDSA verify (about
+/// three times the signature itself), so it is done where the key can change under us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignatureCheck {
+    /// The key is in this process's memory and no code changes it (a [`KeyPair`] is
+    /// neither `Clone` nor mutable): a probe signature is verified with the CA
+    /// certificate's key once, when the CA is set up, which covers every later signature.
+    /// What a per-certificate verify would still add: catching a faulty computation, which
+    /// for ECDSA gives a signature no client accepts (availability, not trust) and which
+    /// aws-lc's RSA signing already checks itself.
+    OnceAtSetup,
+    /// The key is elsewhere (a PKCS#11 token; later a KMS): another key may sign at any
+    /// time (a token swapped or re-initialised, another object under the label), so every
+    /// certificate's signature is verified with the CA certificate's key before it is
+    /// returned, as Go's `x509.CreateCertificate` does for an opaque `crypto.Signer`.
+    EveryCertificate,
 }
 
 impl Signer for Pkcs11Key {
@@ -59,6 +87,9 @@ impl Signer for KeyPair {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
         KeyPair::sign(self, msg)
     }
+    fn signature_check(&self) -> SignatureCheck {
+        SignatureCheck::OnceAtSetup
+    }
 }
 
 /// Adapts a [`Signer`] to rcgen's signing traits.
@@ -79,6 +110,24 @@ impl SignerHandle {
             alg: signer.key_type().signature_algorithm(),
             signer,
         })
+    }
+}
+
+/// What [`SignatureCheck::OnceAtSetup`] signs and verifies when a CA is set up.
+const KEY_PROBE: &[u8] = b"canopy: this key signs for the CA certificate that names it";
+
+impl SignerHandle {
+    /// Signs a probe and verifies it with the public key the CA certificate names (the
+    /// caller checked it is the signer's): proof that this key is the certificate's.
+    fn prove_key(&self) -> Result<(), CaError> {
+        let signature = self.signer.sign(KEY_PROBE)?;
+        let key_type = self.signer.key_type();
+        aws_lc_rs::signature::UnparsedPublicKey::new(
+            key_type.verification_algorithm(),
+            &self.raw_public_key,
+        )
+        .verify(KEY_PROBE, &signature)
+        .map_err(|_| CaError::KeyMismatch)
     }
 }
 
@@ -132,6 +181,12 @@ pub enum CaError {
     SignerUnavailable,
 }
 
+/// A signature that does not verify: like a failed content check, an internal error, and
+/// the certificate is not returned.
+fn bad_signature(why: &str) -> CaError {
+    CaError::Profile(ProfileError::CheckFailed(vec![why.to_owned()]))
+}
+
 /// rcgen's signing error as ours: a token that went away is told apart from a bug.
 fn signing_error(e: rcgen::Error) -> CaError {
     match e {
@@ -164,6 +219,7 @@ pub struct CertificateAuthority {
     chain_above: Vec<Certificate>,
     signer: SignerHandle,
     issuer: Issuer<'static, SignerHandle>,
+    signature_check: SignatureCheck,
 }
 
 impl fmt::Debug for CertificateAuthority {
@@ -189,7 +245,11 @@ impl CertificateAuthority {
         if cert.public_key_spki() != signer.public_key_spki().as_slice() {
             return Err(CaError::KeyMismatch);
         }
+        let signature_check = signer.signature_check();
         let handle = SignerHandle::new(signer)?;
+        if signature_check == SignatureCheck::OnceAtSetup {
+            handle.prove_key()?;
+        }
         let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(cert.der()), handle.clone())
             .map_err(|e| CaError::Signing(e.to_string()))?;
         Ok(Self {
@@ -197,6 +257,7 @@ impl CertificateAuthority {
             chain_above,
             signer: handle,
             issuer,
+            signature_check,
         })
     }
 
@@ -211,6 +272,10 @@ impl CertificateAuthority {
         let signed = plan.params().self_signed(&handle).map_err(signing_error)?;
         let cert = Certificate::from_der(signed.der().to_vec())?;
         plan.check(&cert, None)?;
+        // A root is made once, offline: its self-signature is always verified.
+        if cert.verify_signed_by(&cert).is_err() {
+            return Err(bad_signature("self-signature does not verify"));
+        }
         Self::new(cert, vec![], signer)
     }
 
@@ -225,7 +290,8 @@ impl CertificateAuthority {
     }
 
     /// Signs a plan made under this CA, parses the result back and checks it against the
-    /// plan before anyone sees it.
+    /// plan before anyone sees it; the signature too where the signer's key may change
+    /// ([`SignatureCheck`]).
     pub fn sign(&self, plan: Plan) -> Result<IssuedCertificate, CaError> {
         if plan.issuer_der() != Some(self.cert.der()) {
             return Err(CaError::PlanForAnotherIssuer);
@@ -236,8 +302,17 @@ impl CertificateAuthority {
             .params()
             .signed_by(&public_key, &self.issuer)
             .map_err(signing_error)?;
+        // rcgen signs the TBS bytes it writes into the certificate, so the content checked
+        // here is exactly the content signed.
         let cert = Certificate::from_der(signed.der().to_vec())?;
         plan.check(&cert, Some(&self.cert))?;
+        if self.signature_check == SignatureCheck::EveryCertificate
+            && cert.verify_signed_by(&self.cert).is_err()
+        {
+            return Err(bad_signature(
+                "signature does not verify with the issuer's key",
+            ));
+        }
         let mut chain = Vec::with_capacity(self.chain_above.len() + 2);
         chain.push(cert.clone());
         chain.push(self.cert.clone());
@@ -496,4 +571,210 @@ fn distinguished_name_of(cert: &Certificate) -> Result<rcgen::DistinguishedName,
         dn.push(rcgen::DnType::from_oid(&oid), v);
     }
     Ok(dn)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::profile::{CaProfile, CaRequest, LeafProfile, LeafRequest};
+    use crate::spiffe::{SpiffeId, TrustDomain};
+
+    fn td() -> TrustDomain {
+        "mesh.example".parse().unwrap()
+    }
+
+    fn now() -> OffsetDateTime {
+        time::macros::datetime!(2026-06-01 12:00 UTC)
+    }
+
+    fn root() -> CertificateAuthority {
+        CertificateAuthority::new_root(
+            Arc::new(KeyPair::generate(KeyType::EcdsaP256).unwrap()),
+            &CaRequest {
+                trust_domain: Some(td()),
+                ..CaRequest::new(CaProfile::Root, "Acme Root CA")
+            },
+            now(),
+        )
+        .unwrap()
+    }
+
+    fn workload(ns: &str) -> LeafRequest {
+        LeafRequest {
+            spiffe_id: Some(SpiffeId::kubernetes(&td(), ns, "web").unwrap()),
+            trust_domain: Some(td()),
+            ..LeafRequest::new(LeafProfile::Workload)
+        }
+    }
+
+    /// Names one key (the certificate's) and signs with another once `swapped` is set, as
+    /// a token does that was re-initialised or swapped under a running issuer.
+    struct SwappingSigner {
+        named: KeyPair,
+        other: KeyPair,
+        swapped: AtomicBool,
+        check: SignatureCheck,
+    }
+
+    impl Signer for SwappingSigner {
+        fn key_type(&self) -> KeyType {
+            self.named.key_type()
+        }
+        fn public_key_spki(&self) -> Vec<u8> {
+            self.named.public_key_spki()
+        }
+        fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
+            if self.swapped.load(Ordering::SeqCst) {
+                self.other.sign(msg)
+            } else {
+                self.named.sign(msg)
+            }
+        }
+        fn signature_check(&self) -> SignatureCheck {
+            self.check
+        }
+    }
+
+    /// An intermediate whose signer names `named`'s key, set up with `swapped` as given.
+    fn intermediate_with(
+        root: &CertificateAuthority,
+        check: SignatureCheck,
+        swapped: bool,
+    ) -> (Result<CertificateAuthority, CaError>, Arc<SwappingSigner>) {
+        let (issued, named) = root
+            .issue_with_new_key(
+                &CaRequest {
+                    trust_domain: Some(td()),
+                    ..CaRequest::new(CaProfile::Intermediate, "aws")
+                },
+                KeyType::EcdsaP256,
+                now(),
+            )
+            .unwrap();
+        let signer = Arc::new(SwappingSigner {
+            named,
+            other: KeyPair::generate(KeyType::EcdsaP256).unwrap(),
+            swapped: AtomicBool::new(swapped),
+            check,
+        });
+        let ca = CertificateAuthority::new(issued.certificate, vec![], signer.clone());
+        (ca, signer)
+    }
+
+    fn refused_for(result: Result<IssuedCertificate, CaError>, why: &str) {
+        match result {
+            Err(CaError::Profile(ProfileError::CheckFailed(v))) => {
+                assert!(
+                    v.iter().any(|m| m.contains(why)),
+                    "{v:?} should say {why:?}"
+                );
+            }
+            other => panic!("expected a refusal for {why:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_in_process_key_that_is_not_the_certificates_is_refused_at_setup() {
+        let root = root();
+        let (ca, _) = intermediate_with(&root, SignatureCheck::OnceAtSetup, true);
+        assert!(matches!(ca, Err(CaError::KeyMismatch)), "{ca:?}");
+        let (ca, _) = intermediate_with(&root, SignatureCheck::OnceAtSetup, false);
+        ca.unwrap()
+            .issue(
+                &workload("a"),
+                &KeyPair::generate(KeyType::EcdsaP256)
+                    .unwrap()
+                    .public_key_spki(),
+                now(),
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn an_outside_key_is_verified_on_every_certificate() {
+        let root = root();
+        let (ca, signer) = intermediate_with(&root, SignatureCheck::EveryCertificate, false);
+        let ca = ca.unwrap();
+        let spki = KeyPair::generate(KeyType::EcdsaP256)
+            .unwrap()
+            .public_key_spki();
+        ca.issue(&workload("a"), &spki, now()).unwrap();
+        signer.swapped.store(true, Ordering::SeqCst);
+        refused_for(
+            ca.issue(&workload("a"), &spki, now()),
+            "signature does not verify with the issuer's key",
+        );
+    }
+
+    #[test]
+    fn a_signer_that_does_not_say_is_verified_on_every_certificate() {
+        struct Quiet(KeyPair);
+        impl Signer for Quiet {
+            fn key_type(&self) -> KeyType {
+                self.0.key_type()
+            }
+            fn public_key_spki(&self) -> Vec<u8> {
+                self.0.public_key_spki()
+            }
+            fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
+                self.0.sign(msg)
+            }
+        }
+        let key = KeyPair::generate(KeyType::EcdsaP256).unwrap();
+        assert_eq!(key.signature_check(), SignatureCheck::OnceAtSetup);
+        assert_eq!(
+            Quiet(key).signature_check(),
+            SignatureCheck::EveryCertificate
+        );
+    }
+
+    /// The content check, which stands in for the verify on in-process keys, refuses a
+    /// certificate that is not the one planned: another serial, key, name or issuer.
+    #[test]
+    fn the_content_check_refuses_a_certificate_that_is_not_the_plan() {
+        let root = root();
+        let (ca, _) = intermediate_with(&root, SignatureCheck::OnceAtSetup, false);
+        let ca = ca.unwrap();
+        let spki = || {
+            KeyPair::generate(KeyType::EcdsaP256)
+                .unwrap()
+                .public_key_spki()
+        };
+        let planned = workload("a")
+            .plan(&spki(), Some(ca.certificate()), now())
+            .unwrap();
+        let other = ca.issue(&workload("b"), &spki(), now()).unwrap();
+        let Err(ProfileError::CheckFailed(v)) =
+            planned.check(&other.certificate, Some(ca.certificate()))
+        else {
+            panic!("a certificate for another plan passed the check");
+        };
+        for why in [
+            "serial differs",
+            "public key is not the requester's",
+            "URI SANs differ",
+        ] {
+            assert!(
+                v.iter().any(|m| m.contains(why)),
+                "{v:?} should say {why:?}"
+            );
+        }
+        // Checked against the root instead of the intermediate that signed it.
+        let Err(ProfileError::CheckFailed(v)) =
+            planned.check(&other.certificate, Some(root.certificate()))
+        else {
+            panic!("a certificate under another issuer passed the check");
+        };
+        for why in [
+            "issuer name is not the CA's subject",
+            "Authority Key Identifier is not the issuer's",
+        ] {
+            assert!(
+                v.iter().any(|m| m.contains(why)),
+                "{v:?} should say {why:?}"
+            );
+        }
+    }
 }

@@ -69,6 +69,30 @@ impl KeyType {
         }
     }
 
+    /// The algorithm that verifies what [`KeyType::signature_algorithm`] signs.
+    pub fn verification_algorithm(
+        self,
+    ) -> &'static dyn aws_lc_rs::signature::VerificationAlgorithm {
+        use aws_lc_rs::signature;
+        match self {
+            KeyType::EcdsaP256 => &signature::ECDSA_P256_SHA256_ASN1,
+            KeyType::EcdsaP384 => &signature::ECDSA_P384_SHA384_ASN1,
+            KeyType::Rsa { .. } => &signature::RSA_PKCS1_2048_8192_SHA256,
+            KeyType::Ed25519 => &signature::ED25519,
+        }
+    }
+
+    /// The name x509 readers give [`KeyType::signature_algorithm`] (as
+    /// [`crate::Certificate::signature_algorithm`] reports it).
+    pub fn signature_algorithm_name(self) -> &'static str {
+        match self {
+            KeyType::EcdsaP256 => "ecdsa-with-SHA256",
+            KeyType::EcdsaP384 => "ecdsa-with-SHA384",
+            KeyType::Rsa { .. } => "sha256WithRSAEncryption",
+            KeyType::Ed25519 => "ED25519",
+        }
+    }
+
     /// The type of the key in a DER SubjectPublicKeyInfo, if canopy knows it.
     pub fn from_spki(spki_der: &[u8]) -> Result<Self, KeyError> {
         let (_, spki) =

@@ -56,6 +56,10 @@ enum Command {
         /// How long each step runs.
         #[arg(long, default_value = "3s", value_parser = parse_duration)]
         duration: Duration,
+        /// Run each step exactly N times instead of for a duration, and print nothing
+        /// but the counts (for `valgrind --tool=callgrind`, whose counts then compare).
+        #[arg(long)]
+        iterations: Option<usize>,
     },
 }
 
@@ -175,7 +179,10 @@ fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Load(args) => runtime.block_on(load_only(args)),
         Command::Scale(args) => runtime.block_on(scale::run(args)),
-        Command::Ceiling { duration } => ceiling_only(duration),
+        Command::Ceiling {
+            duration,
+            iterations,
+        } => ceiling_only(duration, iterations),
     };
     match result {
         Ok(code) => code,
@@ -226,9 +233,14 @@ async fn load_only(args: LoadArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn ceiling_only(duration: Duration) -> anyhow::Result<ExitCode> {
+fn ceiling_only(duration: Duration, iterations: Option<usize>) -> anyhow::Result<ExitCode> {
     let csrs = workload::generate(256, canopy_side::TRUST_DOMAIN)?;
     let ca = canopy_side::make_ca()?;
+    if let Some(n) = iterations {
+        ceiling::run_fixed(&ca, &csrs, n)?;
+        println!("canopy-bench ceiling: {n} CSR verifies, then {n} verify + sign");
+        return Ok(ExitCode::SUCCESS);
+    }
     let ceiling = ceiling::measure(&ca, &csrs, duration)?;
     print!(
         "{}",

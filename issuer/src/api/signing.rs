@@ -95,9 +95,17 @@ pub struct Signed {
 
 impl From<&Issued> for Signed {
     fn from(issued: &Issued) -> Self {
+        // The chain starts with the leaf: its PEM is encoded once and used twice.
+        let certificate = issued.certificate.to_pem();
+        let chain = match issued.chain.split_first() {
+            Some((leaf, above)) if *leaf == issued.certificate => {
+                certificate.clone() + &Certificate::pem_of(above)
+            }
+            _ => Certificate::pem_of(&issued.chain),
+        };
         Signed {
-            certificate: issued.certificate.to_pem(),
-            chain: Certificate::pem_of(&issued.chain),
+            certificate,
+            chain,
             roots: issued.roots_pem.to_string(),
             serial: issued.serial.to_string(),
             not_after: rfc3339(issued.not_after),
