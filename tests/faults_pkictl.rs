@@ -205,3 +205,43 @@ fn sigkill_of_new_intermediate_and_crl_keeps_the_ledger_whole() {
     timed(&mut crl());
     ledger_verifies(&root);
 }
+
+/// What a kill between the key and the certificate leaves (the key is written first): a
+/// key without `cert.pem`. Making the intermediate again keeps that key, moved aside,
+/// instead of refusing for ever or overwriting it.
+#[test]
+fn a_key_left_without_its_certificate_is_set_aside_not_overwritten() {
+    let tmp = canopy_testsupport::tempdir();
+    let pass = passphrase_file(tmp.path(), "root.pass", PASS);
+    let key_pass = passphrase_file(tmp.path(), "inter.pass", "an intermediate passphrase");
+    let root = tmp.path().join("root");
+    timed(&mut init_root(&root, &pass));
+    let dir = root.join("intermediates").join("aws");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("key.pem"), "the interrupted run's key").unwrap();
+    let out = run(pkictl()
+        .args(["new-intermediate", "--name", "aws", "--root"])
+        .arg(&root)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .arg("--key-passphrase-file")
+        .arg(&key_pass));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("an interrupted run"));
+    key_opens(&dir.join("key.pem"), &key_pass);
+    let aside: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("interrupted-"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(aside[0].path().join("key.pem")).unwrap(),
+        "the interrupted run's key"
+    );
+    ledger_verifies(&root);
+}

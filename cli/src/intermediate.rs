@@ -85,26 +85,42 @@ fn request(a: &IntermediateArgs, cn: String, td: TrustDomain) -> CaRequest {
 }
 
 /// Records the intermediate in the ledger, then writes cert.pem and chain.pem into `dirs`.
+/// The file that says where an intermediate's key is: the key itself (0600) or, for a
+/// token, its reference.
+struct KeyFile<'a> {
+    dir: &'a Path,
+    path: &'a Path,
+    text: &'a str,
+    mode: u32,
+}
+
+/// Records the certificate in the ledger, then writes the intermediate's files in an
+/// order that a crash cannot make misleading: the key file before any certificate, and
+/// `cert.pem` last in each folder, so a `cert.pem` always has its key beside it.
 fn record_and_write(
     p: &Prepared,
     a: &IntermediateArgs,
     issued: &IssuedCertificate,
     root_cert: &Certificate,
     extra_dirs: &[&Path],
-    key: Option<KeyLocation>,
+    key: (Option<KeyLocation>, Option<KeyFile<'_>>),
     now: OffsetDateTime,
 ) -> Result<()> {
     let cert = &issued.certificate;
     let mut record = root::cert_record(kind::INTERMEDIATE, cert, &a.name, now);
-    record.key = key;
+    record.key = key.0;
     // The ledger first: a crash after it leaves a recorded certificate, never an unrecorded one.
     p.root.append(record)?;
     retire(&p.dir)?;
+    if let Some(file) = key.1 {
+        files::create_private_dir(file.dir)?;
+        files::write_atomic(file.path, file.text, file.mode)?;
+    }
     let chain = Certificate::pem_of(&[cert.clone(), root_cert.clone()]);
     for dir in std::iter::once(p.dir.as_path()).chain(extra_dirs.iter().copied()) {
         files::create_private_dir(dir)?;
-        files::write_atomic(&dir.join(CERT), &cert.to_pem(), PUBLIC)?;
         files::write_atomic(&dir.join(CHAIN), &chain, PUBLIC)?;
+        files::write_atomic(&dir.join(CERT), &cert.to_pem(), PUBLIC)?;
     }
     if issued.clamped {
         eprintln!(
@@ -206,7 +222,7 @@ pub fn sign(args: &SignIntermediateArgs, now: OffsetDateTime) -> Result<()> {
         .unlock(a.passphrase_file.as_deref(), a.pin_file.as_deref())?;
     let req = request(a, cn, p.trust_domain.clone());
     let issued = ca.issue_for_csr(&csr, &req, now)?;
-    record_and_write(&p, a, &issued, ca.certificate(), &[], None, now)?;
+    record_and_write(&p, a, &issued, ca.certificate(), &[], (None, None), now)?;
     summary(
         a,
         &issued,
@@ -225,7 +241,7 @@ pub fn new(args: &NewIntermediateArgs, now: OffsetDateTime) -> Result<()> {
     let p = prepare(a)?;
     let key_dir = args.out.clone().unwrap_or_else(|| p.dir.clone());
     let key_path = key_dir.join(KEY);
-    refuse_key_overwrite(a, &p, &key_dir, &key_path)?;
+    refuse_key_overwrite(a, &p, &key_dir, &key_path, now)?;
     let ca = p
         .root
         .unlock(a.passphrase_file.as_deref(), a.pin_file.as_deref())?;
@@ -248,9 +264,21 @@ pub fn new(args: &NewIntermediateArgs, now: OffsetDateTime) -> Result<()> {
         None => key.to_unencrypted_pem(),
     };
     let extra: Vec<&Path> = args.out.iter().map(PathBuf::as_path).collect();
-    record_and_write(&p, a, &issued, ca.certificate(), &extra, None, now)?;
-    files::create_private_dir(&key_dir)?;
-    files::write_atomic(&key_path, &key_pem, PRIVATE)?;
+    let key_file = KeyFile {
+        dir: &key_dir,
+        path: &key_path,
+        text: &key_pem,
+        mode: PRIVATE,
+    };
+    record_and_write(
+        &p,
+        a,
+        &issued,
+        ca.certificate(),
+        &extra,
+        (None, Some(key_file)),
+        now,
+    )?;
     if key_pass.is_none() {
         eprintln!(
             "warning: {} is NOT encrypted (--unencrypted-key-insecure): protect it",
@@ -283,7 +311,7 @@ fn new_on_token(args: &NewIntermediateArgs, now: OffsetDateTime) -> Result<()> {
     let p = prepare(a)?;
     let key_dir = args.out.clone().unwrap_or_else(|| p.dir.clone());
     let ref_path = key_dir.join(KEY_REF);
-    refuse_key_overwrite(a, &p, &key_dir, &ref_path)?;
+    refuse_key_overwrite(a, &p, &key_dir, &ref_path, now)?;
     let spec = t.spec()?;
     let ca = p
         .root
@@ -322,17 +350,22 @@ fn new_on_token(args: &NewIntermediateArgs, now: OffsetDateTime) -> Result<()> {
     let req = request(a, cn, p.trust_domain.clone());
     let issued = ca.issue(&req, key.public_key_spki(), now)?;
     let extra: Vec<&Path> = args.out.iter().map(PathBuf::as_path).collect();
+    let reference_json = reference.to_json();
+    let key_file = KeyFile {
+        dir: &key_dir,
+        path: &ref_path,
+        text: &reference_json,
+        mode: PUBLIC,
+    };
     record_and_write(
         &p,
         a,
         &issued,
         ca.certificate(),
         &extra,
-        Some(reference.location.clone()),
+        (Some(reference.location.clone()), Some(key_file)),
         now,
     )?;
-    files::create_private_dir(&key_dir)?;
-    files::write_atomic(&ref_path, &reference.to_json(), PUBLIC)?;
     let written = written_files(args, &p, ref_path);
     summary(
         a,
@@ -355,13 +388,35 @@ fn refuse_key_overwrite(
     p: &Prepared,
     key_dir: &Path,
     key_path: &Path,
+    now: OffsetDateTime,
 ) -> Result<()> {
+    if key_dir == p.dir && key_path.exists() && !p.dir.join(CERT).exists() {
+        return set_aside_interrupted(key_path, now);
+    }
     if key_path.exists() && !(a.replace && key_dir == p.dir) {
         return Err(user(format!(
             "{} already exists: refusing to overwrite a key; choose another --out",
             key_path.display()
         )));
     }
+    Ok(())
+}
+
+/// A key file without its `cert.pem` in the intermediate's own folder is what a run
+/// stopped between the two writes leaves (the key is written first). It is never
+/// overwritten: it moves to `interrupted-UNIXTIME/` beside it, and the new run goes on.
+fn set_aside_interrupted(key_path: &Path, now: OffsetDateTime) -> Result<()> {
+    let dir = key_path.parent().expect("a key file is in a folder");
+    let aside = dir.join(format!("interrupted-{}", now.unix_timestamp()));
+    files::create_private_dir(&aside)?;
+    let to = aside.join(key_path.file_name().expect("a key file has a name"));
+    std::fs::rename(key_path, &to)
+        .map_err(|e| crate::error::internal(format!("cannot move {}: {e}", key_path.display())))?;
+    eprintln!(
+        "note: {} had no certificate beside it (an interrupted run); moved it to {}",
+        key_path.display(),
+        to.display()
+    );
     Ok(())
 }
 
