@@ -17,7 +17,7 @@ use crate::server::{free_port_pair, Server};
 /// Root token of the dev server.
 const ROOT_TOKEN: &str = "canopy-bench-root";
 /// The role the load signs with.
-const ROLE: &str = "spiffe";
+pub const ROLE: &str = "spiffe";
 
 /// A running, configured OpenBao.
 pub struct OpenBao {
@@ -73,6 +73,20 @@ impl OpenBao {
             .context("reading the dev server's CA certificate")?;
         let api = Endpoint::new(&format!("https://127.0.0.1:{port}/"), &ca_pem)?
             .with_header("X-Vault-Token", ROOT_TOKEN)?;
+        let bao = OpenBao {
+            server,
+            version,
+            api,
+        };
+        bao.wait_unsealed().await?;
+        bao.set_up_pki().await?;
+        Ok(bao)
+    }
+
+    /// A server started elsewhere (on raft storage, initialised and unsealed), reached
+    /// at `api` with its root token: waits until it is active, then sets up the same PKI
+    /// engine and role as [`OpenBao::start`].
+    pub async fn configure(server: Server, version: String, api: Endpoint) -> anyhow::Result<OpenBao> {
         let bao = OpenBao {
             server,
             version,
