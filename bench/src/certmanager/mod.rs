@@ -248,7 +248,9 @@ pub async fn run(args: CertManagerArgs) -> anyhow::Result<ExitCode> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     print!("{}", render(&header, &rows, limits, &notes));
-    let failed = rows.iter().any(|r| r.total.is_none() || !r.problems.is_empty());
+    let failed = rows
+        .iter()
+        .any(|r| r.total.is_none() || !r.problems.is_empty());
     Ok(if failed {
         eprintln!("canopy-bench cert-manager: missing Secrets or wrong certificates: see above");
         ExitCode::FAILURE
@@ -568,8 +570,8 @@ impl Measured {
 /// Checks that `pem` (the Secret's `tls.crt`, leaf first) names `want` as its only
 /// URI SAN and has no DNS names.
 fn spiffe_only(pem: &[u8], want: &str) -> anyhow::Result<()> {
-    let (_, block) = x509_parser::pem::parse_x509_pem(pem)
-        .map_err(|e| anyhow!("tls.crt is not PEM: {e}"))?;
+    let (_, block) =
+        x509_parser::pem::parse_x509_pem(pem).map_err(|e| anyhow!("tls.crt is not PEM: {e}"))?;
     let leaf = block
         .parse_x509()
         .map_err(|e| anyhow!("tls.crt is not a certificate: {e}"))?;
@@ -617,7 +619,8 @@ fn render(header: &str, rows: &[Measured], limits: ClientLimits, notes: &[String
         let rate = r
             .total
             .map_or(f64::NAN, |t| r.certificates as f64 / t.as_secs_f64());
-        let pair = |v: &[f64]| format!("{:.0} / {:.0} ms", percentile(v, 50.0), percentile(v, 99.0));
+        let pair =
+            |v: &[f64]| format!("{:.0} / {:.0} ms", percentile(v, 50.0), percentile(v, 99.0));
         let _ = writeln!(
             out,
             "| {} | {} | {total} | {rate:.1}/s | {} | {} | {} | {}/{} | {:.1} / {:.1} / {:.1} |",
@@ -733,7 +736,10 @@ mod tests {
         );
         assert!(spec.get("dnsNames").is_none() && spec.get("commonName").is_none());
         assert_eq!(spec["duration"], "1h");
-        assert_eq!(spec["privateKey"], json!({"algorithm": "ECDSA", "size": 256}));
+        assert_eq!(
+            spec["privateKey"],
+            json!({"algorithm": "ECDSA", "size": 256})
+        );
         assert_eq!(spec["issuerRef"]["group"], "pki.canopy.dev");
     }
 

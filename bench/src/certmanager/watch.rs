@@ -181,7 +181,8 @@ fn note_request(seen: &mut Seen, request: &DynamicObject, now: Instant) {
             failed: None,
         });
     let data = &request.data;
-    if entry.approved.is_none() && condition(data, "Approved").is_some_and(|c| c["status"] == "True")
+    if entry.approved.is_none()
+        && condition(data, "Approved").is_some_and(|c| c["status"] == "True")
     {
         entry.approved = Some(now);
     }
