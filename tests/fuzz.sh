@@ -13,10 +13,18 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked --quiet cargo-fu
 export RUSTC_BOOTSTRAP=1
 targets=$(cargo fuzz list)
 cargo fuzz build -s none --release $targets >/dev/null 2>&1 || cargo fuzz build -s none --release
-for t in $targets; do
+# One target per core at a time (libFuzzer runs on one thread); each prints one line.
+# A crash or a panic fails the run (cargo fuzz exits non-zero; the input is saved under
+# fuzz/artifacts/TARGET/), and so does the whole script (xargs exits non-zero).
+fuzz_one() {
+  local t=$1 out status
   mkdir -p "corpus/$t"
-  printf '%-12s ' "$t"
-  cargo fuzz run -s none --release "$t" "corpus/$t" -- -max_total_time="$seconds" -print_final_stats=1 2>&1 \
-    | grep -E '^stat::number_of_executed_units|^==|panicked|SUMMARY|ERROR' | sed 's/stat::number_of_executed_units: */runs: /' | tr '\n' ' '
-  echo
-done
+  out=$(cargo fuzz run -s none --release "$t" "corpus/$t" -- -max_total_time="$seconds" -print_final_stats=1 2>&1)
+  status=$?
+  printf '%-16s %s\n' "$t" "$(grep -E '^stat::number_of_executed_units|^==|panicked|SUMMARY|ERROR' <<<"$out" \
+    | sed 's/stat::number_of_executed_units: */runs: /' | tr '\n' ' ')"
+  return "$status"
+}
+export -f fuzz_one
+export seconds
+printf '%s\n' $targets | xargs -P "$(nproc)" -I{} bash -c 'fuzz_one "$1"' _ {}

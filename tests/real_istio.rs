@@ -205,7 +205,8 @@ fn cacerts_exists(c: &TestCluster) -> Result<(), String> {
 /// `istio.lease` syncs `cacerts` (the standby reads no Secret at all), so each cluster gets
 /// one mesh CA. Without the Lease every replica ran the sync, and two passes at once each
 /// minted a mesh CA. When the holder is killed, the other replica takes the Lease and
-/// keeps the Secrets valid: it re-creates a deleted one and leaves the valid one alone.
+/// keeps the Secrets valid: it re-creates a deleted one and leaves the valid one alone;
+/// stopped with SIGTERM, it releases the Lease.
 #[test]
 fn two_replicas_sync_cacerts_from_the_lease_holder_only_and_the_standby_takes_over() {
     let options = || {
@@ -321,4 +322,16 @@ fn two_replicas_sync_cacerts_from_the_lease_holder_only_and_the_standby_takes_ov
     assert_eq!(recorded_mesh_cas(work, "aws").len(), 2);
     assert_eq!(recorded_mesh_cas(work, "azure").len(), 1);
     assert_eq!(secret(&azure)["metadata"]["resourceVersion"], azure_version);
+
+    // Stopped as Kubernetes stops a pod (SIGTERM), the holder ends its sync and gives the
+    // Lease up at once, for the next replica not to wait out a lease period.
+    let holder = replicas[usize::from(standby == "replica-b")]
+        .as_mut()
+        .unwrap();
+    let status = holder.stop();
+    let log = std::fs::read_to_string(work.join(format!("{standby}.log"))).unwrap_or_default();
+    assert!(status.success(), "{standby} exited with {status}: {log}");
+    assert!(log.contains("istio cacerts controller stopped"), "{log}");
+    let released = lease_holder(&aws);
+    assert!(released.is_err(), "the Lease is still held: {released:?}");
 }

@@ -43,6 +43,19 @@ if ! pg_up; then
   pg_up || { echo "PostgreSQL did not start on 127.0.0.1:5432" >&2; exit 1; }
 fi
 
+# The Go test tools build beside the Rust steps below: the first time it compiles
+# kube-apiserver and etcd, cert-manager, istiod's CA and helm from their Go modules (about
+# 6 minutes of 2 cores), and it fills the cores that Rust's serial steps (the last crates,
+# linking, single-threaded fuzz runs) leave idle. Then it takes seconds.
+say "build the Go test tools (in the background)"
+go_log=$(mktemp)
+(
+  for script in tests/cluster/build.sh tests/istiod/build.sh tests/helm/build.sh; do
+    bash "$script" >/dev/null
+  done
+) >"$go_log" 2>&1 &
+go_pid=$!
+
 say "rustfmt"
 cargo fmt --all -- --check
 
@@ -60,10 +73,13 @@ cargo build --workspace --bins --quiet
 # Built: the tests need not each run `cargo build` again (one per process under nextest).
 export CANOPY_TEST_BINS_BUILT=1
 
-say "build the Go test tools (the first time compiles kube-apiserver and etcd, cert-manager, istiod's CA and helm from their Go modules: about 6 minutes on 2 cores; then seconds)"
-for script in tests/cluster/build.sh tests/istiod/build.sh tests/helm/build.sh; do
-  bash "$script" >/dev/null
-done
+say "waiting for the Go test tools"
+if ! wait "$go_pid"; then
+  cat "$go_log" >&2
+  echo "building the Go test tools failed (log above)" >&2
+  exit 1
+fi
+grep -h 'done in' "$go_log" || true
 
 say "tests"
 if command -v cargo-nextest >/dev/null 2>&1; then

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use canopy::ca::CertificateAuthority;
 use canopy::key::{KeyPair, KeyType};
-use canopy::profile::{CaProfile, CaRequest};
+use canopy::profile::{CaProfile, CaRequest, LeafProfile, LeafRequest};
 use canopy::spiffe::TrustDomain;
 use canopy::ttl::Ttl;
 use sqlx::Connection;
@@ -186,4 +186,37 @@ pub async fn recorded(storage_url: &str) -> anyhow::Result<i64> {
         sqlx::query_as(query).fetch_one(&mut conn).await?
     };
     Ok(count.0)
+}
+
+/// A TLS server certificate for 127.0.0.1 (leaf + intermediate) and its key, as files.
+#[derive(Debug)]
+pub struct TlsFiles {
+    /// Leaf then intermediate, PEM.
+    pub cert: PathBuf,
+    /// The leaf's key, unencrypted PKCS#8 PEM.
+    pub key: PathBuf,
+}
+
+/// Issues a server certificate for 127.0.0.1 from the bench intermediate, so a peer's
+/// listener chains to the same root as canopy's and the client trusts it the same way.
+pub fn write_server_tls(dir: &Path, ca: &BenchCa) -> anyhow::Result<TlsFiles> {
+    let request = LeafRequest {
+        ip_addresses: vec![std::net::Ipv4Addr::LOCALHOST.into()],
+        ttl: Some(Ttl::days(7)),
+        clamp_to_issuer: true,
+        ..LeafRequest::new(LeafProfile::Server)
+    };
+    let (issued, key) = ca.intermediate.issue_with_new_key(
+        &request,
+        KeyType::EcdsaP256,
+        time::OffsetDateTime::now_utc(),
+    )?;
+    std::fs::create_dir_all(dir)?;
+    let files = TlsFiles {
+        cert: dir.join("tls.pem"),
+        key: dir.join("tls-key.pem"),
+    };
+    std::fs::write(&files.cert, issued.chain_pem())?;
+    std::fs::write(&files.key, key.to_unencrypted_pem().as_bytes())?;
+    Ok(files)
 }

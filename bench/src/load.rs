@@ -1,9 +1,10 @@
-//! The load generator both systems get: N keep-alive HTTPS/1.1 connections (rustls,
+//! The load generator every system gets: N keep-alive HTTPS/1.1 connections (rustls,
 //! aws-lc-rs), each sending one request after another until the time is up. Every
-//! answer must be a 200 with a certificate in it; the first answer on each
+//! answer must be a 2xx with a certificate in it; the first answer on each
 //! connection and every 64th after it is parsed and must name the requested SPIFFE ID.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -102,6 +103,11 @@ impl Endpoint {
             HeaderValue::from_str(value)?,
         ));
         Ok(self)
+    }
+
+    /// `https://IP:PORT`, the server this endpoint reaches.
+    pub fn origin(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     /// The same server and headers at another path.
@@ -209,7 +215,7 @@ pub struct Load {
 /// What a run produced.
 #[derive(Clone, Debug, Default)]
 pub struct Outcome {
-    /// Answers that were a 200 with a certificate.
+    /// Answers that were a 2xx with a certificate.
     pub ok: u64,
     /// Everything else (status, body, timeout, connection failure).
     pub errors: u64,
@@ -272,17 +278,52 @@ impl Outcome {
     }
 }
 
+/// Which body a connection sends next.
+enum Cursor {
+    /// Its own position, wrapping around: bodies are reused.
+    RoundRobin(usize),
+    /// One position shared by every connection: each body is sent once (one-time
+    /// tokens); a connection stops when none is left.
+    Shared(Arc<AtomicUsize>),
+}
+
+impl Cursor {
+    fn next(&mut self, len: usize) -> Option<usize> {
+        match self {
+            Cursor::RoundRobin(next) => {
+                let i = *next % len;
+                *next += 1;
+                Some(i)
+            }
+            Cursor::Shared(next) => Some(next.fetch_add(1, Ordering::Relaxed)).filter(|i| *i < len),
+        }
+    }
+}
+
 /// Drives `endpoint` with POSTs of `load.bodies` on `load.connections` connections
 /// until `load.duration` is over, then waits for the answers in flight.
 pub async fn drive(endpoint: &Endpoint, load: &Load) -> Outcome {
+    let stride = (load.bodies.len() / load.connections.max(1)).max(1);
+    drive_with(endpoint, load, |i| Cursor::RoundRobin(i * stride)).await
+}
+
+/// Like [`drive`], but every body is sent at most once (each carries a one-time
+/// token); also says whether the bodies ran out before the time was up.
+pub async fn drive_each_once(endpoint: &Endpoint, load: &Load) -> (Outcome, bool) {
+    let shared = Arc::new(AtomicUsize::new(0));
+    let outcome = drive_with(endpoint, load, |_| Cursor::Shared(shared.clone())).await;
+    let ran_out = shared.load(Ordering::Relaxed) >= load.bodies.len();
+    (outcome, ran_out)
+}
+
+async fn drive_with(endpoint: &Endpoint, load: &Load, cursor: impl Fn(usize) -> Cursor) -> Outcome {
     let started = Instant::now();
     let deadline = started + load.duration;
-    let stride = (load.bodies.len() / load.connections.max(1)).max(1);
     let workers: Vec<_> = (0..load.connections)
         .map(|i| {
             let endpoint = endpoint.clone();
             let bodies = load.bodies.clone();
-            tokio::spawn(connection(endpoint, bodies, i * stride, deadline))
+            tokio::spawn(connection(endpoint, bodies, cursor(i), deadline))
         })
         .collect();
     let mut total = Outcome::default();
@@ -300,7 +341,7 @@ pub async fn drive(endpoint: &Endpoint, load: &Load) -> Outcome {
 async fn connection(
     endpoint: Endpoint,
     bodies: Arc<Vec<Body>>,
-    mut next: usize,
+    mut cursor: Cursor,
     deadline: Instant,
 ) -> Outcome {
     let mut outcome = Outcome::default();
@@ -323,8 +364,10 @@ async fn connection(
             }
             continue;
         };
-        let body = &bodies[next % bodies.len()];
-        next += 1;
+        let Some(next) = cursor.next(bodies.len()) else {
+            break;
+        };
+        let body = &bodies[next];
         let request = endpoint.request(Method::POST, body.bytes.clone());
         let sent = Instant::now();
         let exchange = async {
@@ -365,15 +408,15 @@ async fn connection(
 
 const PEM_CERT: &[u8] = b"-----BEGIN CERTIFICATE-----";
 
-/// A good answer is a 200 whose body holds a certificate; a deep check also parses
-/// the JSON's `certificate` field and requires the SPIFFE ID asked for.
+/// A good answer is a 2xx (200; step-ca's 201) whose body holds a certificate; a deep
+/// check also parses the JSON's certificate field and requires the SPIFFE ID asked for.
 fn check_answer(status: StatusCode, body: &[u8], uri: &str, deep: bool) -> Result<(), String> {
-    if status != StatusCode::OK {
+    if !status.is_success() {
         let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
         return Err(format!("HTTP {status}: {text}"));
     }
     if !body.windows(PEM_CERT.len()).any(|w| w == PEM_CERT) {
-        return Err("200 without a certificate in the body".into());
+        return Err(format!("{status} without a certificate in the body"));
     }
     if deep {
         check_certificate(body, uri)?;
@@ -383,9 +426,10 @@ fn check_answer(status: StatusCode, body: &[u8], uri: &str, deep: bool) -> Resul
 
 fn find_certificate(value: &serde_json::Value) -> Option<&str> {
     match value {
-        serde_json::Value::Object(map) => map
-            .get("certificate")
-            .and_then(|v| v.as_str())
+        // `certificate` (canopy, OpenBao, CFSSL) or `crt` (step-ca).
+        serde_json::Value::Object(map) => ["certificate", "crt"]
+            .iter()
+            .find_map(|k| map.get(*k)?.as_str())
             .or_else(|| map.values().find_map(find_certificate)),
         _ => None,
     }
@@ -394,7 +438,7 @@ fn find_certificate(value: &serde_json::Value) -> Option<&str> {
 fn check_certificate(body: &[u8], uri: &str) -> Result<(), String> {
     let json: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| format!("answer is not JSON: {e}"))?;
-    let pem = find_certificate(&json).ok_or("no \"certificate\" field in the answer")?;
+    let pem = find_certificate(&json).ok_or("no certificate field in the answer")?;
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
         .map_err(|e| format!("certificate PEM: {e}"))?;
     let cert = pem
@@ -431,12 +475,36 @@ mod tests {
     }
 
     #[test]
+    fn cursors_reuse_or_use_once() {
+        let mut reuse = Cursor::RoundRobin(2);
+        let seen: Vec<_> = (0..4).map(|_| reuse.next(3)).collect();
+        assert_eq!(seen, [Some(2), Some(0), Some(1), Some(2)]);
+        let shared = Arc::new(AtomicUsize::new(0));
+        let (mut a, mut b) = (
+            Cursor::Shared(shared.clone()),
+            Cursor::Shared(shared.clone()),
+        );
+        assert_eq!(
+            (a.next(3), b.next(3), a.next(3)),
+            (Some(0), Some(1), Some(2))
+        );
+        assert_eq!((b.next(3), a.next(3)), (None, None));
+    }
+
+    #[test]
     fn answers_are_checked() {
         assert!(check_answer(StatusCode::FORBIDDEN, b"{}", "spiffe://x/y", false).is_err());
         assert!(check_answer(StatusCode::OK, b"{}", "spiffe://x/y", false).is_err());
         assert!(check_answer(
             StatusCode::OK,
             b"{\"certificate\":\"-----BEGIN CERTIFICATE-----\"}",
+            "spiffe://x/y",
+            false
+        )
+        .is_ok());
+        assert!(check_answer(
+            StatusCode::CREATED,
+            b"{\"crt\":\"-----BEGIN CERTIFICATE-----\"}",
             "spiffe://x/y",
             false
         )

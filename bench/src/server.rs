@@ -73,6 +73,32 @@ impl Server {
         }
     }
 
+    /// Starts `command` with stdout and stderr going to `log`, for servers that say
+    /// nothing useful on stdout; the caller waits for readiness its own way.
+    pub fn spawn(name: &'static str, mut command: Command, log: &Path) -> anyhow::Result<Server> {
+        let log_file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Server {
+            name,
+            child,
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// Fails with the log's tail if the process has exited.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited with {status}: {}", self.name, self.log_tail());
+        }
+        Ok(())
+    }
+
     /// The server's process id (whose CPU time is measured).
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -130,4 +156,27 @@ pub fn free_port_pair() -> anyhow::Result<u16> {
         }
     }
     bail!("no free pair of ports on 127.0.0.1")
+}
+
+/// Waits until `endpoint` answers a GET with any HTTP status (the listener is up),
+/// failing early with the log's tail if the server exits.
+pub async fn wait_answering(
+    server: &mut Server,
+    endpoint: &crate::load::Endpoint,
+) -> anyhow::Result<hyper::StatusCode> {
+    let started = Instant::now();
+    loop {
+        server.check_running()?;
+        match endpoint.call(hyper::Method::GET, "").await {
+            Ok((status, _)) => return Ok(status),
+            Err(e) if started.elapsed() > Duration::from_secs(60) => {
+                bail!(
+                    "{} did not answer within 60 s ({e:#}): {}",
+                    server.name,
+                    server.log_tail()
+                )
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }

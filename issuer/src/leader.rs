@@ -1,7 +1,9 @@
 //! Leader election with a `coordination.k8s.io/v1` Lease, one per cluster.
 //!
-//! Controllers are active-passive: every replica runs [`LeaderElector::run`], only
-//! the holder of the Lease runs the work. The holder renews the Lease every
+//! Controllers are active-passive: every replica runs each controller through
+//! [`Leadership::run`] (the cert-manager CertificateRequests and CSR API of a cluster,
+//! its pod certificates, the Istio `cacerts` sync of the mesh), and only the holder of
+//! the controller's Lease runs the work. The holder renews the Lease every
 //! `renew_interval`; a Lease whose `renewTime + leaseDurationSeconds` has passed is
 //! free, and a standby takes it over (bumping `leaseTransitions`). Every write
 //! carries the `resourceVersion` it read, so when two replicas race, the API server
@@ -12,6 +14,7 @@
 //! already stopped: two replicas never reconcile at once.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -244,80 +247,174 @@ impl LeaderElector {
         }
     }
 
-    /// Runs `work()` whenever this replica leads, until `shutdown` turns true.
+    /// Runs `work()` whenever this replica leads, until `shutdown` completes.
     ///
     /// `work` is dropped (cancelled) as soon as leadership is lost or cannot be
     /// renewed within `renew_deadline`; when leadership is won again, a new one is
-    /// started. `is_leader` mirrors the state for observers (metrics, tests).
-    pub async fn run<F, Fut>(
+    /// started. `is_leader` mirrors the state for observers (metrics, tests). On
+    /// shutdown the Lease is released, so a standby takes over at once. Controllers run
+    /// through [`Leadership::run`].
+    async fn run<F, Fut>(
         &self,
         mut work: F,
-        mut shutdown: watch::Receiver<bool>,
-        is_leader: watch::Sender<bool>,
+        shutdown: impl Future<Output = ()>,
+        is_leader: &watch::Sender<bool>,
     ) where
         F: FnMut() -> Fut,
         Fut: Future<Output = ()>,
     {
-        let s = &self.settings;
-        'outer: loop {
-            // Standby: retry until we lead.
-            loop {
-                if *shutdown.borrow() {
-                    break 'outer;
-                }
-                match self.try_acquire_or_renew().await {
-                    Ok(Attempt::Leading) => break,
-                    Ok(Attempt::Standby) => {}
-                    Err(e) => tracing::warn!(lease = %s.name, error = %e, "lease check failed"),
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(s.retry_period) => {}
-                    _ = shutdown.changed() => {}
-                }
+        tokio::pin!(shutdown);
+        loop {
+            if self.stand_by(&mut shutdown).await == Next::Stop {
+                break;
             }
-            tracing::info!(lease = %s.name, identity = %s.identity, "leading");
+            tracing::info!(lease = %self.settings.name, identity = %self.settings.identity, "leading");
             let _ = is_leader.send(true);
-            let mut last_renewed = tokio::time::Instant::now();
-            let task = work();
-            tokio::pin!(task);
-            let stop = loop {
-                tokio::select! {
-                    () = &mut task => {
-                        // The work ended on its own (it should not): retry leadership from standby.
-                        tracing::warn!(lease = %s.name, "controller stopped while leading");
-                        break false;
-                    }
-                    () = tokio::time::sleep(s.retry_period) => {
-                        match self.try_acquire_or_renew().await {
-                            Ok(Attempt::Leading) => last_renewed = tokio::time::Instant::now(),
-                            Ok(Attempt::Standby) => {
-                                tracing::warn!(lease = %s.name, "lost the lease to another replica");
-                                break false;
-                            }
-                            Err(e) => {
-                                tracing::warn!(lease = %s.name, error = %e, "could not renew the lease");
-                            }
-                        }
-                        if last_renewed.elapsed() >= s.renew_deadline {
-                            tracing::warn!(lease = %s.name, "lease not renewed within the renew deadline; stepping down");
-                            break false;
-                        }
-                    }
-                    _ = shutdown.changed() => {
-                        if *shutdown.borrow() {
-                            break true;
-                        }
-                    }
-                }
-            };
+            let next = self.lead(work(), &mut shutdown).await;
             let _ = is_leader.send(false);
-            if stop {
+            if next == Next::Stop {
                 break;
             }
         }
         let _ = is_leader.send(false);
         self.release().await;
     }
+
+    /// Retries the Lease every `retry_period` until this replica leads or `shutdown`
+    /// completes.
+    async fn stand_by(&self, shutdown: &mut Pin<&mut impl Future<Output = ()>>) -> Next {
+        let s = &self.settings;
+        loop {
+            // Told to stop already: do not take a Lease only to give it back.
+            if futures::poll!(shutdown.as_mut()).is_ready() {
+                return Next::Stop;
+            }
+            match self.try_acquire_or_renew().await {
+                Ok(Attempt::Leading) => return Next::Lead,
+                Ok(Attempt::Standby) => {}
+                Err(e) => tracing::warn!(lease = %s.name, error = %e, "lease check failed"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(s.retry_period) => {}
+                () = shutdown.as_mut() => return Next::Stop,
+            }
+        }
+    }
+
+    /// Runs `task` while renewing the Lease every `retry_period`; drops it when the
+    /// Lease is lost, not renewed within `renew_deadline`, or `shutdown` completes.
+    async fn lead(
+        &self,
+        task: impl Future<Output = ()>,
+        shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+    ) -> Next {
+        let s = &self.settings;
+        let mut last_renewed = tokio::time::Instant::now();
+        tokio::pin!(task);
+        loop {
+            tokio::select! {
+                () = &mut task => {
+                    // The work ended on its own (it should not): retry leadership from standby.
+                    tracing::warn!(lease = %s.name, "controller stopped while leading");
+                    return Next::StandBy;
+                }
+                () = tokio::time::sleep(s.retry_period) => {
+                    match self.try_acquire_or_renew().await {
+                        Ok(Attempt::Leading) => last_renewed = tokio::time::Instant::now(),
+                        Ok(Attempt::Standby) => {
+                            tracing::warn!(lease = %s.name, "lost the lease to another replica");
+                            return Next::StandBy;
+                        }
+                        Err(e) => {
+                            tracing::warn!(lease = %s.name, error = %e, "could not renew the lease");
+                        }
+                    }
+                    if last_renewed.elapsed() >= s.renew_deadline {
+                        tracing::warn!(lease = %s.name, "lease not renewed within the renew deadline; stepping down");
+                        return Next::StandBy;
+                    }
+                }
+                () = shutdown.as_mut() => return Next::Stop,
+            }
+        }
+    }
+}
+
+/// What a replica does next in [`LeaderElector::run`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Next {
+    /// It holds the Lease: run the work.
+    Lead,
+    /// It does not (or no longer) hold the Lease: compete again.
+    StandBy,
+    /// It was told to stop: release the Lease and return.
+    Stop,
+}
+
+/// Who runs a controller: the holder of a Lease among the replicas, or this replica
+/// alone (no leader election: the deployment runs one replica).
+#[derive(Debug)]
+pub enum Leadership {
+    /// Only while this replica holds the Lease.
+    Lease(Box<LeaderElector>),
+    /// Always: there is no other replica to defer to.
+    Alone,
+}
+
+impl Leadership {
+    /// Behind the Lease of `lease`, or alone without one.
+    pub fn new(client: Client, lease: Option<LeaseSettings>) -> Result<Self, LeaderError> {
+        Ok(match lease {
+            Some(settings) => Leadership::Lease(Box::new(LeaderElector::new(client, settings)?)),
+            None => Leadership::Alone,
+        })
+    }
+
+    /// Runs a controller (`work()`) while this replica may: until `shutdown` completes,
+    /// and, behind a Lease, only while holding it (dropped when it is lost, started
+    /// again when it is won back, the Lease released on shutdown). `is_leader` mirrors
+    /// whether the work runs.
+    pub async fn run<F, Fut>(
+        &self,
+        mut work: F,
+        shutdown: impl Future<Output = ()>,
+        is_leader: &watch::Sender<bool>,
+    ) where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        match self {
+            Leadership::Lease(elector) => elector.run(work, shutdown, is_leader).await,
+            Leadership::Alone => {
+                let _ = is_leader.send(true);
+                tokio::select! {
+                    () = work() => {}
+                    () = shutdown => {}
+                }
+                let _ = is_leader.send(false);
+            }
+        }
+    }
+}
+
+/// This replica's identity for Leases and Events: `POD_NAME` (set it from the
+/// downward API), else the host name, plus a random suffix so a restarted pod with
+/// the same name is a new holder.
+pub fn replica_identity() -> String {
+    use rand::RngCore;
+    let base = std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "canopy-issuer".into());
+    let mut b = [0u8; 4];
+    rand::rng().fill_bytes(&mut b);
+    format!("{base}_{}", hex::encode(b))
 }
 
 fn is_conflict(e: &kube::Error) -> bool {
@@ -336,6 +433,32 @@ mod tests {
             lease_duration_seconds: Some(duration),
             ..LeaseSpec::default()
         }
+    }
+
+    #[tokio::test]
+    async fn alone_the_work_runs_at_once_and_stops_on_shutdown() {
+        let (is_leader, mut leading) = watch::channel(false);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let starts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = starts.clone();
+        let run = tokio::spawn(async move {
+            let work = || {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::future::pending::<()>()
+            };
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            Leadership::Alone.run(work, shutdown, &is_leader).await;
+        });
+        leading.wait_for(|l| *l).await.unwrap();
+        assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 1);
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .expect("the run ends on shutdown")
+            .unwrap();
+        assert!(!*leading.borrow(), "not leading once stopped");
     }
 
     #[test]

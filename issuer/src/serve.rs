@@ -1,31 +1,36 @@
-//! `canopy-issuer serve`: load everything once, then answer until told to stop.
+//! `canopy-issuer serve`: load everything once, start the controllers (each behind its
+//! Lease) and background tasks, then answer until told to stop.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use canopy::cert::Certificate;
-use serde_json::json;
-use time::OffsetDateTime;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
-use crate::audit::{AuditEvent, Outcome};
 use crate::auth::Authenticator;
+use crate::certmanager::ControllerError;
 use crate::config::Config;
-use crate::intermediate::{Authorities, Intermediate};
+use crate::intermediate::Authorities;
 use crate::issuance::Issuer;
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
+use crate::names::ClusterName;
 use crate::ratelimit::RateLimiter;
-use crate::store::{CertificateRecord, Store, Write};
-use crate::tls::{self, ServerCert};
+use crate::store::Store;
+use crate::tls;
+
+mod listener;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// A cluster's controllers could not start.
     #[error(transparent)]
-    Controller(#[from] crate::certmanager::ControllerError),
+    Controller(#[from] ControllerError),
     /// The Istio cacerts sync could not be set up.
     #[error(transparent)]
     Istio(#[from] crate::istio::SetupError),
@@ -63,60 +68,17 @@ pub struct Service {
     tls: Arc<rustls::ServerConfig>,
     router: axum::Router,
     connection_limits: Arc<tls::ConnectionLimits>,
-    controllers_stop: tokio::sync::watch::Sender<bool>,
-    controllers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-fn record_of(cert: &Certificate, intermediate: &str, now: OffsetDateTime) -> CertificateRecord {
-    let issued_at = now.unix_timestamp();
-    CertificateRecord::new(
-        cert,
-        intermediate,
-        "server",
-        "canopy-issuer",
-        "internal",
-        issued_at,
-    )
-}
-
-/// Issues the listener certificate and records it like any other.
-async fn issue_listener_cert(
-    config: &Config,
-    inter: &Intermediate,
-    store: &Store,
-) -> Result<(Arc<rustls::sign::CertifiedKey>, Certificate), ServeError> {
-    let now = crate::clock::now();
-    let (key, cert) = tls::issue_server_cert(
-        inter,
-        &config.listen.server_names,
-        &config.listen.server_ips,
-        now,
-    )?;
-    let event = AuditEvent::new(
-        crate::clock::unix_ms(now),
-        "canopy-issuer",
-        "sign",
-        cert.serial().to_string(),
-        Outcome::Ok,
-        json!({"profile": "server", "intermediate": inter.name, "purpose": "listener",
-               "not_after": cert.not_after().unix_timestamp(), "fingerprint": cert.fingerprint_sha256()}),
-    );
-    store
-        .commit(&[Write::Issued(
-            Box::new(record_of(&cert, &inter.name, now)),
-            event,
-        )])
-        .await?;
-    Ok((key, cert))
+    controllers: Controllers,
 }
 
 impl Service {
-    /// Connects storage (and migrates it), loads the CAs, binds the listener.
+    /// Connects storage (and migrates it), loads the CAs, starts the controllers (each
+    /// behind its Lease), binds the listener.
     pub async fn start(config: &Config) -> Result<Service, ServeError> {
         let store = Store::connect(&config.storage.url, config.storage.max_connections).await?;
         store.migrate().await?;
-        let now = crate::clock::now();
-        let authorities = Arc::new(Authorities::load(config, now)?);
+        let material = crate::ca_material::CaMaterial::load(config)?;
+        let authorities = Arc::new(Authorities::new(config, &material, crate::clock::now())?);
         let metrics = Arc::new(Metrics::new());
         let issuer = Arc::new(Issuer::new(
             config,
@@ -124,29 +86,10 @@ impl Service {
             store.clone(),
             metrics.clone(),
         ));
-        let (controllers_stop, mut controllers) = start_cert_manager(config, &issuer).await?;
-        let audit_pruning = match (
-            &config.audit.retention,
-            &config.audit.archive_dir,
-            &config.audit.checkpoint_key,
-        ) {
-            (Some(retention), Some(dir), Some(key)) => Some(crate::retention::AuditPruning {
-                archive_dir: dir.clone(),
-                retention: *retention,
-                key: crate::audit::checkpoint::CheckpointKey::load(key)?.public_key(),
-            }),
-            _ => None,
-        };
-        if config.retention.enabled || audit_pruning.is_some() {
-            controllers.push(tokio::spawn(crate::retention::run(
-                store.clone(),
-                config.retention.clone(),
-                audit_pruning,
-                metrics.retention.clone(),
-                crate::certmanager::replica_identity(),
-                controllers_stop.subscribe(),
-            )));
-        }
+        let identity = crate::leader::replica_identity();
+        let mut controllers = Controllers::new();
+        start_kubernetes_signers(config, &issuer, &identity, &mut controllers).await?;
+        start_retention(config, &store, &metrics, &identity, &mut controllers)?;
         let auth = Arc::new(Authenticator::new(
             store.clone(),
             config.trust_domain.clone(),
@@ -160,55 +103,19 @@ impl Service {
             config.limits.rate_per_second,
             config.limits.burst,
         ));
-
-        let server_cert = match &config.listen.tls {
-            Some(files) => ServerCert::new(tls::load_server_cert(files)?),
-            None => {
-                let name = config
-                    .listen
-                    .intermediate
-                    .as_deref()
-                    .unwrap_or(config.default_intermediate());
-                let inter = authorities
-                    .get(name)
-                    .expect("validated: listen.intermediate names an intermediate")
-                    .clone();
-                let (key, cert) = issue_listener_cert(config, &inter, &store).await?;
-                let server_cert = ServerCert::new(key);
-                tokio::spawn(renew_listener_cert(
-                    config.clone(),
-                    inter,
-                    store.clone(),
-                    server_cert.clone(),
-                    cert,
-                ));
-                server_cert
-            }
-        };
-        if let Some(path) = &config.audit.checkpoint_key {
-            let key = crate::audit::checkpoint::CheckpointKey::load(path)?;
-            tokio::spawn(checkpoint_audit(
-                store.clone(),
-                key,
-                config.audit.checkpoint_interval(),
-            ));
-        }
+        let server_cert = listener::listener_cert(config, &authorities, &store).await?;
+        start_audit_checkpoints(config, &store)?;
         let crls = tls::load_crls(&config.crls)?;
         let tls = tls::server_config(&authorities.roots, &crls, server_cert)?;
-        let istio = match config.istio_setup()? {
-            None => None,
-            Some(setup) => {
-                let controller = crate::istio::Controller::new(
-                    setup,
-                    store.clone(),
-                    Some(metrics.istio.clone()),
-                );
-                let health = controller.health();
-                controllers
-                    .push(start_istio(config, controller, controllers_stop.subscribe()).await?);
-                Some(health)
-            }
-        };
+        let istio = start_istio(
+            config,
+            &material,
+            &store,
+            &metrics,
+            &identity,
+            &mut controllers,
+        )
+        .await?;
         let connection_limits = tls::ConnectionLimits::new(&config.limits, metrics.clone());
         let state = AppState {
             issuer,
@@ -218,24 +125,13 @@ impl Service {
             istio,
         };
         let router = api::router(state, &config.limits);
-        let addr = config.listen.address;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| ServeError::Bind {
-                addr,
-                reason: e.to_string(),
-            })?;
-        let local_addr = listener.local_addr().map_err(|e| ServeError::Bind {
-            addr,
-            reason: e.to_string(),
-        })?;
+        let (listener, local_addr) = bind(config.listen.address).await?;
         Ok(Service {
             local_addr,
             listener,
             tls,
             router,
             connection_limits,
-            controllers_stop,
             controllers,
         })
     }
@@ -251,145 +147,202 @@ impl Service {
             shutdown_signal(),
         )
         .await;
-        let _ = self.controllers_stop.send(true);
-        for c in self.controllers {
-            let _ = tokio::time::timeout(Duration::from_secs(10), c).await;
+        self.controllers.stop().await;
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let failed = |e: std::io::Error| ServeError::Bind {
+        addr,
+        reason: e.to_string(),
+    };
+    let listener = TcpListener::bind(addr).await.map_err(failed)?;
+    let local_addr = listener.local_addr().map_err(failed)?;
+    Ok((listener, local_addr))
+}
+
+/// The background tasks this replica runs (controllers, retention) and the signal that
+/// stops them.
+#[derive(Debug)]
+struct Controllers {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Controllers {
+    fn new() -> Self {
+        Controllers {
+            stop: watch::channel(false).0,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Completes when the controllers are told to stop.
+    fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stop = self.stop.subscribe();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    }
+
+    fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.push(tokio::spawn(task));
+    }
+
+    /// Spawns a controller of `cluster`; its start-up error is logged as `failed`.
+    fn spawn_for(
+        &mut self,
+        cluster: &ClusterName,
+        failed: &'static str,
+        run: impl Future<Output = Result<(), ControllerError>> + Send + 'static,
+    ) {
+        let cluster = cluster.clone();
+        self.spawn(async move {
+            if let Err(e) = run.await {
+                tracing::error!(cluster = %cluster, error = %e, "{failed}");
+            }
+        });
+    }
+
+    /// Tells every task to stop and waits for each (at most 10 s).
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
     }
 }
 
-type Controllers = (
-    tokio::sync::watch::Sender<bool>,
-    Vec<tokio::task::JoinHandle<()>>,
-);
-
-/// Starts the cert-manager external issuer of every cluster that has `cert_manager:`
-/// and the pod certificate signer of every cluster that has `pod_certificates:`.
-async fn start_cert_manager(
+/// Starts, for every cluster, the cert-manager external issuer (`cert_manager:`) and the
+/// pod certificate signer (`pod_certificates:`), each behind its own Lease.
+async fn start_kubernetes_signers(
     config: &Config,
     issuer: &Arc<Issuer>,
-) -> Result<Controllers, ServeError> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let identity = crate::certmanager::replica_identity();
-    let mut controllers = Vec::new();
+    identity: &str,
+    controllers: &mut Controllers,
+) -> Result<(), ServeError> {
     for cluster in &config.clusters {
-        let Some(cm) = &cluster.cert_manager else {
-            continue;
-        };
-        let settings = crate::certmanager::Settings::from_config(&cluster.name, cm, &identity);
-        let client = crate::certmanager::client_for(cluster).await?;
-        let cluster = cluster.clone();
-        let issuer = issuer.clone();
-        let mut stop = stop_rx.clone();
-        controllers.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) =
-                crate::certmanager::Controller::run(&cluster, client, issuer, settings, shutdown)
-                    .await
-            {
-                tracing::error!(cluster = %cluster.name, error = %e, "cert-manager controllers failed");
-            }
-        }));
+        if let Some(cm) = &cluster.cert_manager {
+            let settings = crate::certmanager::Settings::from_config(&cluster.name, cm, identity);
+            let client = crate::certmanager::client_for(cluster).await?;
+            let (config, issuer, shutdown) =
+                (cluster.clone(), issuer.clone(), controllers.shutdown());
+            controllers.spawn_for(
+                &cluster.name,
+                "cert-manager controllers failed",
+                async move {
+                    crate::certmanager::Controller::run(&config, client, issuer, settings, shutdown)
+                        .await
+                },
+            );
+        }
+        if let Some(pc) = &cluster.pod_certificates {
+            let settings =
+                crate::podcertificate::Settings::from_config(&cluster.name, pc, identity);
+            let client = crate::certmanager::client_for(cluster).await?;
+            let (config, issuer, shutdown) =
+                (cluster.clone(), issuer.clone(), controllers.shutdown());
+            controllers.spawn_for(&cluster.name, "pod certificate signer failed", async move {
+                let (is_leader, _) = watch::channel(false);
+                crate::podcertificate::Controller::run(
+                    &config, client, issuer, settings, shutdown, is_leader,
+                )
+                .await
+            });
+        }
     }
-    for cluster in &config.clusters {
-        let Some(pc) = &cluster.pod_certificates else {
-            continue;
-        };
-        let settings = crate::podcertificate::Settings::from_config(&cluster.name, pc, &identity);
-        let client = crate::certmanager::client_for(cluster).await?;
-        let cluster = cluster.clone();
-        let issuer = issuer.clone();
-        let mut stop = stop_rx.clone();
-        controllers.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            let (is_leader, _) = tokio::sync::watch::channel(false);
-            if let Err(e) = crate::podcertificate::Controller::run(
-                &cluster, client, issuer, settings, shutdown, is_leader,
-            )
-            .await
-            {
-                tracing::error!(cluster = %cluster.name, error = %e, "pod certificate signer failed");
-            }
-        }));
-    }
-    Ok((stop_tx, controllers))
+    Ok(())
 }
 
-/// Starts the Istio `cacerts` controller: behind `istio.lease` when configured (only the
-/// holder syncs, so replicas do not each mint a mesh CA), else on this replica alone.
-/// Stops when `stop` turns true, releasing the Lease.
+/// Starts retention when it (or audit pruning) is configured; replicas take turns
+/// through the store.
+fn start_retention(
+    config: &Config,
+    store: &Store,
+    metrics: &Metrics,
+    identity: &str,
+    controllers: &mut Controllers,
+) -> Result<(), ServeError> {
+    let audit_pruning = match (
+        &config.audit.retention,
+        &config.audit.archive_dir,
+        &config.audit.checkpoint_key,
+    ) {
+        (Some(retention), Some(dir), Some(key)) => Some(crate::retention::AuditPruning {
+            archive_dir: dir.clone(),
+            retention: *retention,
+            key: crate::audit::checkpoint::CheckpointKey::load(key)?.public_key(),
+        }),
+        _ => None,
+    };
+    if config.retention.enabled || audit_pruning.is_some() {
+        let stop = controllers.stop.subscribe();
+        controllers.spawn(crate::retention::run(
+            store.clone(),
+            config.retention.clone(),
+            audit_pruning,
+            metrics.retention.clone(),
+            identity.to_string(),
+            stop,
+        ));
+    }
+    Ok(())
+}
+
+/// Starts signing audit checkpoints when a checkpoint key is configured.
+fn start_audit_checkpoints(config: &Config, store: &Store) -> Result<(), ServeError> {
+    if let Some(path) = &config.audit.checkpoint_key {
+        let key = crate::audit::checkpoint::CheckpointKey::load(path)?;
+        tokio::spawn(checkpoint_audit(
+            store.clone(),
+            key,
+            config.audit.checkpoint_interval(),
+        ));
+    }
+    Ok(())
+}
+
+/// Starts the Istio `cacerts` controller when `istio:` is configured: behind
+/// `istio.lease` (only the holder syncs, so replicas do not each mint a mesh CA), else
+/// on this replica alone. Returns its health, for `/readyz`.
 async fn start_istio(
     config: &Config,
-    controller: crate::istio::Controller,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<tokio::task::JoinHandle<()>, ServeError> {
-    let lease = config.istio.as_ref().and_then(|i| i.lease.as_ref());
-    let elector = match lease {
-        None => None,
-        Some(lease) => {
-            let cluster = config
-                .clusters
-                .iter()
-                .find(|c| c.name.as_str() == lease.cluster)
-                .expect("validated: istio.lease.cluster names a cluster");
-            let client = crate::certmanager::client_for(cluster).await?;
-            let settings = lease.lease().settings(
-                crate::istio::config::IstioLeaseConfig::DEFAULT_NAME,
-                &crate::certmanager::replica_identity(),
-            );
-            Some(
-                crate::leader::LeaderElector::new(client, settings)
-                    .map_err(crate::certmanager::ControllerError::from)?,
-            )
-        }
+    material: &crate::ca_material::CaMaterial,
+    store: &Store,
+    metrics: &Metrics,
+    identity: &str,
+    controllers: &mut Controllers,
+) -> Result<Option<Arc<crate::istio::Health>>, ServeError> {
+    let Some(setup) = crate::istio::IstioSetup::of_config(config, material)? else {
+        return Ok(None);
     };
-    Ok(tokio::spawn(async move {
-        match elector {
-            Some(elector) => {
-                let (is_leader, _) = tokio::sync::watch::channel(false);
-                let work = || controller.run(std::future::pending());
-                elector.run(work, stop, is_leader).await;
-            }
-            None => {
-                controller
-                    .run(async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                    .await
-            }
-        }
-        tracing::info!("istio cacerts controller stopped");
-    }))
+    let controller =
+        crate::istio::Controller::new(setup, store.clone(), Some(metrics.istio.clone()));
+    let health = controller.health();
+    let leadership = istio_leadership(config, identity).await?;
+    let shutdown = controllers.shutdown();
+    controllers.spawn(async move { controller.run(&leadership, shutdown).await });
+    Ok(Some(health))
 }
 
-/// Re-issues the self-made listener certificate at 2/3 of its life.
-async fn renew_listener_cert(
-    config: Config,
-    inter: Arc<Intermediate>,
-    store: Store,
-    server_cert: Arc<ServerCert>,
-    mut current: Certificate,
-) {
-    loop {
-        let life = current.not_after() - current.not_before();
-        let renew_at = current.not_before() + life * 2 / 3;
-        let wait: time::Duration = renew_at - crate::clock::now_precise();
-        tokio::time::sleep(Duration::from_secs(wait.whole_seconds().max(60) as u64)).await;
-        match issue_listener_cert(&config, &inter, &store).await {
-            Ok((key, cert)) => {
-                server_cert.replace(key);
-                tracing::info!(serial = %cert.serial(), "renewed the listener certificate");
-                current = cert;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not renew the listener certificate; retrying")
-            }
-        }
-    }
+/// The mesh's one Lease (`istio.lease`, in the API server of the cluster it names), or
+/// none: this replica alone.
+async fn istio_leadership(config: &Config, identity: &str) -> Result<Leadership, ServeError> {
+    let Some(lease) = config.istio.as_ref().and_then(|i| i.lease.as_ref()) else {
+        return Ok(Leadership::Alone);
+    };
+    let cluster = config
+        .clusters
+        .iter()
+        .find(|c| c.name.as_str() == lease.cluster)
+        .expect("validated: istio.lease.cluster names a cluster");
+    let client = crate::certmanager::client_for(cluster).await?;
+    let settings = lease.lease().settings(
+        crate::istio::config::IstioLeaseConfig::DEFAULT_NAME,
+        identity,
+    );
+    Leadership::new(client, Some(settings))
+        .map_err(|e| ServeError::Controller(ControllerError::from(e)))
 }
 
 /// Signs the audit head every `interval` when it moved (a checkpoint at an unchanged

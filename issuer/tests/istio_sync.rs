@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::istio_common::*;
+use canopy_issuer::audit::verify::{verify, VerifyOptions};
 use canopy_issuer::istio::{self, Controller, IstioMetrics, Outcome};
 use time::Duration;
 
@@ -92,7 +93,9 @@ async fn sync_writes_both_clusters_and_openssl_verifies_across_clusters() {
         );
         assert!(!log.iter().any(|(verb, _, _)| verb == "delete"), "{log:?}");
     }
-    assert!(mesh.store.verify_audit().await.unwrap() >= 4);
+    let audit = verify(&mesh.store, &VerifyOptions::default()).await;
+    assert!(audit.ok, "{:?}", audit.problems);
+    assert!(audit.entries >= 4, "{audit:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,7 @@ mod certmanager_crds;
 mod certmanager_e2e;
 mod certmanager_kubectl;
 mod certmanager_leader;
+mod config_file;
 mod crash;
 mod dev;
 mod faults_sqlite;

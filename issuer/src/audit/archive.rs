@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{Checkpoint, CheckpointError, CheckpointPublicKey};
-use super::{AuditEntry, Verifier, GENESIS_HASH};
+use super::{AuditEntry, Verifier, VerifyError, GENESIS_HASH};
 use crate::store::{Store, StoreError};
 
 /// Entries read from the database per page, and rows deleted per statement.
@@ -43,7 +43,15 @@ pub enum ArchiveError {
     },
     /// The entries to archive do not verify, so they are kept for `audit verify` to report.
     #[error("not archiving: {0}: run `canopy-issuer audit verify`")]
-    Chain(String),
+    Chain(#[from] VerifyError),
+    /// The entries to archive do not end at the hash their checkpoint signed.
+    #[error("not archiving: the stored entries {first}..={last} do not end at the hash the checkpoint at entry {last} signed: run `canopy-issuer audit verify`")]
+    NotAtCheckpoint {
+        /// First entry to archive.
+        first: i64,
+        /// The checkpoint's entry.
+        last: i64,
+    },
     /// The checkpoint the archive would end at does not verify.
     #[error("not archiving: {0}")]
     Checkpoint(#[from] CheckpointError),
@@ -245,7 +253,8 @@ async fn run(
     Ok(report)
 }
 
-/// Writes entries `first..=checkpoint.seq` and the checkpoint to `path`, durably.
+/// Writes entries `first..=checkpoint.seq` and the checkpoint to `path`, durably: to a
+/// temporary file first, fsynced, then renamed into place and the folder fsynced.
 async fn write_segment(
     store: &Store,
     dir: &Path,
@@ -253,26 +262,70 @@ async fn write_segment(
     first: i64,
     checkpoint: &Checkpoint,
 ) -> Result<u64, ArchiveError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_error(&tmp)(e)),
-        _ => {}
-    }
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_error(&tmp))?;
-    let mut out = std::io::BufWriter::new(file);
+    let mut out = SegmentWriter::create(&tmp)?;
     let written = async {
-        // The first entry's predecessor is vouched for by the segment before (or genesis);
-        // here the entries must chain to each other and end at the signed hash.
+        let count = out.entries(store, first, checkpoint).await?;
+        out.line(&SegmentLine::Checkpoint {
+            checkpoint: checkpoint.clone(),
+        })?;
+        out.sync()?;
+        Ok(count)
+    }
+    .await;
+    let count = match written {
+        Ok(count) => count,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&tmp, path).map_err(io_error(path))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))?;
+    Ok(count)
+}
+
+/// A segment being written to its temporary file.
+struct SegmentWriter<'a> {
+    tmp: &'a Path,
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl<'a> SegmentWriter<'a> {
+    /// Creates `tmp` afresh (a leftover of an interrupted run is removed), owner-only.
+    fn create(tmp: &'a Path) -> Result<Self, ArchiveError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        match std::fs::remove_file(tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_error(tmp)(e)),
+            _ => {}
+        }
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(tmp)
+            .map_err(io_error(tmp))?;
+        Ok(SegmentWriter {
+            tmp,
+            out: std::io::BufWriter::new(file),
+        })
+    }
+
+    /// Copies entries `first..=checkpoint.seq` from the database, checking that they
+    /// chain and end at the hash the checkpoint signed. The first entry's predecessor
+    /// is vouched for by the segment before (or genesis).
+    async fn entries(
+        &mut self,
+        store: &Store,
+        first: i64,
+        checkpoint: &Checkpoint,
+    ) -> Result<u64, ArchiveError> {
         let mut verifier: Option<Verifier> = None;
         let mut after = first - 1;
         let mut count = 0u64;
@@ -290,13 +343,8 @@ async fn write_segment(
                     };
                     Verifier::resume(first - 1, prev)
                 });
-                v.check(entry)
-                    .map_err(|e| ArchiveError::Chain(e.to_string()))?;
-                serde_json::to_writer(&mut out, entry).map_err(|e| ArchiveError::Io {
-                    path: tmp.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-                out.write_all(b"\n").map_err(io_error(&tmp))?;
+                v.check(entry)?;
+                self.line(entry)?;
                 count += 1;
                 after = entry.seq;
             }
@@ -308,36 +356,32 @@ async fn write_segment(
             .as_ref()
             .is_some_and(|v| v.last_seq() == checkpoint.seq && v.last_hash() == checkpoint.hash);
         if !matches {
-            return Err(ArchiveError::Chain(format!(
-                "the stored entries {first}..={} do not end at the hash the checkpoint at entry {} signed",
-                checkpoint.seq, checkpoint.seq
-            )));
+            return Err(ArchiveError::NotAtCheckpoint {
+                first,
+                last: checkpoint.seq,
+            });
         }
-        let line = SegmentLine::Checkpoint {
-            checkpoint: checkpoint.clone(),
-        };
-        serde_json::to_writer(&mut out, &line).map_err(|e| ArchiveError::Io {
-            path: tmp.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        out.write_all(b"\n").map_err(io_error(&tmp))?;
-        let file = out.into_inner().map_err(|e| io_error(&tmp)(e.into_error()))?;
-        file.sync_all().map_err(io_error(&tmp))?;
         Ok(count)
     }
-    .await;
-    let count = match written {
-        Ok(count) => count,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    std::fs::rename(&tmp, path).map_err(io_error(path))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))?;
-    Ok(count)
+
+    /// One JSON line.
+    fn line(&mut self, value: &impl Serialize) -> Result<(), ArchiveError> {
+        serde_json::to_writer(&mut self.out, value).map_err(|e| ArchiveError::Io {
+            path: self.tmp.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        self.out.write_all(b"\n").map_err(io_error(self.tmp))
+    }
+
+    /// Flushes and fsyncs the file.
+    fn sync(self) -> Result<(), ArchiveError> {
+        let tmp = self.tmp;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| io_error(tmp)(e.into_error()))?;
+        file.sync_all().map_err(io_error(tmp))
+    }
 }
 
 /// Checks a segment on disk: its entries chain, it ends with a checkpoint signed by

@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use super::status::Written;
 use super::{prior, Backoff};
 use crate::auth::Requester;
-use crate::config::ClusterName;
+use crate::names::ClusterName;
 use crate::store::StoreError;
 use crate::{IssueError, Issued, Issuer, SignRequest};
 

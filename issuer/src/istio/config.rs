@@ -1,5 +1,6 @@
 //! The Istio settings of the issuer's config file: per cluster (`clusters[].istio`) and
-//! mesh-wide (`istio:`, with the root rotation). Parsed with serde, checked by `validate`.
+//! mesh-wide (`istio:`, with the root rotation). Parsed with serde, checked by `validate`
+//! with the configuration's typed errors.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +11,7 @@ use canopy::spiffe::TrustDomain;
 use canopy::ttl::Ttl;
 use serde::Deserialize;
 
-use crate::config::Config;
+use crate::invalid::{Invalid, Problem};
 
 /// What canopy publishes in a cluster's `cacerts`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -216,34 +217,32 @@ impl IstioClusterConfig {
         nc
     }
 
-    /// Semantic checks; returns (field below `istio`, reason) of the first problem.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// Semantic checks; the first problem, its field named below `istio`.
+    pub fn validate(&self) -> Result<(), Invalid> {
         if !valid_namespace(&self.namespace) {
-            return Err((
-                "namespace".into(),
-                "must be a Kubernetes namespace name (lowercase letters, digits, '-')".into(),
-            ));
+            return Err(Problem::Rule(
+                "must be a Kubernetes namespace name (lowercase letters, digits, '-')",
+            )
+            .at("namespace"));
         }
         if self.workload_ttl < Ttl::minutes(10) {
-            return Err(("workload_ttl".into(), "must be at least 10m".into()));
+            return Err(Problem::Rule("must be at least 10m").at("workload_ttl"));
         }
         let six = self.workload_ttl.as_seconds().saturating_mul(6);
         if self.mesh_ca_ttl.as_seconds() < six {
-            return Err((
-                "mesh_ca_ttl".into(),
-                format!(
-                    "must be at least 6x workload_ttl ({} < 6 x {}): istiod signs workloads for up to workload_ttl and renews them well before",
-                    self.mesh_ca_ttl, self.workload_ttl
-                ),
-            ));
+            return Err(Problem::Refused(format!(
+                "must be at least 6x workload_ttl ({} < 6 x {}): istiod signs workloads for up to workload_ttl and renews them well before",
+                self.mesh_ca_ttl, self.workload_ttl
+            ))
+            .at("mesh_ca_ttl"));
         }
         if !self.mesh_ca_uri_constraint
             && self.mesh_ca_dns_names.as_ref().is_some_and(Vec::is_empty)
         {
-            return Err((
-                "mesh_ca_dns_names".into(),
-                "is empty and mesh_ca_uri_constraint is false: a mesh CA would be unconstrained; name istiod's DNS names".into(),
-            ));
+            return Err(Problem::Rule(
+                "is empty and mesh_ca_uri_constraint is false: a mesh CA would be unconstrained; name istiod's DNS names",
+            )
+            .at("mesh_ca_dns_names"));
         }
         if let Some(dns) = self.mesh_ca_dns_names.as_ref().filter(|d| !d.is_empty()) {
             let nc = NameConstraints {
@@ -251,17 +250,15 @@ impl IstioClusterConfig {
                 permitted_dns: dns.clone(),
             };
             if let Err(e) = nc.validate() {
-                return Err(("mesh_ca_dns_names".into(), e.to_string()));
+                return Err(Problem::Refused(e.to_string()).at("mesh_ca_dns_names"));
             }
         }
         if !self.key_type.accepted_by_istiod() {
-            return Err((
-                "key_type".into(),
-                format!(
-                    "{}: istiod accepts only ECDSA P-256/P-384 or RSA >= 2048",
-                    self.key_type
-                ),
-            ));
+            return Err(Problem::Refused(format!(
+                "{}: istiod accepts only ECDSA P-256/P-384 or RSA >= 2048",
+                self.key_type
+            ))
+            .at("key_type"));
         }
         Ok(())
     }
@@ -269,14 +266,19 @@ impl IstioClusterConfig {
 
 impl IstioConfig {
     /// Checks against the rest of the config: `roots` holds the rotation's roots (given
-    /// parsed, in config order), every cluster with `istio` has a target intermediate.
-    /// Returns (field below `istio`, reason).
-    pub fn validate(&self, config: &Config, roots: &[Certificate]) -> Result<(), (String, String)> {
+    /// parsed, in config order), and the rotation names configured clusters and
+    /// intermediates. The first problem, its field named below `istio`.
+    pub fn validate(
+        &self,
+        roots: &[Certificate],
+        is_cluster: impl Fn(&str) -> bool,
+        is_intermediate: impl Fn(&str) -> bool,
+    ) -> Result<(), Invalid> {
         if self.resync < Ttl::from_seconds(5).expect("positive") {
-            return Err(("resync".into(), "must be at least 5s".into()));
+            return Err(Problem::Rule("must be at least 5s").at("resync"));
         }
         if self.request_timeout.as_seconds() < 1 {
-            return Err(("request_timeout".into(), "must be at least 1s".into()));
+            return Err(Problem::Rule("must be at least 1s").at("request_timeout"));
         }
         let Some(rot) = &self.rotation else {
             return Ok(());
@@ -288,30 +290,22 @@ impl IstioConfig {
         };
         for (field, fp) in [("old_root", &rot.old_root), ("new_root", &rot.new_root)] {
             if !known(fp) {
-                return Err((
-                    format!("rotation.{field}"),
-                    "no certificate in `roots` has this SHA-256 fingerprint (list both roots in `roots` during a rotation)".into(),
-                ));
+                return Err(Problem::Rule(
+                    "no certificate in `roots` has this SHA-256 fingerprint (list both roots in `roots` during a rotation)",
+                )
+                .at(format!("rotation.{field}")));
             }
         }
         if normalize_fingerprint(&rot.old_root) == normalize_fingerprint(&rot.new_root) {
-            return Err((
-                "rotation.new_root".into(),
-                "is the same root as old_root".into(),
-            ));
+            return Err(Problem::Rule("is the same root as old_root").at("rotation.new_root"));
         }
         for (cluster, inter) in &rot.intermediates {
-            if !config.clusters.iter().any(|c| c.name.as_str() == cluster) {
-                return Err((
-                    format!("rotation.intermediates.{cluster}"),
-                    "no cluster has this name".into(),
-                ));
+            let field = format!("rotation.intermediates.{cluster}");
+            if !is_cluster(cluster) {
+                return Err(Problem::NoSuchCluster.at(field));
             }
-            if !config.intermediates.iter().any(|i| &i.name == inter) {
-                return Err((
-                    format!("rotation.intermediates.{cluster}"),
-                    "no intermediate has this name".into(),
-                ));
+            if !is_intermediate(inter) {
+                return Err(Problem::NoSuchIntermediate.at(field));
             }
         }
         Ok(())
@@ -339,9 +333,9 @@ mod tests {
         assert!(serde_yaml::from_str::<IstioClusterConfig>("{mode: sub-ca}").is_err());
         let short: IstioClusterConfig =
             serde_yaml::from_str("{mesh_ca_ttl: 5d, workload_ttl: 24h}").unwrap();
-        assert_eq!(short.validate().unwrap_err().0, "mesh_ca_ttl");
+        assert_eq!(short.validate().unwrap_err().field, "mesh_ca_ttl");
         let ed: IstioClusterConfig = serde_yaml::from_str("{key_type: ed25519}").unwrap();
-        assert_eq!(ed.validate().unwrap_err().0, "key_type");
+        assert_eq!(ed.validate().unwrap_err().field, "key_type");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The long-running Istio controller: a pass over every cluster at each mesh CA's renewal
 //! time (2/3 of its life, with jitter) and at least every `resync`; metrics, Kubernetes
-//! Events before expiry, and the readiness verdict.
+//! Events before expiry, and the readiness verdict. Passes run only on the holder of the
+//! mesh's Lease (`istio.lease`), like every controller ([`crate::leader::Leadership`]).
 
+use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration as StdDuration;
 
@@ -11,11 +13,13 @@ use kube::api::{Api, PostParams};
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use tokio::sync::watch;
 
 use crate::istio::metrics::IstioMetrics;
 use crate::istio::report::{ClusterReport, Report};
 use crate::istio::setup::IstioSetup;
 use crate::istio::sync::Syncer;
+use crate::leader::Leadership;
 use crate::store::Store;
 
 /// The last pass, shared with the HTTP handlers (`/readyz`, `/v1/status`).
@@ -204,18 +208,21 @@ impl Controller {
             .fold(resync, OffsetDateTime::min)
     }
 
-    /// Runs passes on the wall clock until `shutdown` completes (borrowing, so a leader
-    /// elector can start it again after regaining the Lease).
-    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
+    /// Runs passes on the wall clock while this replica may (behind the mesh's Lease, or
+    /// alone), until `shutdown` completes.
+    pub async fn run(&self, leadership: &Leadership, shutdown: impl Future<Output = ()>) {
+        let (is_leader, _) = watch::channel(false);
+        leadership.run(|| self.passes(), shutdown, &is_leader).await;
+        tracing::info!("istio cacerts controller stopped");
+    }
+
+    /// A pass at each due time, until dropped (the Lease lost, or shutdown).
+    async fn passes(&self) {
         loop {
             let now = crate::clock::now();
             let report = self.tick(now).await;
             let wait = (self.next_pass(&report, now) - now).whole_seconds().max(1);
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = tokio::time::sleep(StdDuration::from_secs(wait as u64)) => {}
-            }
+            tokio::time::sleep(StdDuration::from_secs(wait as u64)).await;
         }
     }
 }

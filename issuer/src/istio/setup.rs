@@ -1,50 +1,34 @@
-//! Everything the Istio sync needs, loaded once from the config: the roots, and per cluster
-//! its Kubernetes target, settings and signing intermediate(s). A cluster whose intermediate
-//! cannot be used keeps the error, so one bad cluster never stops the others.
+//! Everything the Istio sync needs, built once from the config and the loaded CA material:
+//! the roots, and per cluster its Kubernetes access, settings and signing intermediate(s).
+//! A cluster whose intermediate cannot be used keeps the error, so one bad cluster never
+//! stops the others.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use canopy::ca::CertificateAuthority;
 use canopy::cert::Certificate;
-use canopy::key::{KeyPair, Passphrase};
+use canopy::key::KeyPair;
 use canopy::rotation::Rotation;
 use canopy::spiffe::TrustDomain;
 use time::Duration;
 
-use crate::config::{ClusterConfig, ClusterName, Config, IntermediateConfig};
+use crate::ca_material::{CaKey, CaMaterial};
+use crate::config::{ClusterConfig, Config, IntermediateConfig, IntermediateKey};
+use crate::intermediate::LoadError;
+use crate::invalid::Invalid;
 use crate::istio::config::{normalize_fingerprint, IstioClusterConfig, IstioConfig};
+use crate::kube_client::KubeAccess;
+use crate::names::ClusterName;
 
 /// Why the Istio setup as a whole cannot be loaded (per-cluster problems are kept per cluster).
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    /// A root file is unreadable.
-    #[error("root certificate {path}: {reason}")]
-    Root {
-        /// The file.
-        path: String,
-        /// Why.
-        reason: String,
-    },
+    /// The roots could not be loaded.
+    #[error(transparent)]
+    Material(#[from] LoadError),
     /// A setting is wrong.
-    #[error("config: field `{field}`: {reason}")]
-    Invalid {
-        /// Field path.
-        field: String,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// How to reach a cluster's API server.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KubeTarget {
-    /// Kubeconfig file.
-    pub kubeconfig: Option<PathBuf>,
-    /// Context in it.
-    pub context: Option<String>,
-    /// Use the pod's service account.
-    pub in_cluster: bool,
+    #[error("config: {0}")]
+    Invalid(Invalid),
 }
 
 /// An intermediate that signs (or, in `intermediate` mode, is published as) a mesh CA.
@@ -74,44 +58,47 @@ impl Signing {
         &self.chain[0]
     }
 
-    /// Loads an intermediate's certificate file (it may carry the chain above it) and key.
-    /// Roots found in the file are dropped: `root-cert.pem` carries them.
-    pub fn load(ic: &IntermediateConfig, roots: &[Certificate]) -> Result<Signing, String> {
-        let read = |p: &Path| {
-            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
-        };
-        let mut certs = Certificate::parse_pem_all(&read(&ic.cert)?)
-            .map_err(|e| format!("{}: {e}", ic.cert.display()))?;
-        if certs.is_empty() {
-            return Err(format!("{}: no certificate", ic.cert.display()));
-        }
-        let first = certs.remove(0);
+    /// From an intermediate's loaded material. Roots found in its certificate file were
+    /// dropped: `root-cert.pem` carries them.
+    pub fn from_material(
+        ic: &IntermediateConfig,
+        material: &CaMaterial,
+    ) -> Result<Signing, String> {
+        let m = material
+            .intermediate(&ic.name)
+            .ok_or_else(|| format!("intermediate {} is not loaded", ic.name))?;
+        let chain = m.chain.clone()?;
+        let first = chain.first().ok_or("no certificate")?;
         // Before the key: a key too weak for canopy to load gets a message about istiod.
-        if let Some(why) = crate::istio::desired::key_refused(&ic.name, &first) {
+        if let Some(why) = crate::istio::desired::key_refused(&ic.name, first) {
             return Err(why);
         }
-        let mut chain = vec![first];
-        chain.extend(certs.into_iter().filter(|c| !roots.contains(c)));
-        let passphrase = match &ic.passphrase_file {
-            Some(p) => Some(Passphrase::from_file(p).map_err(|e| e.to_string())?),
-            None => None,
-        };
         // Publishing an intermediate to istiod hands istiod its key (ca-key.pem): a key
         // that lives on a token cannot be handed over.
-        let Some(key_path) = &ic.key else {
-            return Err(format!(
-                "intermediate {}: its key is on a PKCS#11 token, and the Istio cacerts sync needs a key file (istiod holds the key it signs with)",
-                ic.name
-            ));
-        };
-        let key = KeyPair::from_pem_with(&read(key_path)?, passphrase.as_ref())
-            .map_err(|e| format!("key {}: {e}", key_path.display()))?;
-        Self::new(&ic.name, chain, key)
+        let on_token = format!(
+            "intermediate {}: its key is on a PKCS#11 token, and the Istio cacerts sync needs a key file (istiod holds the key it signs with)",
+            ic.name
+        );
+        if matches!(ic.key, IntermediateKey::Pkcs11 { .. }) {
+            return Err(on_token);
+        }
+        match m.key.as_ref()? {
+            CaKey::File(key) => Self::with_key(&ic.name, chain, key.clone()),
+            CaKey::Token(_) => Err(on_token),
+        }
     }
 
     /// From a chain (intermediate first, no root) and its key.
     pub fn new(name: &str, chain: Vec<Certificate>, key: KeyPair) -> Result<Signing, String> {
-        let key = Arc::new(key);
+        Self::with_key(name, chain, Arc::new(key))
+    }
+
+    /// From a chain (intermediate first, no root) and a key shared with the authorities.
+    pub fn with_key(
+        name: &str,
+        chain: Vec<Certificate>,
+        key: Arc<KeyPair>,
+    ) -> Result<Signing, String> {
         let cert = chain.first().ok_or("no certificate")?.clone();
         let ca = CertificateAuthority::new(cert, chain[1..].to_vec(), key.clone())
             .map_err(|e| e.to_string())?;
@@ -141,7 +128,7 @@ pub struct ClusterSetup {
     /// Its name.
     pub name: ClusterName,
     /// How to reach it.
-    pub target: KubeTarget,
+    pub target: KubeAccess,
     /// Its Istio settings.
     pub settings: IstioClusterConfig,
     /// The intermediate it signs under now (chaining to the old root during a rotation).
@@ -166,99 +153,59 @@ pub struct IstioSetup {
 }
 
 impl IstioSetup {
-    /// Loads the setup from the issuer config, its `istio` block and the clusters that have
-    /// `istio` settings. Per-cluster intermediate problems are kept in the cluster.
+    /// The setup for the clusters that have `istio` settings, none if no cluster has.
+    pub fn of_config(
+        config: &Config,
+        material: &CaMaterial,
+    ) -> Result<Option<Arc<IstioSetup>>, SetupError> {
+        let clusters: Vec<_> = config
+            .clusters
+            .iter()
+            .filter_map(|c| c.istio.clone().map(|i| (c.clone(), i)))
+            .collect();
+        if clusters.is_empty() {
+            return Ok(None);
+        }
+        let istio = config.istio.clone().unwrap_or_default();
+        let setup = IstioSetup::from_material(config, &istio, clusters, material)?;
+        Ok(Some(Arc::new(setup)))
+    }
+
+    /// Loads the CA material, then the setup from it (for callers that need nothing else
+    /// from the material).
     pub fn load(
         config: &Config,
         istio: &IstioConfig,
         clusters: Vec<(ClusterConfig, IstioClusterConfig)>,
     ) -> Result<IstioSetup, SetupError> {
-        let mut roots = Vec::new();
-        for path in &config.roots {
-            let text = std::fs::read_to_string(path).map_err(|e| SetupError::Root {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            roots.extend(
-                Certificate::parse_pem_all(&text).map_err(|e| SetupError::Root {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?,
-            );
-        }
+        IstioSetup::from_material(config, istio, clusters, &CaMaterial::load(config)?)
+    }
+
+    /// From the issuer config, its `istio` block, the clusters that have `istio` settings
+    /// and the loaded CA material. Per-cluster intermediate problems are kept in the cluster.
+    pub fn from_material(
+        config: &Config,
+        istio: &IstioConfig,
+        clusters: Vec<(ClusterConfig, IstioClusterConfig)>,
+        material: &CaMaterial,
+    ) -> Result<IstioSetup, SetupError> {
+        let roots = material.roots.clone();
+        let is_cluster = |name: &str| config.clusters.iter().any(|c| c.name.as_str() == name);
+        let is_intermediate = |name: &str| config.intermediate(name).is_some();
         istio
-            .validate(config, &roots)
-            .map_err(|(field, reason)| SetupError::Invalid {
-                field: format!("istio.{field}"),
-                reason,
-            })?;
-        let load = |name: &str| -> Result<Arc<Signing>, String> {
-            let ic = config
-                .intermediates
-                .iter()
-                .find(|i| i.name == name)
-                .ok_or_else(|| format!("no intermediate named {name:?}"))?;
-            Signing::load(ic, &roots)
-                .map(Arc::new)
-                .map_err(|e| format!("intermediate {name}: {e}"))
-        };
+            .validate(&roots, is_cluster, is_intermediate)
+            .map_err(|e| SetupError::Invalid(e.below("istio")))?;
         let mut out = Vec::new();
         for (i, (cc, settings)) in clusters.into_iter().enumerate() {
             settings
                 .validate()
-                .map_err(|(field, reason)| SetupError::Invalid {
-                    field: format!("clusters[{i}].istio.{field}"),
-                    reason,
-                })?;
-            let next =
-                istio
-                    .rotation
-                    .as_ref()
-                    .map(|r| match r.intermediates.get(cc.name.as_str()) {
-                        Some(n) => load(n),
-                        None => Err(format!(
-                            "istio.rotation.intermediates names no intermediate for cluster {}",
-                            cc.name
-                        )),
-                    });
-            out.push(ClusterSetup {
-                intermediate: load(&cc.intermediate),
-                next_intermediate: next,
-                target: KubeTarget {
-                    kubeconfig: cc.kubeconfig.clone(),
-                    context: cc.context.clone(),
-                    in_cluster: cc.in_cluster,
-                },
-                name: cc.name,
-                settings,
-            });
+                .map_err(|e| SetupError::Invalid(e.below(&format!("clusters[{i}].istio"))))?;
+            out.push(cluster_setup(config, istio, cc, settings, material));
         }
-        let rotation = match &istio.rotation {
-            None => None,
-            Some(r) => {
-                let find = |fp: &str| {
-                    roots
-                        .iter()
-                        .find(|c| c.fingerprint_sha256() == normalize_fingerprint(fp))
-                        .cloned()
-                        .expect("validated: the rotation's roots are configured")
-                };
-                let workload_ttl = out
-                    .iter()
-                    .map(|c| c.settings.workload_ttl.as_duration())
-                    .max()
-                    .unwrap_or(Duration::hours(24));
-                Some(RotationSetup {
-                    rules: Rotation {
-                        old_root: normalize_fingerprint(&r.old_root),
-                        new_root: normalize_fingerprint(&r.new_root),
-                        workload_ttl,
-                    },
-                    old_root: find(&r.old_root),
-                    new_root: find(&r.new_root),
-                })
-            }
-        };
+        let rotation = istio
+            .rotation
+            .as_ref()
+            .map(|r| rotation_setup(r, &roots, &out));
         Ok(IstioSetup {
             trust_domain: config.trust_domain.clone(),
             roots,
@@ -266,5 +213,69 @@ impl IstioSetup {
             rotation,
             settings: istio.clone(),
         })
+    }
+}
+
+/// One cluster's part: its intermediate now and, during a rotation, the one under the new root.
+fn cluster_setup(
+    config: &Config,
+    istio: &IstioConfig,
+    cc: ClusterConfig,
+    settings: IstioClusterConfig,
+    material: &CaMaterial,
+) -> ClusterSetup {
+    let signing = |name: &str| -> Result<Arc<Signing>, String> {
+        let ic = config
+            .intermediate(name)
+            .ok_or_else(|| format!("no intermediate named {name:?}"))?;
+        Signing::from_material(ic, material)
+            .map(Arc::new)
+            .map_err(|e| format!("intermediate {name}: {e}"))
+    };
+    let next = istio
+        .rotation
+        .as_ref()
+        .map(|r| match r.intermediates.get(cc.name.as_str()) {
+            Some(n) => signing(n),
+            None => Err(format!(
+                "istio.rotation.intermediates names no intermediate for cluster {}",
+                cc.name
+            )),
+        });
+    ClusterSetup {
+        intermediate: signing(&cc.intermediate),
+        next_intermediate: next,
+        target: cc.access,
+        name: cc.name,
+        settings,
+    }
+}
+
+/// The rotation's roots found among the configured ones (validated: both are).
+fn rotation_setup(
+    r: &crate::istio::RotationConfig,
+    roots: &[Certificate],
+    clusters: &[ClusterSetup],
+) -> RotationSetup {
+    let find = |fp: &str| {
+        roots
+            .iter()
+            .find(|c| c.fingerprint_sha256() == normalize_fingerprint(fp))
+            .cloned()
+            .expect("validated: the rotation's roots are configured")
+    };
+    let workload_ttl = clusters
+        .iter()
+        .map(|c| c.settings.workload_ttl.as_duration())
+        .max()
+        .unwrap_or(Duration::hours(24));
+    RotationSetup {
+        rules: Rotation {
+            old_root: normalize_fingerprint(&r.old_root),
+            new_root: normalize_fingerprint(&r.new_root),
+            workload_ttl,
+        },
+        old_root: find(&r.old_root),
+        new_root: find(&r.new_root),
     }
 }

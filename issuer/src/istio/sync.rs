@@ -1,6 +1,10 @@
 //! The reconcile's I/O half: read each cluster's `cacerts`, decide (pure, in `desired` and
 //! the core's `rotation`), mint and record a mesh CA when needed, write the Secret once.
 //!
+//! The steps apart: `rotation` (which root a cluster signs under and trusts this pass),
+//! `mesh_ca` (mint and record a mesh CA, audit each write), `status` (the same decisions,
+//! nothing written).
+//!
 //! Writes are create-if-absent or replace-with-resourceVersion: never delete-and-recreate
 //! (istiod watches the Secret), and a stale write (after a timeout, say) can only fail with
 //! 409, never overwrite a newer Secret. The server applies a replace whole, so the Secret is
@@ -11,26 +15,26 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use canopy::ca::IssuedCertificate;
-use canopy::cert::Certificate;
-use canopy::chain::verify_path;
 use canopy::key::KeyPair;
-use canopy::profile::{CaProfile, CaRequest, Profile};
-use canopy::rotation::{Decision, Observed, Root};
+use canopy::rotation::Decision;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 use kube::api::{Api, PostParams};
-use serde_json::json;
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
-use crate::audit::{AuditEvent, Outcome as AuditOutcome};
 use crate::istio::desired::{
     self, assess, build, Blocked, CaPlan, Current, Desired, Material, Target, SECRET_NAME,
 };
 use crate::istio::report::{ClusterReport, Outcome, Report};
-use crate::istio::setup::{ClusterSetup, IstioSetup, KubeTarget, Signing};
-use crate::store::{CertificateRecord, Store, Write};
+use crate::istio::setup::{ClusterSetup, IstioSetup, Signing};
+use crate::kube_client::KubeAccess;
+use crate::store::Store;
+
+mod mesh_ca;
+mod rotation;
+mod status;
 
 /// Field manager and actor name of the Istio sync.
 pub const ACTOR: &str = "canopy-issuer/istio";
@@ -85,28 +89,10 @@ async fn timed<T>(
 }
 
 /// A kube client for a target.
-pub async fn connect(target: &KubeTarget, timeout: StdDuration) -> Result<kube::Client, String> {
-    let mut cfg = if target.in_cluster {
-        kube::Config::incluster().map_err(|e| format!("in-cluster config: {e}"))?
-    } else if let Some(path) = &target.kubeconfig {
-        let kc = kube::config::Kubeconfig::read_from(path)
-            .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
-        let opts = kube::config::KubeConfigOptions {
-            context: target.context.clone(),
-            ..Default::default()
-        };
-        kube::Config::from_custom_kubeconfig(kc, &opts)
-            .await
-            .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
-    } else {
-        kube::Config::infer()
-            .await
-            .map_err(|e| format!("no kubeconfig or in-cluster config: {e}"))?
-    };
-    cfg.connect_timeout = Some(timeout);
-    cfg.read_timeout = Some(timeout);
-    cfg.write_timeout = Some(timeout);
-    kube::Client::try_from(cfg).map_err(|e| format!("kube client: {e}"))
+pub async fn connect(target: &KubeAccess, timeout: StdDuration) -> Result<kube::Client, String> {
+    crate::kube_client::client(target, Some(timeout))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The Secret as canopy reads it.
@@ -163,13 +149,6 @@ impl std::fmt::Debug for Syncer {
             .field("setup", &self.setup)
             .finish()
     }
-}
-
-/// What one pass decided for a cluster before writing.
-struct Plan<'a> {
-    signing: &'a Arc<Signing>,
-    sign_root: Certificate,
-    trust: Vec<Certificate>,
 }
 
 impl Syncer {
@@ -234,176 +213,6 @@ impl Syncer {
         out
     }
 
-    /// The rotation's decisions for this pass, from what was observed.
-    fn decisions(
-        &self,
-        observed: &[Result<Option<Current>, ApiFailure>],
-        now: OffsetDateTime,
-    ) -> Option<Vec<Decision>> {
-        let rot = self.setup.rotation.as_ref()?;
-        let obs: Vec<Observed> = observed
-            .iter()
-            .map(|o| match o {
-                Ok(Some(c)) => c.observed(&self.setup.roots, now),
-                _ => Observed::default(),
-            })
-            .collect();
-        Some(rot.rules.decide(&obs, now))
-    }
-
-    fn plan<'a>(
-        &self,
-        cluster: &'a ClusterSetup,
-        decision: Option<&Decision>,
-        now: OffsetDateTime,
-    ) -> Result<Plan<'a>, String> {
-        match (decision, &self.setup.rotation) {
-            (Some(d), Some(rot)) => {
-                let pick = |r: Root| match r {
-                    Root::Old => rot.old_root.clone(),
-                    Root::New => rot.new_root.clone(),
-                };
-                let signing = match d.sign_under {
-                    Root::Old => cluster.intermediate.as_ref(),
-                    Root::New => cluster
-                        .next_intermediate
-                        .as_ref()
-                        .ok_or_else(|| "no intermediate under the new root".to_string())?
-                        .as_ref(),
-                }
-                .map_err(Clone::clone)?;
-                Ok(Plan {
-                    signing,
-                    sign_root: pick(d.sign_under),
-                    trust: d.trust.iter().copied().map(pick).collect(),
-                })
-            }
-            _ => {
-                let signing = cluster.intermediate.as_ref().map_err(Clone::clone)?;
-                let int = signing.certificate();
-                // The configured root this intermediate chains to (checked at a time it is
-                // valid, so an expired intermediate is reported as expired, not as unchained).
-                let at = now.min(int.not_after()).max(int.not_before());
-                let sign_root = self
-                    .setup
-                    .roots
-                    .iter()
-                    .find(|r| {
-                        verify_path(int, &signing.chain[1..], std::slice::from_ref(r), at).is_ok()
-                    })
-                    .cloned()
-                    .ok_or_else(|| {
-                        format!(
-                            "intermediate {} does not chain to any configured root",
-                            signing.name
-                        )
-                    })?;
-                Ok(Plan {
-                    signing,
-                    sign_root,
-                    trust: self.setup.roots.clone(),
-                })
-            }
-        }
-    }
-
-    /// Mints a mesh CA under `signing` and records it (certificate store + audit log)
-    /// before it is published anywhere.
-    async fn mint(
-        &self,
-        cluster: &ClusterSetup,
-        signing: &Signing,
-        reason: &str,
-        now: OffsetDateTime,
-    ) -> Result<(IssuedCertificate, KeyPair), String> {
-        let req = CaRequest {
-            trust_domain: Some(self.setup.trust_domain.clone()),
-            ttl: Some(cluster.settings.mesh_ca_ttl),
-            path_len: Some(0),
-            clamp_to_issuer: true,
-            name_constraints: Some(
-                cluster
-                    .settings
-                    .mesh_ca_constraints(&self.setup.trust_domain),
-            ),
-            ..CaRequest::new(CaProfile::MeshCa, format!("{} mesh CA", cluster.name))
-        };
-        let (issued, key) = signing
-            .ca
-            .issue_with_new_key(&req, cluster.settings.key_type, now)
-            .map_err(|e| {
-                format!(
-                    "cannot mint a mesh CA under intermediate {}: {e}",
-                    signing.name
-                )
-            })?;
-        let cert = &issued.certificate;
-        let record = CertificateRecord {
-            cluster: Some(cluster.name.to_string()),
-            namespace: Some(cluster.settings.namespace.clone()),
-            ..CertificateRecord::new(
-                cert,
-                &signing.name,
-                &Profile::MeshCa.to_string(),
-                ACTOR,
-                "internal",
-                now.unix_timestamp(),
-            )
-        };
-        let event = AuditEvent::new(
-            crate::clock::unix_ms(now),
-            ACTOR,
-            "sign",
-            cert.serial().to_string(),
-            AuditOutcome::Ok,
-            json!({
-                "profile": "mesh-ca",
-                "intermediate": signing.name,
-                "cluster": cluster.name.as_str(),
-                "reason": reason,
-                "not_after": cert.not_after().unix_timestamp(),
-                "clamped": issued.clamped,
-                "fingerprint": cert.fingerprint_sha256(),
-            }),
-        );
-        self.store
-            .as_ref()
-            .ok_or("no storage to record the mesh CA in")?
-            .commit(&[Write::Issued(Box::new(record), event)])
-            .await
-            .map_err(|e| {
-                format!("could not record the new mesh CA, so it was not published: {e}")
-            })?;
-        Ok((issued, key))
-    }
-
-    async fn audit_write(
-        &self,
-        cluster: &ClusterSetup,
-        what: &str,
-        d: &Desired,
-        now: OffsetDateTime,
-    ) {
-        let event = AuditEvent::new(
-            crate::clock::unix_ms(now),
-            ACTOR,
-            "cacerts.write",
-            cluster.name.to_string(),
-            AuditOutcome::Ok,
-            json!({
-                "cluster": cluster.name.as_str(),
-                "namespace": cluster.settings.namespace,
-                "what": what,
-                "ca_serial": d.ca.serial().to_string(),
-                "ca_not_after": d.ca.not_after().unix_timestamp(),
-            }),
-        );
-        let Some(store) = &self.store else { return };
-        if let Err(e) = store.append_events(&[event]).await {
-            tracing::warn!(cluster = %cluster.name, error = %e, "could not audit a cacerts write");
-        }
-    }
-
     /// Brings one cluster's Secret to what it should be, retrying conflicts and transient
     /// failures. `first` is what the pass observed (read again after a conflict).
     async fn sync_cluster(
@@ -426,15 +235,8 @@ impl Syncer {
                 return report;
             }
         };
-        let target = Target {
-            cluster: cluster.name.as_str(),
-            settings: &cluster.settings,
-            signing: plan.signing,
-            sign_root: &plan.sign_root,
-            trust: plan.trust.clone(),
-            trust_domain: &self.setup.trust_domain,
-        };
-        let mut minted: Option<(IssuedCertificate, KeyPair)> = None;
+        let target = self.target(cluster, &plan);
+        let mut minted = None;
         let mut observed = Some(first);
         let mut last_error = String::new();
         for attempt in 0..MAX_ATTEMPTS {
@@ -444,13 +246,8 @@ impl Syncer {
             };
             let current = match current {
                 Ok(c) => c,
-                Err(ApiFailure::Fatal(m)) => {
-                    report.outcome = Outcome::Failed(format!("cannot read {ns}/cacerts: {m}"));
-                    return report;
-                }
                 Err(e) => {
-                    report.outcome =
-                        Outcome::Failed(format!("cannot read {ns}/cacerts: {e}; nothing written"));
+                    report.outcome = unreadable(ns, e);
                     return report;
                 }
             };
@@ -459,115 +256,19 @@ impl Syncer {
                     report.describe(c, &self.setup.roots, now);
                 }
             }
-            let assessment = assess(&target, current.as_ref(), now);
-            report.ownership = assessment.ownership;
-            report.problems = assessment.problems.clone();
-            let ca_plan = match assessment.plan {
-                Ok(p) => p,
-                Err(Blocked::Refused(m)) => {
-                    report.outcome = Outcome::Failed(format!("{m}; nothing written"));
-                    return report;
-                }
-                Err(Blocked::Reported(m)) => {
-                    report.outcome = Outcome::Reported(m);
-                    return report;
-                }
-            };
-            let (material, reason) = match &ca_plan {
-                CaPlan::Keep => (
-                    Material::Keep(current.as_ref().expect("keep needs a Secret")),
-                    None,
-                ),
-                CaPlan::Publish(why) => (Material::Publish, Some(why.clone())),
-                CaPlan::Mint(why) => {
-                    // One mint per pass: a retry after a conflict reuses it.
-                    if minted.is_none() {
-                        match self.mint(cluster, plan.signing, why, now).await {
-                            Ok(m) => minted = Some(m),
-                            Err(e) => {
-                                report.outcome = Outcome::Failed(format!("{e}; nothing written"));
-                                return report;
-                            }
-                        }
-                    }
-                    let (issued, key) = minted.as_ref().expect("minted");
-                    if issued.clamped {
-                        report.warnings.push(format!(
-                            "the mesh CA was cut to intermediate {}'s expiry ({}): renew the intermediate",
-                            plan.signing.name,
-                            plan.signing.certificate().not_after()
-                        ));
-                    }
-                    report.minted = Some(issued.certificate.serial().to_string());
-                    (Material::Minted(issued, key), Some(why.clone()))
-                }
-            };
-            let desired = match build(&target, material, current.as_ref(), now) {
-                Ok(d) => d,
-                Err(e) => {
-                    report.outcome = Outcome::Failed(e.to_string());
-                    return report;
-                }
-            };
-            if let Some(c) = &current {
-                if desired.matches(c) {
-                    report.outcome = Outcome::Unchanged;
-                    return report;
-                }
-            }
-            let client = match self.client(cluster).await {
-                Ok(c) => c,
-                Err(e) => {
-                    report.outcome = Outcome::Failed(e);
-                    return report;
-                }
-            };
-            let api: Api<Secret> = Api::namespaced(client, ns);
-            let pp = PostParams {
-                dry_run: false,
-                field_manager: Some("canopy-issuer".into()),
-            };
-            let result = match &current {
-                None => {
-                    timed(
-                        self.timeout(),
-                        api.create(&pp, &secret_of(ns, &desired, None)),
-                    )
-                    .await
-                }
-                Some(c) => {
-                    timed(
-                        self.timeout(),
-                        api.replace(
-                            SECRET_NAME,
-                            &pp,
-                            &secret_of(ns, &desired, c.resource_version.clone()),
-                        ),
-                    )
-                    .await
-                }
-            };
-            match result {
-                Ok(written) => {
-                    let what = if current.is_none() {
-                        "created"
-                    } else {
-                        "updated"
-                    };
-                    self.audit_write(cluster, what, &desired, now).await;
-                    let why = reason.unwrap_or_else(|| match assessment.ownership {
-                        Some(desired::Ownership::Foreign) => {
-                            "adopted a cacerts canopy did not write".into()
-                        }
-                        Some(desired::Ownership::EditedByHand) => "repaired a hand edit".into(),
-                        _ => "files or labels out of date".into(),
-                    });
-                    report.outcome = if current.is_none() {
-                        Outcome::Created(why)
-                    } else {
-                        Outcome::Updated(why)
-                    };
-                    report.describe(&current_of(&written), &self.setup.roots, now);
+            let written = self
+                .attempt(
+                    cluster,
+                    &target,
+                    current.as_ref(),
+                    &mut minted,
+                    &mut report,
+                    now,
+                )
+                .await;
+            match written {
+                Ok(outcome) => {
+                    report.outcome = outcome;
                     return report;
                 }
                 Err(ApiFailure::Conflict(m)) => {
@@ -592,6 +293,93 @@ impl Syncer {
         report
     }
 
+    /// One attempt at bringing `current` to what `target` wants: decide, mint if needed
+    /// (once per pass: `minted` keeps it for the next attempt), build, write if it
+    /// differs. The outcome, or the write's failure.
+    async fn attempt(
+        &self,
+        cluster: &ClusterSetup,
+        target: &Target<'_>,
+        current: Option<&Current>,
+        minted: &mut Option<(IssuedCertificate, KeyPair)>,
+        report: &mut ClusterReport,
+        now: OffsetDateTime,
+    ) -> Result<Outcome, ApiFailure> {
+        let assessment = assess(target, current, now);
+        report.ownership = assessment.ownership;
+        report.problems = assessment.problems.clone();
+        let ca_plan = match assessment.plan {
+            Ok(p) => p,
+            Err(Blocked::Refused(m)) => {
+                return Ok(Outcome::Failed(format!("{m}; nothing written")))
+            }
+            Err(Blocked::Reported(m)) => return Ok(Outcome::Reported(m)),
+        };
+        if let (CaPlan::Mint(why), true) = (&ca_plan, minted.is_none()) {
+            match self.mint(cluster, target.signing, why, now).await {
+                Ok(m) => *minted = Some(m),
+                Err(e) => return Ok(Outcome::Failed(format!("{e}; nothing written"))),
+            }
+        }
+        let (material, reason) =
+            material(&ca_plan, current, minted.as_ref(), target.signing, report);
+        let desired = match build(target, material, current, now) {
+            Ok(d) => d,
+            Err(e) => return Ok(Outcome::Failed(e.to_string())),
+        };
+        if current.is_some_and(|c| desired.matches(c)) {
+            return Ok(Outcome::Unchanged);
+        }
+        let client = match self.client(cluster).await {
+            Ok(c) => c,
+            Err(e) => return Ok(Outcome::Failed(e)),
+        };
+        let written = self.write(client, cluster, current, &desired).await?;
+        let what = if current.is_none() {
+            "created"
+        } else {
+            "updated"
+        };
+        self.audit_write(cluster, what, &desired, now).await;
+        report.describe(&current_of(&written), &self.setup.roots, now);
+        let why = reason.unwrap_or_else(|| why_rewritten(assessment.ownership));
+        Ok(if current.is_none() {
+            Outcome::Created(why)
+        } else {
+            Outcome::Updated(why)
+        })
+    }
+
+    /// Creates the Secret, or replaces `current` with its resourceVersion as the
+    /// precondition (a concurrent write makes this 409).
+    async fn write(
+        &self,
+        client: kube::Client,
+        cluster: &ClusterSetup,
+        current: Option<&Current>,
+        desired: &Desired,
+    ) -> Result<Secret, ApiFailure> {
+        let ns = cluster.settings.namespace.as_str();
+        let api: Api<Secret> = Api::namespaced(client, ns);
+        let pp = PostParams {
+            dry_run: false,
+            field_manager: Some("canopy-issuer".into()),
+        };
+        match current {
+            None => {
+                timed(
+                    self.timeout(),
+                    api.create(&pp, &secret_of(ns, desired, None)),
+                )
+                .await
+            }
+            Some(c) => {
+                let secret = secret_of(ns, desired, c.resource_version.clone());
+                timed(self.timeout(), api.replace(SECRET_NAME, &pp, &secret)).await
+            }
+        }
+    }
+
     /// One pass over every cluster at `now`: observe all, decide (rotation), write each.
     pub async fn pass(&self, now: OffsetDateTime) -> Report {
         let observed = self.observe().await;
@@ -610,104 +398,48 @@ impl Syncer {
             rotation,
         }
     }
+}
 
-    fn rotation_phase_of(
-        &self,
-        r: &ClusterReport,
-        _now: OffsetDateTime,
-    ) -> Option<canopy::rotation::ClusterPhase> {
-        let rot = self.setup.rotation.as_ref()?;
-        let o = Observed {
-            trusts: r.roots.iter().map(|x| x.sha256.clone()).collect(),
-            signs_under: r.signs_under.as_ref().map(|x| x.sha256.clone()),
-            since: None,
-        };
-        Some(rot.rules.cluster_phase(&o))
+/// Why a cluster's Secret could not be read, as its outcome.
+fn unreadable(ns: &str, e: ApiFailure) -> Outcome {
+    match e {
+        ApiFailure::Fatal(m) => Outcome::Failed(format!("cannot read {ns}/cacerts: {m}")),
+        e => Outcome::Failed(format!("cannot read {ns}/cacerts: {e}; nothing written")),
     }
+}
 
-    fn mesh_phase(
-        &self,
-        observed: &[Result<Option<Current>, ApiFailure>],
-        now: OffsetDateTime,
-    ) -> Option<canopy::rotation::MeshPhase> {
-        let rot = self.setup.rotation.as_ref()?;
-        let obs: Vec<Observed> = observed
-            .iter()
-            .map(|o| match o {
-                Ok(Some(c)) => c.observed(&self.setup.roots, now),
-                _ => Observed::default(),
-            })
-            .collect();
-        let names: Vec<&str> = self
-            .setup
-            .clusters
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect();
-        Some(rot.rules.mesh_phase(&names, &obs, now))
-    }
-
-    /// What every cluster holds and what a sync would do, without writing anything.
-    pub async fn status(&self, now: OffsetDateTime) -> Report {
-        let observed = self.observe().await;
-        let decisions = self.decisions(&observed, now);
-        let mut clusters = Vec::new();
-        for (i, (cluster, found)) in self.setup.clusters.iter().zip(&observed).enumerate() {
-            let ns = cluster.settings.namespace.as_str();
-            let mut r = ClusterReport::new(cluster.name.as_str(), ns, Outcome::Unchanged);
-            let current = match found {
-                Ok(c) => c.clone(),
-                Err(e) => {
-                    r.outcome = Outcome::Failed(format!("cannot read {ns}/cacerts: {e}"));
-                    clusters.push(r);
-                    continue;
-                }
-            };
-            if let Some(c) = &current {
-                r.describe(c, &self.setup.roots, now);
+/// The CA material `plan` asks for (the mesh CA already minted for a `Mint`), and why
+/// the Secret gets a new CA (`None`: it keeps its own).
+fn material<'a>(
+    plan: &CaPlan,
+    current: Option<&'a Current>,
+    minted: Option<&'a (IssuedCertificate, KeyPair)>,
+    signing: &Signing,
+    report: &mut ClusterReport,
+) -> (Material<'a>, Option<String>) {
+    match plan {
+        CaPlan::Keep => (Material::Keep(current.expect("keep needs a Secret")), None),
+        CaPlan::Publish(why) => (Material::Publish, Some(why.clone())),
+        CaPlan::Mint(why) => {
+            let (issued, key) = minted.expect("minted before its material is asked for");
+            if issued.clamped {
+                report.warnings.push(format!(
+                    "the mesh CA was cut to intermediate {}'s expiry ({}): renew the intermediate",
+                    signing.name,
+                    signing.certificate().not_after()
+                ));
             }
-            let d = decisions.as_ref().map(|d| &d[i]);
-            r.outcome = match self.plan(cluster, d, now) {
-                Err(e) => Outcome::Failed(e),
-                Ok(plan) => {
-                    let target = Target {
-                        cluster: cluster.name.as_str(),
-                        settings: &cluster.settings,
-                        signing: plan.signing,
-                        sign_root: &plan.sign_root,
-                        trust: plan.trust.clone(),
-                        trust_domain: &self.setup.trust_domain,
-                    };
-                    let a = assess(&target, current.as_ref(), now);
-                    r.ownership = a.ownership;
-                    r.problems = a.problems;
-                    match a.plan {
-                        Err(Blocked::Refused(m)) => Outcome::Failed(m),
-                        Err(Blocked::Reported(m)) => Outcome::Reported(m),
-                        Ok(CaPlan::Mint(why)) | Ok(CaPlan::Publish(why)) => {
-                            Outcome::Pending(format!("a sync would write a new CA: {why}"))
-                        }
-                        Ok(CaPlan::Keep) => match current
-                            .as_ref()
-                            .map(|c| (c, build(&target, Material::Keep(c), Some(c), now)))
-                        {
-                            Some((c, Ok(d))) if d.matches(c) => Outcome::Unchanged,
-                            Some((_, Ok(_))) => {
-                                Outcome::Pending("a sync would rewrite files or labels".into())
-                            }
-                            Some((_, Err(e))) => Outcome::Failed(e.to_string()),
-                            None => Outcome::Pending("a sync would create it".into()),
-                        },
-                    }
-                }
-            };
-            r.rotation = self.rotation_phase_of(&r, now);
-            clusters.push(r);
+            report.minted = Some(issued.certificate.serial().to_string());
+            (Material::Minted(issued, key), Some(why.clone()))
         }
-        Report {
-            at: now,
-            rotation: self.mesh_phase(&observed, now),
-            clusters,
-        }
+    }
+}
+
+/// Why a Secret that keeps its CA was written anyway.
+fn why_rewritten(ownership: Option<desired::Ownership>) -> String {
+    match ownership {
+        Some(desired::Ownership::Foreign) => "adopted a cacerts canopy did not write".into(),
+        Some(desired::Ownership::EditedByHand) => "repaired a hand edit".into(),
+        _ => "files or labels out of date".into(),
     }
 }

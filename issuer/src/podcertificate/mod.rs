@@ -26,14 +26,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 use tokio::sync::watch;
 
-use crate::certmanager::reconcile::{Retry, Shared};
-use crate::certmanager::{Backoff, ControllerError, FIELD_MANAGER};
-use crate::config::{ClusterConfig, ClusterName};
-use crate::leader::{LeaderElector, LeaseConfig, LeaseSettings};
+use crate::certmanager::context::ControllerSettings;
+use crate::certmanager::reconcile::Retry;
+use crate::certmanager::ControllerError;
+use crate::config::ClusterConfig;
+use crate::leader::{Leadership, LeaseConfig, LeaseSettings};
+use crate::names::ClusterName;
 use crate::Issuer;
 
 /// canopy's default signer name.
@@ -154,40 +155,22 @@ impl Settings {
     }
 }
 
-/// Everything a reconcile needs.
-pub(crate) struct Context {
-    pub(crate) client: Client,
-    pub(crate) cluster: ClusterName,
-    pub(crate) issuer: Arc<Issuer>,
-    pub(crate) settings: Settings,
-    pub(crate) recorder: Recorder,
-    pub(crate) backoff: Backoff,
-}
-
-impl Shared for Context {
-    fn client(&self) -> &Client {
-        &self.client
-    }
-    fn cluster(&self) -> &ClusterName {
-        &self.cluster
-    }
-    fn issuer(&self) -> &Issuer {
-        &self.issuer
-    }
-    fn recorder(&self) -> &Recorder {
-        &self.recorder
-    }
-    fn backoff(&self) -> &Backoff {
-        &self.backoff
-    }
+impl ControllerSettings for Settings {
     fn retry(&self) -> Retry {
         Retry {
-            base: self.settings.backoff_base,
-            max: self.settings.backoff_max,
-            give_up_after: self.settings.max_retry_duration,
+            base: self.backoff_base,
+            max: self.backoff_max,
+            give_up_after: self.max_retry_duration,
         }
     }
+    fn instance(&self) -> &str {
+        &self.instance
+    }
 }
+
+/// Everything a reconcile needs: the controllers' one context, with this signer's
+/// settings.
+pub(crate) type Context = crate::certmanager::Context<Settings>;
 
 /// The pod certificate signer of one cluster.
 #[derive(Debug)]
@@ -205,54 +188,11 @@ impl Controller {
         shutdown: impl Future<Output = ()> + Send,
         is_leader: watch::Sender<bool>,
     ) -> Result<(), ControllerError> {
-        if issuer.authorities().get(&cluster.intermediate).is_none() {
-            return Err(ControllerError::Config {
-                cluster: cluster.name.to_string(),
-                reason: format!("intermediate {:?} is not loaded", cluster.intermediate),
-            });
-        }
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: Some(settings.instance.clone()),
-        };
-        let ctx = Arc::new(Context {
-            recorder: Recorder::new(client.clone(), reporter),
-            client: client.clone(),
-            cluster: cluster.name.clone(),
-            issuer,
-            settings: settings.clone(),
-            backoff: Backoff::default(),
-        });
-        let elector = match &settings.lease {
-            Some(lease) => Some(LeaderElector::new(client, lease.clone())?),
-            None => None,
-        };
-        let (stop_tx, mut stop_rx) = watch::channel(false);
-        let work = {
-            let ctx = ctx.clone();
-            move || controller::run(ctx.clone())
-        };
-        let run = async move {
-            match elector {
-                Some(elector) => elector.run(work, stop_rx, is_leader).await,
-                None => {
-                    let _ = is_leader.send(true);
-                    tokio::select! {
-                        () = controller::run(ctx) => {}
-                        _ = stop_rx.wait_for(|s| *s) => {}
-                    }
-                    let _ = is_leader.send(false);
-                }
-            }
-        };
-        tokio::pin!(run);
-        tokio::select! {
-            () = &mut run => {}
-            () = shutdown => {
-                let _ = stop_tx.send(true);
-                run.await;
-            }
-        }
+        let lease = settings.lease.clone();
+        let ctx = Arc::new(Context::new(cluster, client.clone(), issuer, settings)?);
+        let leadership = Leadership::new(client, lease)?;
+        let work = || controller::run(ctx.clone());
+        leadership.run(work, shutdown, &is_leader).await;
         tracing::info!(cluster = %cluster.name, "pod certificate signer stopped");
         Ok(())
     }

@@ -1,7 +1,8 @@
-//! Reading and verifying the audit log's hash chain.
+//! Reading the audit log's hash chain and what `audit verify` binds to it (the
+//! verification itself is [`crate::audit::verify`]).
 
-use super::{Store, StoreError};
-use crate::audit::{self, AuditEntry};
+use super::{placeholders, Store, StoreError};
+use crate::audit::AuditEntry;
 
 impl Store {
     /// The newest audit entry's (seq, hash) as recorded in the head row.
@@ -25,28 +26,6 @@ impl Store {
         });
         Ok(entries)
     }
-
-    /// Walks the whole audit log and checks its hash chain against the head.
-    pub async fn verify_audit(&self) -> Result<u64, audit::VerifyError> {
-        let mut verifier = audit::Verifier::new();
-        loop {
-            let page = self
-                .audit_entries(verifier.last_seq(), 1000)
-                .await
-                .map_err(|e| audit::VerifyError::Storage(e.to_string()))?;
-            if page.is_empty() {
-                break;
-            }
-            for entry in &page {
-                verifier.check(entry)?;
-            }
-        }
-        let (seq, hash) = self
-            .audit_head()
-            .await
-            .map_err(|e| audit::VerifyError::Storage(e.to_string()))?;
-        verifier.finish(seq, &hash)
-    }
 }
 
 /// What `audit verify` needs of a certificate row to bind it to its audit entries.
@@ -65,14 +44,6 @@ pub struct CertificateBinding {
 }
 
 const BINDING_COLUMNS: &str = "id, serial, fingerprint, issued_at, revoked_at";
-
-/// `$FIRST, $FIRST+1, ...` for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 impl Store {
     /// Sequence number of the oldest stored audit entry (older ones were pruned), if any.

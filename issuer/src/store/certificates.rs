@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{multi_row_insert, Store, StoreError, ROWS_PER_INSERT};
+use super::{multi_row_insert, placeholders, Store, StoreError, ROWS_PER_INSERT};
 use crate::audit::AuditEvent;
 
 /// A certificate the issuer signed, as stored. Timestamps are Unix seconds.
@@ -205,71 +205,32 @@ impl Store {
     /// by any replica or the CLI gets no certificate from the moment it is revoked,
     /// even when the requester was authenticated from a cache.
     pub async fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
-        let mut certificates = Vec::with_capacity(writes.len());
-        let mut events = Vec::with_capacity(writes.len());
-        let mut tokens: Vec<&str> = Vec::new();
-        let mut identities: Vec<&str> = Vec::new();
+        let batch = Batch::of(writes);
         let now = crate::clock::now().unix_timestamp();
-        for write in writes {
-            match write {
-                Write::Issued(cert, event) => {
-                    if let Some(id) = cert.token_id.as_deref() {
-                        if !tokens.contains(&id) {
-                            tokens.push(id);
-                        }
-                    }
-                    if let Some(id) = cert.spiffe_id.as_deref() {
-                        if !identities.contains(&id) {
-                            identities.push(id);
-                        }
-                    }
-                    certificates.push(&**cert);
-                    events.push(event);
-                }
-                Write::Event(event) => events.push(event),
-            }
-        }
         in_write_tx!(self, tx => {
-            if !tokens.is_empty() {
-                let placeholders: Vec<String> =
-                    (2..=tokens.len() + 1).map(|i| format!("${i}")).collect();
-                let sql = format!(
-                    "SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL \
-                     AND (expires_at IS NULL OR expires_at > $1) AND id IN ({})",
-                    placeholders.join(", ")
-                );
+            if !batch.tokens.is_empty() {
+                let sql = live_tokens_sql(batch.tokens.len());
                 let mut query = sqlx::query_scalar::<_, i64>(&sql).bind(now);
-                for id in &tokens {
+                for id in &batch.tokens {
                     query = query.bind(*id);
                 }
                 let live = query.fetch_one(&mut *tx).await?;
-                if live != tokens.len() as i64 {
+                if live != batch.tokens.len() as i64 {
                     return Err(StoreError::RevokedToken);
                 }
             }
-            if !identities.is_empty() {
-                let placeholders: Vec<String> =
-                    (1..=identities.len()).map(|i| format!("${i}")).collect();
-                let sql = format!(
-                    "SELECT spiffe_id FROM denied_identities WHERE spiffe_id IN ({}) LIMIT 1",
-                    placeholders.join(", ")
-                );
+            if !batch.identities.is_empty() {
+                let sql = denied_identity_sql(batch.identities.len());
                 let mut query = sqlx::query_scalar::<_, String>(&sql);
-                for id in &identities {
+                for id in &batch.identities {
                     query = query.bind(*id);
                 }
                 if let Some(id) = query.fetch_optional(&mut *tx).await? {
                     return Err(StoreError::DeniedIdentity(id));
                 }
             }
-            for chunk in certificates.chunks(ROWS_PER_INSERT) {
-                let sql = multi_row_insert(
-                    "INSERT INTO certificates (serial, spiffe_id, subject, dns_names, ip_addresses, \
-                     not_before, not_after, issued_at, requester, auth_method, intermediate, cluster, \
-                     namespace, profile, fingerprint, der, token_id)",
-                    17,
-                    chunk.len(),
-                );
+            for chunk in batch.certificates.chunks(ROWS_PER_INSERT) {
+                let sql = multi_row_insert(INSERT_CERTIFICATES, 17, chunk.len());
                 let mut query = sqlx::query(&sql);
                 for c in chunk {
                     query = query
@@ -293,7 +254,7 @@ impl Store {
                 }
                 query.execute(&mut *tx).await?;
             }
-            append_audit!(tx, events.iter().copied());
+            append_audit!(tx, batch.events.iter().copied());
             tx.commit().await?;
             Ok(())
         })
@@ -361,6 +322,68 @@ impl Store {
         Ok(matches!(revoked, Some(Some(_))))
     }
 }
+
+/// What one group commit holds: the certificates and every audit event, in order, and
+/// the tokens and SPIFFE IDs whose standing the transaction checks first.
+struct Batch<'a> {
+    certificates: Vec<&'a CertificateRecord>,
+    events: Vec<&'a AuditEvent>,
+    tokens: Vec<&'a str>,
+    identities: Vec<&'a str>,
+}
+
+impl<'a> Batch<'a> {
+    fn of(writes: &'a [Write]) -> Self {
+        let mut batch = Batch {
+            certificates: Vec::with_capacity(writes.len()),
+            events: Vec::with_capacity(writes.len()),
+            tokens: Vec::new(),
+            identities: Vec::new(),
+        };
+        for write in writes {
+            match write {
+                Write::Issued(cert, event) => {
+                    if let Some(id) = cert.token_id.as_deref() {
+                        if !batch.tokens.contains(&id) {
+                            batch.tokens.push(id);
+                        }
+                    }
+                    if let Some(id) = cert.spiffe_id.as_deref() {
+                        if !batch.identities.contains(&id) {
+                            batch.identities.push(id);
+                        }
+                    }
+                    batch.certificates.push(&**cert);
+                    batch.events.push(event);
+                }
+                Write::Event(event) => batch.events.push(event),
+            }
+        }
+        batch
+    }
+}
+
+/// Counts which of `n` tokens (`$2..`) are live at `$1`.
+fn live_tokens_sql(n: usize) -> String {
+    format!(
+        "SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL \
+         AND (expires_at IS NULL OR expires_at > $1) AND id IN ({})",
+        placeholders(2, n)
+    )
+}
+
+/// One of `n` SPIFFE IDs (`$1..`) on the deny list, if any.
+fn denied_identity_sql(n: usize) -> String {
+    format!(
+        "SELECT spiffe_id FROM denied_identities WHERE spiffe_id IN ({}) LIMIT 1",
+        placeholders(1, n)
+    )
+}
+
+const INSERT_CERTIFICATES: &str =
+    "INSERT INTO certificates (serial, spiffe_id, subject, dns_names, ip_addresses, \
+     not_before, not_after, issued_at, requester, auth_method, intermediate, cluster, \
+     namespace, profile, fingerprint, der, token_id)";
 
 fn json_list(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_string())

@@ -160,23 +160,49 @@ fn inventory_query(
     (sql, binds)
 }
 
+/// The index a query is built for: its name on SQLite or PostgreSQL.
+type IndexNames = &'static [&'static str];
+
+const PRIMARY_KEY: IndexNames = &["INTEGER PRIMARY KEY", "certificates_pkey"];
+const NOT_AFTER: IndexNames = &["certificates_not_after"];
+
 /// Every query shape the store runs over many rows, by name, with sample values and
-/// the index it is built for (its name on SQLite or PostgreSQL): what
-/// [`Store::query_plans`] explains.
-fn planned_queries() -> Vec<(&'static str, String, Vec<Value>, &'static [&'static str])> {
-    const PRIMARY_KEY: &[&str] = &["INTEGER PRIMARY KEY", "certificates_pkey"];
-    const NOT_AFTER: &[&str] = &["certificates_not_after"];
+/// the index it is built for: what [`Store::query_plans`] explains.
+fn planned_queries() -> Vec<(&'static str, String, Vec<Value>, IndexNames)> {
     let after = Some(Cursor {
         not_after: 1_800_000_000,
         id: 1000,
     });
-    let page = |name, filter: CertificateFilter, index: &'static [&'static str]| {
-        let (sql, binds) = inventory_query(&filter, after, 100);
-        (name, sql, binds, index)
-    };
+    let mut queries: Vec<_> = inventory_pages()
+        .into_iter()
+        .map(|(name, filter, index)| {
+            let (sql, binds) = inventory_query(&filter, after, 100);
+            (name, sql, binds, index)
+        })
+        .collect();
+    queries.push((
+        "CRL of an intermediate",
+        REVOKED_OF_INTERMEDIATE.to_string(),
+        vec![Value::Text("aws".into()), Value::Int(1_800_000_000)],
+        &["certificates_crl"],
+    ));
+    queries.push((
+        "retention batch",
+        format!(
+            "DELETE FROM certificates WHERE id IN ({})",
+            super::retention::EXPIRED_BATCH
+        ),
+        vec![Value::Int(1_800_000_000), Value::Int(1000)],
+        NOT_AFTER,
+    ));
+    queries
+}
+
+/// The filters the inventory pages by, by name, with the index each is built for.
+fn inventory_pages() -> Vec<(&'static str, CertificateFilter, IndexNames)> {
     let text = |s: &str| Some(s.to_string());
     vec![
-        page(
+        (
             "by serial",
             CertificateFilter {
                 serial: text("0a1b"),
@@ -184,7 +210,7 @@ fn planned_queries() -> Vec<(&'static str, String, Vec<Value>, &'static [&'stati
             },
             &["sqlite_autoindex_certificates", "certificates_serial_key"],
         ),
-        page(
+        (
             "by SPIFFE ID",
             CertificateFilter {
                 spiffe_id: text("spiffe://td/ns/a/sa/b"),
@@ -192,7 +218,7 @@ fn planned_queries() -> Vec<(&'static str, String, Vec<Value>, &'static [&'stati
             },
             &["certificates_spiffe_id"],
         ),
-        page(
+        (
             "by requester, unexpired and not revoked (cert-manager retry)",
             CertificateFilter {
                 requester: text("certificaterequest:ns/name/uid"),
@@ -202,7 +228,7 @@ fn planned_queries() -> Vec<(&'static str, String, Vec<Value>, &'static [&'stati
             },
             &["certificates_requester"],
         ),
-        page(
+        (
             "revoked",
             CertificateFilter {
                 revoked: Some(true),
@@ -210,7 +236,7 @@ fn planned_queries() -> Vec<(&'static str, String, Vec<Value>, &'static [&'stati
             },
             &["certificates_revoked"],
         ),
-        page(
+        (
             "not revoked",
             CertificateFilter {
                 revoked: Some(false),
@@ -218,7 +244,7 @@ fn planned_queries() -> Vec<(&'static str, String, Vec<Value>, &'static [&'stati
             },
             PRIMARY_KEY,
         ),
-        page(
+        (
             "expiring before",
             CertificateFilter {
                 expires_before: Some(1_800_000_000),
@@ -226,7 +252,7 @@ fn planned_queries() -> Vec<(&'static str, String, Vec<Value>, &'static [&'stati
             },
             NOT_AFTER,
         ),
-        page(
+        (
             "expiring after",
             CertificateFilter {
                 expires_after: Some(1_800_000_000),
@@ -234,22 +260,7 @@ fn planned_queries() -> Vec<(&'static str, String, Vec<Value>, &'static [&'stati
             },
             NOT_AFTER,
         ),
-        page("everything", CertificateFilter::default(), PRIMARY_KEY),
-        (
-            "CRL of an intermediate",
-            REVOKED_OF_INTERMEDIATE.to_string(),
-            vec![Value::Text("aws".into()), Value::Int(1_800_000_000)],
-            &["certificates_crl"],
-        ),
-        (
-            "retention batch",
-            format!(
-                "DELETE FROM certificates WHERE id IN ({})",
-                super::retention::EXPIRED_BATCH
-            ),
-            vec![Value::Int(1_800_000_000), Value::Int(1000)],
-            NOT_AFTER,
-        ),
+        ("everything", CertificateFilter::default(), PRIMARY_KEY),
     ]
 }
 

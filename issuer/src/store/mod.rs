@@ -168,6 +168,14 @@ fn multi_row_insert(prefix: &str, columns: usize, rows: usize) -> String {
     sql
 }
 
+/// `$FIRST, $FIRST+1, ...` for `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Runs `$body` in a write transaction `$tx` on either backend. SQLite takes the
 /// write lock at BEGIN (so a concurrent writer waits on busy_timeout instead of
 /// failing on upgrade). `$body` commits (or rolls back) and gives the result; a `?` or

@@ -312,6 +312,22 @@ impl Serving {
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.0.try_wait().ok().flatten()
     }
+
+    /// Stops the process as Kubernetes stops a pod (SIGTERM: it stops its controllers,
+    /// releasing their Leases) and returns how it ended; panics after 30 s.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("canopy-issuer did not stop within 30 s of SIGTERM");
+    }
 }
 
 impl Drop for Serving {
