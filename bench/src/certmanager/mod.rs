@@ -178,28 +178,8 @@ pub async fn run(args: CertManagerArgs) -> anyhow::Result<ExitCode> {
         qps: args.kube_api_qps,
         burst: args.kube_api_burst,
     };
-    let issuer_bin = match &args.issuer {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("this binary has no folder")?
-            .join("canopy-issuer"),
-    };
-    if !issuer_bin.exists() {
-        bail!(
-            "{} not found: build it (cargo build --release -p canopy-issuer) or pass --issuer",
-            issuer_bin.display()
-        );
-    }
-    let work = match &args.work_dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)?;
-            tempfile::Builder::new().prefix("cm-").tempdir_in(dir)?
-        }
-        None => tempfile::Builder::new()
-            .prefix("canopy-bench-cm-")
-            .tempdir()?,
-    };
+    let issuer_bin = issuer_binary(args.issuer.as_deref())?;
+    let work = work_folder(args.work_dir.as_deref())?;
     let mut notes = Vec::new();
     let mut rows = Vec::new();
     let mut version = String::new();
@@ -259,6 +239,37 @@ pub async fn run(args: CertManagerArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `--issuer`, or canopy-issuer next to this binary; it must exist.
+fn issuer_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let path = match given {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("this binary has no folder")?
+            .join("canopy-issuer"),
+    };
+    if !path.exists() {
+        bail!(
+            "{} not found: build it (cargo build --release -p canopy-issuer) or pass --issuer",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A new folder for the run's files, under `--work-dir` or the temp folder.
+fn work_folder(under: Option<&Path>) -> anyhow::Result<tempfile::TempDir> {
+    Ok(match under {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            tempfile::Builder::new().prefix("cm-").tempdir_in(dir)?
+        }
+        None => tempfile::Builder::new()
+            .prefix("canopy-bench-cm-")
+            .tempdir()?,
+    })
+}
+
 /// One issuer's run on fresh clusters.
 struct Run<'a> {
     side: Side,
@@ -294,26 +305,7 @@ impl Run<'_> {
                 "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NAMESPACE}}}\n"
             ));
         }
-        let (signer, issuer, storage) = match side {
-            Side::Canopy => (
-                Signer::Canopy(CanopyIssuer::start(self.issuer_bin, self.dir, &clusters)?),
-                "canopy-issuer (external issuer)".to_string(),
-                "SQLite file, WAL, synchronous=FULL".to_string(),
-            ),
-            Side::Openbao => {
-                let bin = self.bao.ok_or_else(|| anyhow!("no OpenBao binary"))?;
-                let bao = RaftOpenBao::start(bin, self.dir).await?;
-                for cluster in &clusters {
-                    cluster.apply(&bao.cluster_issuer_yaml());
-                }
-                let issuer = format!("Vault issuer → {}", bao.bao.version);
-                (
-                    Signer::OpenBao(bao),
-                    issuer,
-                    "raft (integrated storage), certificates stored".to_string(),
-                )
-            }
-        };
+        let (signer, issuer, storage) = self.start_signer(&clusters).await?;
         for cluster in &clusters {
             wait_ready(cluster, &side.cluster_issuer())?;
         }
@@ -333,25 +325,7 @@ impl Run<'_> {
         };
         let throttled_before: usize = cert_managers.iter().map(throttle_waits).sum();
 
-        let (tell, listed) = oneshot::channel();
-        let collector = watch::collect(
-            watch::streams(&clients, NAMESPACE),
-            self.certificates,
-            self.timeout,
-            tell,
-        );
-        let creator = async {
-            listed
-                .await
-                .map_err(|_| anyhow!("the watches did not list within 120 s"))?;
-            let before = processes.cpu();
-            let first = Instant::now();
-            let sent = create_all(&clients, self.side, self.certificates).await;
-            anyhow::Ok((first, first.elapsed(), sent, before))
-        };
-        let (seen, created) = tokio::join!(collector, creator);
-        let (first, creates, sent, before) = created?;
-        let after = processes.cpu();
+        let (seen, first, creates, sent, cpu) = self.watch_and_create(&clients, &processes).await?;
         let throttled = cert_managers.iter().map(throttle_waits).sum::<usize>() - throttled_before;
         let own_sign = match &signer {
             Signer::Canopy(c) => c.sign_p99_ms().await.ok(),
@@ -368,28 +342,84 @@ impl Run<'_> {
         drop(clusters);
 
         let mut measured = Measured {
-            side,
-            issuer,
-            storage,
-            certificates: self.certificates,
-            total: None,
             creates,
             secrets: seen.secrets.len(),
-            spiffe_ok: 0,
-            problems: Vec::new(),
-            request_to_issued_ms: Vec::new(),
-            issuer_share_ms: Vec::new(),
-            certificate_to_secret_ms: Vec::new(),
-            cpu: Cpu {
-                apiservers: after.apiservers - before.apiservers,
-                cert_manager: after.cert_manager - before.cert_manager,
-                issuer: after.issuer - before.issuer,
-            },
+            cpu,
             throttled,
             own_sign,
+            ..Measured::new(side, issuer, storage, self.certificates)
         };
         measured.judge(first, &sent, &seen);
         Ok((measured, version))
+    }
+
+    /// The issuer of this run, ready to sign in both clusters: the signer, its label and
+    /// where it stores certificates.
+    async fn start_signer(
+        &self,
+        clusters: &[TestCluster],
+    ) -> anyhow::Result<(Signer, String, String)> {
+        Ok(match self.side {
+            Side::Canopy => (
+                Signer::Canopy(CanopyIssuer::start(self.issuer_bin, self.dir, clusters)?),
+                "canopy-issuer (external issuer)".to_string(),
+                "SQLite file, WAL, synchronous=FULL".to_string(),
+            ),
+            Side::Openbao => {
+                let bin = self.bao.ok_or_else(|| anyhow!("no OpenBao binary"))?;
+                let bao = RaftOpenBao::start(bin, self.dir).await?;
+                for cluster in clusters {
+                    cluster.apply(&bao.cluster_issuer_yaml());
+                }
+                let issuer = format!("Vault issuer → {}", bao.bao.version);
+                (
+                    Signer::OpenBao(bao),
+                    issuer,
+                    "raft (integrated storage), certificates stored".to_string(),
+                )
+            }
+        })
+    }
+
+    /// Opens the watches, creates every Certificate once they have listed, and collects
+    /// until every Secret is written: what was seen, the first create's time, how long
+    /// the creates took, what was sent, and the CPU time used meanwhile.
+    async fn watch_and_create(
+        &self,
+        clients: &[Client],
+        processes: &Processes,
+    ) -> anyhow::Result<(watch::Seen, Instant, Duration, Sent, Cpu)> {
+        let (tell, listed) = oneshot::channel();
+        let collector = watch::collect(
+            watch::streams(clients, NAMESPACE),
+            self.certificates,
+            self.timeout,
+            tell,
+        );
+        let creator = async {
+            listed
+                .await
+                .map_err(|_| anyhow!("the watches did not list within 120 s"))?;
+            let before = processes.cpu();
+            let first = Instant::now();
+            let sent = create_all(clients, self.side, self.certificates).await;
+            anyhow::Ok((first, first.elapsed(), sent, before))
+        };
+        let (seen, created) = tokio::join!(collector, creator);
+        let (first, creates, sent, before) = created?;
+        let cpu = processes.cpu().since(before);
+        Ok((seen, first, creates, sent, cpu))
+    }
+}
+
+impl Cpu {
+    /// The CPU time used from `before` until `self`.
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            apiservers: self.apiservers - before.apiservers,
+            cert_manager: self.cert_manager - before.cert_manager,
+            issuer: self.issuer - before.issuer,
+        }
     }
 }
 
@@ -507,6 +537,27 @@ async fn client_for(kubeconfig: &Path) -> anyhow::Result<Client> {
 }
 
 impl Measured {
+    /// A run with nothing measured yet.
+    fn new(side: Side, issuer: String, storage: String, certificates: usize) -> Measured {
+        Measured {
+            side,
+            issuer,
+            storage,
+            certificates,
+            total: None,
+            creates: Duration::ZERO,
+            secrets: 0,
+            spiffe_ok: 0,
+            problems: Vec::new(),
+            request_to_issued_ms: Vec::new(),
+            issuer_share_ms: Vec::new(),
+            certificate_to_secret_ms: Vec::new(),
+            cpu: Cpu::default(),
+            throttled: 0,
+            own_sign: None,
+        }
+    }
+
     /// Fills in the times and checks every Secret.
     fn judge(&mut self, first: Instant, sent: &Sent, seen: &watch::Seen) {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -613,56 +664,11 @@ fn render(header: &str, rows: &[Measured], limits: ClientLimits, notes: &[String
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for r in rows {
-        let total = r.total.map_or("not all".to_string(), |t| {
-            format!("{:.1} s", t.as_secs_f64())
-        });
-        let rate = r
-            .total
-            .map_or(f64::NAN, |t| r.certificates as f64 / t.as_secs_f64());
-        let pair =
-            |v: &[f64]| format!("{:.0} / {:.0} ms", percentile(v, 50.0), percentile(v, 99.0));
-        let _ = writeln!(
-            out,
-            "| {} | {} | {total} | {rate:.1}/s | {} | {} | {} | {}/{} | {:.1} / {:.1} / {:.1} |",
-            r.issuer,
-            r.storage,
-            pair(&r.request_to_issued_ms),
-            pair(&r.issuer_share_ms),
-            pair(&r.certificate_to_secret_ms),
-            r.spiffe_ok,
-            r.certificates,
-            r.cpu.apiservers,
-            r.cpu.cert_manager,
-            r.cpu.issuer,
-        );
+        r.table_row(&mut out);
     }
     let _ = writeln!(out);
     for r in rows {
-        let _ = writeln!(
-            out,
-            "result system={} certificates={} secrets={}/{} spiffe_ok={} problems={} total_s={:.3} creates_s={:.3} per_sec={:.1} request_issued_p50_ms={:.1} request_issued_p99_ms={:.1} issuer_share_p50_ms={:.1} issuer_share_p99_ms={:.1} cert_secret_p50_ms={:.1} cert_secret_p99_ms={:.1} apiserver_cpu_s={:.2} certmanager_cpu_s={:.2} issuer_cpu_s={:.2} throttle_waits={} kube_api_qps={} kube_api_burst={}",
-            r.side.key(),
-            r.certificates,
-            r.secrets.min(r.certificates),
-            r.certificates,
-            r.spiffe_ok,
-            r.problems.len(),
-            r.total.map_or(f64::NAN, |t| t.as_secs_f64()),
-            r.creates.as_secs_f64(),
-            r.total.map_or(f64::NAN, |t| r.certificates as f64 / t.as_secs_f64()),
-            percentile(&r.request_to_issued_ms, 50.0),
-            percentile(&r.request_to_issued_ms, 99.0),
-            percentile(&r.issuer_share_ms, 50.0),
-            percentile(&r.issuer_share_ms, 99.0),
-            percentile(&r.certificate_to_secret_ms, 50.0),
-            percentile(&r.certificate_to_secret_ms, 99.0),
-            r.cpu.apiservers,
-            r.cpu.cert_manager,
-            r.cpu.issuer,
-            r.throttled,
-            limits.qps,
-            limits.burst,
-        );
+        r.result_line(&mut out, limits);
     }
     let _ = writeln!(out);
     let _ = writeln!(
@@ -674,42 +680,105 @@ fn render(header: &str, rows: &[Measured], limits: ClientLimits, notes: &[String
          from above."
     );
     for r in rows {
-        if let Some((count, p99)) = r.own_sign {
-            let share = percentile(&r.issuer_share_ms, 99.0);
-            let _ = writeln!(
-                out,
-                "canopy's share p99: {share:.0} ms (target < 50 ms: {}); its own sign+record \
-                 time (canopy_sign_duration_seconds) p99 ≤ {p99} ms over {count} certificates",
-                if share < 50.0 { "met" } else { "MISSED" }
-            );
-        }
-        let busy = r.cpu.apiservers + r.cpu.cert_manager + r.cpu.issuer;
-        if let Some(total) = r.total {
-            let _ = writeln!(
-                out,
-                "{}: cert-manager waited on its own rate limiter (waits over 1 s logged) {} \
-                 times; API servers + cert-manager + issuer used {:.2} cores on average",
-                r.side.key(),
-                r.throttled,
-                busy / total.as_secs_f64()
-            );
-        }
-        for problem in r.problems.iter().take(10) {
-            let _ = writeln!(out, "{}: PROBLEM: {problem}", r.side.key());
-        }
-        if r.problems.len() > 10 {
-            let _ = writeln!(
-                out,
-                "{}: ... {} problems in all",
-                r.side.key(),
-                r.problems.len()
-            );
-        }
+        r.findings(&mut out);
     }
     for note in notes {
         let _ = writeln!(out, "note: {note}");
     }
     out
+}
+
+impl Measured {
+    /// Its row of the table.
+    fn table_row(&self, out: &mut String) {
+        let total = self.total.map_or("not all".to_string(), |t| {
+            format!("{:.1} s", t.as_secs_f64())
+        });
+        let rate = self
+            .total
+            .map_or(f64::NAN, |t| self.certificates as f64 / t.as_secs_f64());
+        let pair =
+            |v: &[f64]| format!("{:.0} / {:.0} ms", percentile(v, 50.0), percentile(v, 99.0));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {total} | {rate:.1}/s | {} | {} | {} | {}/{} | {:.1} / {:.1} / {:.1} |",
+            self.issuer,
+            self.storage,
+            pair(&self.request_to_issued_ms),
+            pair(&self.issuer_share_ms),
+            pair(&self.certificate_to_secret_ms),
+            self.spiffe_ok,
+            self.certificates,
+            self.cpu.apiservers,
+            self.cpu.cert_manager,
+            self.cpu.issuer,
+        );
+    }
+
+    /// Its `result ...` line, for scripts and the smoke test.
+    fn result_line(&self, out: &mut String, limits: ClientLimits) {
+        let _ = writeln!(
+        out,
+        "result system={} certificates={} secrets={}/{} spiffe_ok={} problems={} total_s={:.3} creates_s={:.3} per_sec={:.1} request_issued_p50_ms={:.1} request_issued_p99_ms={:.1} issuer_share_p50_ms={:.1} issuer_share_p99_ms={:.1} cert_secret_p50_ms={:.1} cert_secret_p99_ms={:.1} apiserver_cpu_s={:.2} certmanager_cpu_s={:.2} issuer_cpu_s={:.2} throttle_waits={} kube_api_qps={} kube_api_burst={}",
+        self.side.key(),
+        self.certificates,
+        self.secrets.min(self.certificates),
+        self.certificates,
+        self.spiffe_ok,
+        self.problems.len(),
+        self.total.map_or(f64::NAN, |t| t.as_secs_f64()),
+        self.creates.as_secs_f64(),
+        self.total.map_or(f64::NAN, |t| self.certificates as f64 / t.as_secs_f64()),
+        percentile(&self.request_to_issued_ms, 50.0),
+        percentile(&self.request_to_issued_ms, 99.0),
+        percentile(&self.issuer_share_ms, 50.0),
+        percentile(&self.issuer_share_ms, 99.0),
+        percentile(&self.certificate_to_secret_ms, 50.0),
+        percentile(&self.certificate_to_secret_ms, 99.0),
+        self.cpu.apiservers,
+        self.cpu.cert_manager,
+        self.cpu.issuer,
+        self.throttled,
+        limits.qps,
+        limits.burst,
+    );
+    }
+
+    /// What the numbers say: canopy's share against its target, the rate limiter's
+    /// waits, the cores used, and any problem.
+    fn findings(&self, out: &mut String) {
+        if let Some((count, p99)) = self.own_sign {
+            let share = percentile(&self.issuer_share_ms, 99.0);
+            let _ = writeln!(
+                out,
+                "canopy's share p99: {share:.0} ms (target < 50 ms: {}); its own sign+record \
+             time (canopy_sign_duration_seconds) p99 ≤ {p99} ms over {count} certificates",
+                if share < 50.0 { "met" } else { "MISSED" }
+            );
+        }
+        let busy = self.cpu.apiservers + self.cpu.cert_manager + self.cpu.issuer;
+        if let Some(total) = self.total {
+            let _ = writeln!(
+                out,
+                "{}: cert-manager waited on its own rate limiter (waits over 1 s logged) {} \
+             times; API servers + cert-manager + issuer used {:.2} cores on average",
+                self.side.key(),
+                self.throttled,
+                busy / total.as_secs_f64()
+            );
+        }
+        for problem in self.problems.iter().take(10) {
+            let _ = writeln!(out, "{}: PROBLEM: {problem}", self.side.key());
+        }
+        if self.problems.len() > 10 {
+            let _ = writeln!(
+                out,
+                "{}: ... {} problems in all",
+                self.side.key(),
+                self.problems.len()
+            );
+        }
+    }
 }
 
 #[cfg(test)]
