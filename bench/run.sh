@@ -61,7 +61,8 @@ go_install() { # binary, module@version, extra env
   env GOBIN="$tools" "$@" go install "$module" >&2
 }
 peer_args=()
-if [ "${1:-}" != "--scale" ]; then # the store at scale is canopy alone
+# the store at scale is canopy alone; through cert-manager the peer is its Vault issuer
+if [ "${1:-}" != "--scale" ] && [ "${1:-}" != "--cert-manager" ]; then
   if go_install cfssl "github.com/cloudflare/cfssl/cmd/cfssl@$cfssl_version" CGO_ENABLED=1; then
     peer_args+=(--cfssl "$tools/cfssl")
     mod_cache=$(go env GOMODCACHE 2>/dev/null || true)
