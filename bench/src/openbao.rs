@@ -19,7 +19,7 @@ use crate::server::{free_port_pair, Server};
 /// Root token of the dev server.
 const ROOT_TOKEN: &str = "canopy-bench-root";
 /// The role the load signs with.
-const ROLE: &str = "spiffe";
+pub const ROLE: &str = "spiffe";
 
 /// Where OpenBao keeps its data.
 #[derive(Clone, Copy)]
@@ -179,6 +179,35 @@ ui            = false
             api: bao.api.with_header("X-Vault-Token", &token)?,
             ..bao
         })
+    }
+
+    /// `https://127.0.0.1:PORT`, where the server answers.
+    pub fn address(&self) -> String {
+        self.api.origin()
+    }
+
+    /// A token that may only sign with the role (an ACL policy on
+    /// `pki_int/sign/ROLE`), for a client such as cert-manager's Vault issuer.
+    pub async fn signing_token(&self) -> anyhow::Result<String> {
+        let policy =
+            format!("path \"pki_int/sign/{ROLE}\" {{ capabilities = [\"create\", \"update\"] }}");
+        self.call(
+            Method::PUT,
+            "/v1/sys/policies/acl/bench-sign",
+            json!({ "policy": policy }),
+        )
+        .await?;
+        let created = self
+            .call(
+                Method::POST,
+                "/v1/auth/token/create",
+                json!({"policies": ["bench-sign"], "ttl": "24h", "no_default_policy": true}),
+            )
+            .await?;
+        Ok(created["auth"]["client_token"]
+            .as_str()
+            .ok_or_else(|| anyhow!("OpenBao created no token: {created}"))?
+            .to_string())
     }
 
     async fn call(&self, method: Method, path: &str, body: Value) -> anyhow::Result<Value> {

@@ -434,6 +434,16 @@ webhooks:
         &self.dir
     }
 
+    /// The process ids of the controller and the webhook, while they run (to read their
+    /// CPU time).
+    pub fn pids(&self) -> Vec<u32> {
+        [&self.controller, &self.webhook]
+            .into_iter()
+            .flatten()
+            .map(Child::id)
+            .collect()
+    }
+
     /// The controller's log so far.
     pub fn controller_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("controller.log")).unwrap_or_default()
