@@ -153,6 +153,15 @@ pub fn start(
     token: &str,
     log: &Path,
 ) -> anyhow::Result<(Server, Endpoint)> {
+    let (server, addr) = serve(bin, files, log)?;
+    let endpoint = Endpoint::new(&format!("https://{addr}/v1/sign"), &files.root_pem)?
+        .with_header("Authorization", &format!("Bearer {token}"))?;
+    Ok((server, endpoint))
+}
+
+/// Starts `canopy-issuer serve` on `files` and waits until it listens; its
+/// `host:port`.
+pub fn serve(bin: &Path, files: &IssuerFiles, log: &Path) -> anyhow::Result<(Server, String)> {
     let mut command = Command::new(bin);
     command
         .args(["serve", "--config"])
@@ -169,10 +178,9 @@ pub fn start(
         .rsplit("https://")
         .next()
         .context("no address in the listening line")?
-        .trim();
-    let endpoint = Endpoint::new(&format!("https://{addr}/v1/sign"), &files.root_pem)?
-        .with_header("Authorization", &format!("Bearer {token}"))?;
-    Ok((server, endpoint))
+        .trim()
+        .to_string();
+    Ok((server, addr))
 }
 
 /// Workload certificates the issuer recorded in its database.

@@ -59,23 +59,7 @@ impl CanopyIssuer {
         let ca: BenchCa = canopy_side::make_ca()?;
         let storage = format!("sqlite:{}", dir.join("issuer.db").display());
         let files = canopy_side::write_files(dir, &ca, &storage, &cluster_config)?;
-        let mut command = Command::new(bin);
-        command
-            .args(["serve", "--config"])
-            .arg(&files.config)
-            .env_remove("RUST_LOG");
-        let (server, line) = Server::start(
-            "canopy-issuer",
-            command,
-            &dir.join("issuer.log"),
-            "listening on https://",
-            std::time::Duration::from_secs(60),
-        )?;
-        let addr = line
-            .rsplit("https://")
-            .next()
-            .context("no address in the listening line")?
-            .trim();
+        let (server, addr) = canopy_side::serve(bin, &files, &dir.join("issuer.log"))?;
         let metrics = Endpoint::new(&format!("https://{addr}/metrics"), &files.root_pem)?;
         Ok(CanopyIssuer { server, metrics })
     }
