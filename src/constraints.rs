@@ -10,6 +10,7 @@
 //! extension is encoded here (a few lines of DER) and added as a critical custom
 //! extension.
 
+use crate::der::tlv;
 use crate::spiffe::TrustDomain;
 
 /// The nameConstraints extension's OID, 2.5.29.30.
@@ -94,25 +95,6 @@ impl NameConstraints {
         ext.set_criticality(true);
         Ok(ext)
     }
-}
-
-/// One DER tag-length-value.
-fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = value.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend(bytes);
-    }
-    out.extend_from_slice(value);
-    out
 }
 
 #[cfg(test)]

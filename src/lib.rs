@@ -13,6 +13,7 @@ pub mod chain;
 pub mod constraints;
 pub mod crl;
 pub mod csr;
+mod der;
 pub mod dns;
 pub mod key;
 pub mod ledger;
