@@ -26,6 +26,10 @@ use crate::workload::Body;
 
 /// Longest a single request may take before it counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a setup step may take ([`Endpoint::call`]): OpenBao's `sys/init` on raft storage
+/// took over 10 s once in the suite (key generation and the first raft writes on a busy
+/// machine).
+const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a connection (TCP + TLS + HTTP) may take to set up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Every this many answers on a connection, the certificate is parsed and checked.
@@ -167,7 +171,7 @@ impl Endpoint {
             let bytes = response.into_body().collect().await?.to_bytes();
             anyhow::Ok((status, bytes))
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        tokio::time::timeout(SETUP_TIMEOUT, exchange)
             .await
             .map_err(|_| anyhow!("{} {} timed out", self.addr, self.path))?
     }
