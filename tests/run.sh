@@ -83,7 +83,7 @@ grep -h 'done in' "$go_log" || true
 
 say "tests"
 # Two tests per core: most of them wait on processes they started (kube-apiserver, etcd,
-# cert-manager, PostgreSQL, openssl), not on the CPU (4 minutes 41 s here instead of 6 min 49 s).
+# cert-manager, PostgreSQL, openssl), not on the CPU (here 4 min 41 s instead of 7 min 27 s with one per core).
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-$((2 * $(nproc)))}"
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast --failure-output final --test-threads "$RUST_TEST_THREADS"
