@@ -77,7 +77,7 @@ impl Outcome {
 }
 
 /// An entry as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditEntry {
     /// Position in the chain, from 1, without gaps.
@@ -99,6 +99,18 @@ pub struct AuditEntry {
     /// Hash of this entry.
     pub hash: String,
 }
+
+crate::store::schema::from_row!(AuditEntry {
+    seq: i64,
+    at_ms: i64,
+    actor: String,
+    action: String,
+    target: String,
+    outcome: String,
+    detail: String,
+    prev_hash: String,
+    hash: String,
+});
 
 impl AuditEntry {
     /// Places `event` after the entry whose hash is `prev_hash`.

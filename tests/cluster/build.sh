@@ -41,6 +41,9 @@ kube_version="$(awk '$1=="k8s.io/kubernetes"{print $2; exit}' "$here/go.mod")" #
 major="${kube_version#v}"; minor="${major#*.}"; major="${major%%.*}"; minor="${minor%%.*}"
 # The version the apiserver reports (/version, kubectl version), as the release build sets it.
 # Constant for a given go.mod, so it does not defeat the build cache.
+# No DWARF: compiled without it (-gcflags=all=-dwarf=false, 15 % less compile time; every
+# Go test tool's build.sh passes the same flags, so the build cache is shared) and linked
+# without it (-s -w). Stack traces still name functions and lines.
 ldflags="-s -w"
 for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 	ldflags+=" -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
@@ -63,7 +66,7 @@ for b in "${bins[@]}"; do
 		echo "build.sh: building canopy-testcluster ($(go version | awk '{print $3}'), k8s.io/kubernetes $kube_version) -> $out" >&2
 		echo "build.sh: the first build compiles Kubernetes and takes several minutes; later builds are cached" >&2
 		# -trimpath keeps the cache keys stable across checkouts; -s -w drops the symbol tables.
-		nice -n 10 go build -trimpath -ldflags="$ldflags" -o "$out" .
+		nice -n 10 go build -trimpath -gcflags=all=-dwarf=false -ldflags="$ldflags" -o "$out" .
 		;;
 	canopy-certmanager)
 		# The CRDs are read at run time from the cert-manager module in the module cache
@@ -76,7 +79,7 @@ for b in "${bins[@]}"; do
 		fi
 		echo "build.sh: building canopy-certmanager (cert-manager $cm_version, k8s.io/client-go $(go list -m -f '{{.Version}}' k8s.io/client-go)) -> $out" >&2
 		echo "build.sh: the first build compiles cert-manager (and Kubernetes, if not cached) and takes minutes" >&2
-		nice -n 10 go build -trimpath -ldflags="$ldflags -X main.certManagerDir=$cm_dir" -o "$out" ./certmanager
+		nice -n 10 go build -trimpath -gcflags=all=-dwarf=false -ldflags="$ldflags -X main.certManagerDir=$cm_dir" -o "$out" ./certmanager
 		;;
 	esac
 	echo "build.sh: $b done in $(($(date +%s) - start))s ($(du -h "$out" | cut -f1))" >&2

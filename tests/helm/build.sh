@@ -74,7 +74,7 @@ cd "$here"
 start=$(date +%s)
 # The same flags as tests/cluster/build.sh (-trimpath; cgo as the environment sets it, not
 # helm's CGO_ENABLED=0), so that packages both use can share build cache entries.
-nice -n 10 go build -trimpath -ldflags="$ldflags" -o "$out.tmp" .
+nice -n 10 go build -trimpath -gcflags=all=-dwarf=false -ldflags="$ldflags" -o "$out.tmp" .
 # A rename, so that helm processes already running (other tests) keep their file.
 mv -f "$out.tmp" "$out"
 echo "$stamp" >"$out.stamp"

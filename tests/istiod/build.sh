@@ -20,6 +20,6 @@ cd "$here"
 # The shared build list of all Go test tools (tests/cluster/go.work).
 export GOWORK="$root/tests/cluster/go.work"
 start=$(date +%s)
-nice -n 10 go build -trimpath -ldflags="-s -w" -o "$out" .
+nice -n 10 go build -trimpath -gcflags=all=-dwarf=false -ldflags="-s -w" -o "$out" .
 echo "build.sh: done in $(($(date +%s) - start))s" >&2
 echo "$out"

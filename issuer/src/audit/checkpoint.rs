@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 /// A signed statement "entry `seq` of the audit chain has hash `hash`".
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Checkpoint {
     /// The entry vouched for.
@@ -26,6 +26,14 @@ pub struct Checkpoint {
     /// ECDSA P-256 SHA-256 signature (ASN.1 DER), lowercase hex.
     pub signature: String,
 }
+
+crate::store::schema::from_row!(Checkpoint {
+    seq: i64,
+    hash: String,
+    at_ms: i64,
+    key_id: String,
+    signature: String,
+});
 
 impl Checkpoint {
     /// The bytes signed: a JSON array, so no field can run into the next.

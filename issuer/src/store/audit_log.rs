@@ -29,7 +29,7 @@ impl Store {
 }
 
 /// What `audit verify` needs of a certificate row to bind it to its audit entries.
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertificateBinding {
     /// Row id (issue order).
     pub id: i64,
@@ -42,6 +42,14 @@ pub struct CertificateBinding {
     /// When it was revoked.
     pub revoked_at: Option<i64>,
 }
+
+crate::store::schema::from_row!(CertificateBinding {
+    id: i64,
+    serial: String,
+    fingerprint: String,
+    issued_at: i64,
+    revoked_at: Option<i64>,
+});
 
 const BINDING_COLUMNS: &str = "id, serial, fingerprint, issued_at, revoked_at";
 

@@ -49,7 +49,6 @@ pub struct CertificateRecord {
     pub token_id: Option<String>,
 }
 
-#[derive(sqlx::FromRow)]
 pub(super) struct CertificateRow {
     id: i64,
     serial: String,
@@ -73,6 +72,30 @@ pub(super) struct CertificateRow {
     revocation_reason: Option<String>,
     token_id: Option<String>,
 }
+
+crate::store::schema::from_row!(CertificateRow {
+    id: i64,
+    serial: String,
+    spiffe_id: Option<String>,
+    subject: String,
+    dns_names: String,
+    ip_addresses: String,
+    not_before: i64,
+    not_after: i64,
+    issued_at: i64,
+    requester: String,
+    auth_method: String,
+    intermediate: String,
+    cluster: Option<String>,
+    namespace: Option<String>,
+    profile: String,
+    fingerprint: String,
+    der: Option<Vec<u8>>,
+    pem: Option<String>,
+    revoked_at: Option<i64>,
+    revocation_reason: Option<String>,
+    token_id: Option<String>,
+});
 
 impl CertificateRow {
     pub(super) fn into_record(self) -> Result<(i64, CertificateRecord), StoreError> {

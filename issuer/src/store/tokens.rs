@@ -4,7 +4,7 @@ use super::{Store, StoreError};
 use crate::audit::AuditEvent;
 
 /// A bearer token as stored: only its SHA-256 hash.
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenRecord {
     /// Public identifier (shown in audit entries and as the requester).
     pub id: String,
@@ -19,6 +19,15 @@ pub struct TokenRecord {
     /// Expiry, Unix seconds (`None`: a token made before tokens expired).
     pub expires_at: Option<i64>,
 }
+
+crate::store::schema::from_row!(TokenRecord {
+    id: String,
+    hash: String,
+    policy: String,
+    created_at: i64,
+    revoked_at: Option<i64>,
+    expires_at: Option<i64>,
+});
 
 impl Store {
     /// Stores a new token (hash only) and audits its creation.

@@ -1,0 +1,152 @@
+//! The schema as the binary carries it: each backend's migrations embedded (what
+//! `sqlx::migrate!` embeds), and rows read into structs by column name (what
+//! `#[derive(sqlx::FromRow)]` generates). Both without sqlx's proc-macro crate: building
+//! it compiles a second copy of both database drivers and Tokio for the compiler, a
+//! minute of CPU in every build from nothing.
+
+use std::borrow::Cow;
+
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+
+/// SQLite's migrations (issuer/migrations/sqlite), in order.
+const SQLITE: Embedded = Embedded(&[
+    (
+        "0001_init.sql",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        "0002_identity_binding.sql",
+        include_str!("../../migrations/sqlite/0002_identity_binding.sql"),
+    ),
+    (
+        "0003_store_at_scale.sql",
+        include_str!("../../migrations/sqlite/0003_store_at_scale.sql"),
+    ),
+    (
+        "0004_audit_checkpoints.sql",
+        include_str!("../../migrations/sqlite/0004_audit_checkpoints.sql"),
+    ),
+]);
+
+/// PostgreSQL's migrations (issuer/migrations/postgres), in order.
+const POSTGRES: Embedded = Embedded(&[
+    (
+        "0001_init.sql",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        "0002_identity_binding.sql",
+        include_str!("../../migrations/postgres/0002_identity_binding.sql"),
+    ),
+    (
+        "0003_store_at_scale.sql",
+        include_str!("../../migrations/postgres/0003_store_at_scale.sql"),
+    ),
+    (
+        "0004_audit_checkpoints.sql",
+        include_str!("../../migrations/postgres/0004_audit_checkpoints.sql"),
+    ),
+]);
+
+/// Migration files as (file name, SQL), read as sqlx reads a migrations folder:
+/// `VERSION_DESCRIPTION.sql`, underscores in the description read as spaces, a file
+/// starting `-- no-transaction` run outside a transaction; the checksum (SHA-384 of the
+/// SQL) is sqlx's, so databases migrated by earlier builds match.
+#[derive(Clone, Copy, Debug)]
+struct Embedded(&'static [(&'static str, &'static str)]);
+
+impl Embedded {
+    fn migrations(self) -> Result<Vec<Migration>, BoxDynError> {
+        self.0
+            .iter()
+            .map(|&(file, sql)| {
+                let stem = file
+                    .strip_suffix(".sql")
+                    .ok_or_else(|| format!("migration {file:?}: not a .sql file"))?;
+                let (version, description) = stem
+                    .split_once('_')
+                    .ok_or_else(|| format!("migration {file:?}: no VERSION_DESCRIPTION"))?;
+                let version = version
+                    .parse()
+                    .map_err(|_| format!("migration {file:?}: version is not a number"))?;
+                Ok(Migration::new(
+                    version,
+                    Cow::Owned(description.replace('_', " ")),
+                    MigrationType::Simple,
+                    Cow::Borrowed(sql),
+                    sql.starts_with("-- no-transaction"),
+                ))
+            })
+            .collect()
+    }
+}
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(self) -> futures::future::BoxFuture<'s, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async move { self.migrations() })
+    }
+}
+
+/// The migrator of SQLite's schema.
+pub(super) async fn sqlite_migrator() -> Result<Migrator, sqlx::migrate::MigrateError> {
+    Migrator::new(SQLITE).await
+}
+
+/// The migrator of PostgreSQL's schema.
+pub(super) async fn postgres_migrator() -> Result<Migrator, sqlx::migrate::MigrateError> {
+    Migrator::new(POSTGRES).await
+}
+
+/// `impl sqlx::FromRow` for a struct whose fields are read from the columns of the same
+/// names, on either backend.
+macro_rules! from_row {
+    ($ty:ty { $($field:ident: $fty:ty),* $(,)? }) => {
+        impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for $ty
+        where
+            &'static str: sqlx::ColumnIndex<R>,
+            $($fty: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,)*
+        {
+            fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+                Ok(Self {
+                    $($field: row.try_get(stringify!($field))?,)*
+                })
+            }
+        }
+    };
+}
+pub(crate) use from_row;
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// The embedded migrations are the folders' files, whole and in order, with the
+    /// versions, descriptions, checksums and transaction modes sqlx gives them when it
+    /// reads the folders (as `sqlx::migrate!` did): a new file must be added here too.
+    #[tokio::test]
+    async fn embedded_migrations_are_the_folders() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        for (folder, embedded) in [("sqlite", SQLITE), ("postgres", POSTGRES)] {
+            let from_folder = Migrator::new(root.join(folder)).await.unwrap();
+            let from_binary = Migrator::new(embedded).await.unwrap();
+            let read = |m: &Migrator| -> Vec<_> {
+                m.iter()
+                    .map(|m| {
+                        (
+                            m.version,
+                            m.description.to_string(),
+                            m.sql.to_string(),
+                            m.checksum.to_vec(),
+                            m.no_tx,
+                        )
+                    })
+                    .collect()
+            };
+            assert_eq!(read(&from_binary), read(&from_folder), "{folder}");
+            assert!(from_folder.iter().count() >= 4, "{folder}");
+        }
+    }
+}
