@@ -45,14 +45,19 @@ fi
 
 # The Go test tools build beside the Rust steps below: the first time it compiles
 # kube-apiserver and etcd, cert-manager, istiod's CA and helm from their Go modules (about
-# 6 minutes of 2 cores), and it fills the cores that Rust's serial steps (the last crates,
-# linking, single-threaded fuzz runs) leave idle. Then it takes seconds.
+# 10 minutes of one core), and it fills the cores that Rust's serial steps (the last
+# crates, linking) and the first pass of tests leave idle. Then it takes seconds. Last,
+# Go's crypto/x509 checker, as tests/support/src/x509check.rs builds it (the tests' own
+# build then finds it in the Go build cache).
 say "build the Go test tools (in the background)"
 go_log=$(mktemp)
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
 (
   for script in tests/cluster/build.sh tests/istiod/build.sh tests/helm/build.sh; do
     bash "$script" >/dev/null
   done
+  cd tests/x509check && nice -n 10 go build -o "$target_dir/x509check/x509check" .
 ) >"$go_log" 2>&1 &
 go_pid=$!
 
@@ -64,9 +69,6 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 say "cargo deny (offline, RustSec snapshot from ../shared/advisory-db)"
 tests/deny.sh
-
-say "fuzz (coverage-guided, 10 s per target; FUZZ_SECONDS=600 tests/fuzz.sh for a long run)"
-tests/fuzz.sh
 
 say "build the binaries and the tests"
 cargo build --workspace --bins --tests --quiet
@@ -96,17 +98,41 @@ wait_for_go() {
   grep -h 'done in' "$go_log" || true
 }
 
+# Fuzzing needs nothing the tests need, and has a target folder of its own (fuzz/target),
+# so it runs beside the second pass of tests, which leave part of the cores idle (they
+# wait on the control planes they start), below the tests' priority.
+start_fuzzing() {
+  say "fuzz, in the background (coverage-guided, 10 s per target; FUZZ_SECONDS=600 tests/fuzz.sh for a long run)"
+  fuzz_log=$(mktemp)
+  # Its own target folder even if CARGO_TARGET_DIR is set: cargo locks a target folder
+  # for as long as `cargo test` runs.
+  CARGO_TARGET_DIR="$PWD/fuzz/target" nice -n 10 tests/fuzz.sh >"$fuzz_log" 2>&1 &
+  fuzz_pid=$!
+}
+wait_for_fuzzing() {
+  say "waiting for fuzzing"
+  if ! wait "$fuzz_pid"; then
+    failed=1
+    echo "fuzzing failed (a crash's input is saved under fuzz/artifacts/TARGET/):" >&2
+  fi
+  cat "$fuzz_log"
+}
+
 if command -v cargo-nextest >/dev/null 2>&1; then
   # nextest runs every binary's tests in one pool: one pass, once the Go tools are built.
   wait_for_go
+  start_fuzzing
   say "tests"
   cargo nextest run --workspace --no-fail-fast --failure-output final --test-threads "$RUST_TEST_THREADS" || failed=1
+  wait_for_fuzzing
 else
   say "tests that need no Go tool"
   cargo test --workspace --no-fail-fast -- "${skip_go[@]}" || failed=1
   wait_for_go
+  start_fuzzing
   say "tests on the Go tools (control planes, cert-manager, istiod, helm)"
   cargo test --workspace --no-fail-fast -- "${go_tests[@]}" || failed=1
+  wait_for_fuzzing
 fi
 
 if [ "$failed" != 0 ]; then
