@@ -76,41 +76,31 @@ impl Outcome {
     }
 }
 
-/// An entry as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditEntry {
-    /// Position in the chain, from 1, without gaps.
-    pub seq: i64,
-    /// When, Unix milliseconds.
-    pub at_ms: i64,
-    /// Who.
-    pub actor: String,
-    /// What.
-    pub action: String,
-    /// On what.
-    pub target: String,
-    /// How it ended.
-    pub outcome: String,
-    /// Details, JSON text.
-    pub detail: String,
-    /// Hash of the entry before (GENESIS_HASH for the first).
-    pub prev_hash: String,
-    /// Hash of this entry.
-    pub hash: String,
+crate::store::schema::from_row! {
+    /// An entry as stored.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct AuditEntry {
+        /// Position in the chain, from 1, without gaps.
+        pub seq: i64,
+        /// When, Unix milliseconds.
+        pub at_ms: i64,
+        /// Who.
+        pub actor: String,
+        /// What.
+        pub action: String,
+        /// On what.
+        pub target: String,
+        /// How it ended.
+        pub outcome: String,
+        /// Details, JSON text.
+        pub detail: String,
+        /// Hash of the entry before (GENESIS_HASH for the first).
+        pub prev_hash: String,
+        /// Hash of this entry.
+        pub hash: String,
+    }
 }
-
-crate::store::schema::from_row!(AuditEntry {
-    seq: i64,
-    at_ms: i64,
-    actor: String,
-    action: String,
-    target: String,
-    outcome: String,
-    detail: String,
-    prev_hash: String,
-    hash: String,
-});
 
 impl AuditEntry {
     /// Places `event` after the entry whose hash is `prev_hash`.

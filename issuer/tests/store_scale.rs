@@ -45,22 +45,22 @@ fn synthetic(n: u64, not_after: i64) -> CertificateRecord {
     }
 }
 
+/// `record` with its `sign` audit entry, as the issuer writes it.
+fn issued(record: CertificateRecord) -> Write {
+    let event = AuditEvent::new(
+        record.issued_at * 1000,
+        record.requester.clone(),
+        "sign",
+        record.serial.clone(),
+        Outcome::Ok,
+        json!({"fingerprint": record.fingerprint, "not_after": record.not_after}),
+    );
+    Write::Issued(Box::new(record), event)
+}
+
 /// Records `records` as the issuer does: each with its `sign` audit entry.
 async fn record_all(store: &Store, records: Vec<CertificateRecord>) {
-    let writes: Vec<Write> = records
-        .into_iter()
-        .map(|r| {
-            let event = AuditEvent::new(
-                r.issued_at * 1000,
-                r.requester.clone(),
-                "sign",
-                r.serial.clone(),
-                Outcome::Ok,
-                json!({"fingerprint": r.fingerprint, "not_after": r.not_after}),
-            );
-            Write::Issued(Box::new(r), event)
-        })
-        .collect();
+    let writes: Vec<Write> = records.into_iter().map(issued).collect();
     for chunk in writes.chunks(500) {
         store.commit(chunk).await.unwrap();
     }
@@ -618,18 +618,7 @@ fn the_recorder_checkpoints_the_write_ahead_log_behind_the_writer() {
         let recorder = canopy_issuer::recorder::Recorder::start(store.clone());
         let expires = now() + 3600;
         for record in (0..40u64).map(|n| synthetic(n, expires)) {
-            let event = AuditEvent::new(
-                record.issued_at * 1000,
-                record.requester.clone(),
-                "sign",
-                record.serial.clone(),
-                Outcome::Ok,
-                json!({}),
-            );
-            recorder
-                .record(Write::Issued(Box::new(record), event))
-                .await
-                .unwrap();
+            recorder.record(issued(record)).await.unwrap();
         }
         let copy = dir.path().join("copy.db");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

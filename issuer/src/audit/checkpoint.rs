@@ -11,29 +11,23 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-/// A signed statement "entry `seq` of the audit chain has hash `hash`".
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Checkpoint {
-    /// The entry vouched for.
-    pub seq: i64,
-    /// Its hash.
-    pub hash: String,
-    /// When it was signed, Unix milliseconds.
-    pub at_ms: i64,
-    /// SHA-256 of the signing key's SubjectPublicKeyInfo, lowercase hex.
-    pub key_id: String,
-    /// ECDSA P-256 SHA-256 signature (ASN.1 DER), lowercase hex.
-    pub signature: String,
+crate::store::schema::from_row! {
+    /// A signed statement "entry `seq` of the audit chain has hash `hash`".
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Checkpoint {
+        /// The entry vouched for.
+        pub seq: i64,
+        /// Its hash.
+        pub hash: String,
+        /// When it was signed, Unix milliseconds.
+        pub at_ms: i64,
+        /// SHA-256 of the signing key's SubjectPublicKeyInfo, lowercase hex.
+        pub key_id: String,
+        /// ECDSA P-256 SHA-256 signature (ASN.1 DER), lowercase hex.
+        pub signature: String,
+    }
 }
-
-crate::store::schema::from_row!(Checkpoint {
-    seq: i64,
-    hash: String,
-    at_ms: i64,
-    key_id: String,
-    signature: String,
-});
 
 impl Checkpoint {
     /// The bytes signed: a JSON array, so no field can run into the next.

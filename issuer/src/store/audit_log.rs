@@ -28,28 +28,22 @@ impl Store {
     }
 }
 
-/// What `audit verify` needs of a certificate row to bind it to its audit entries.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CertificateBinding {
-    /// Row id (issue order).
-    pub id: i64,
-    /// Serial, lowercase hex.
-    pub serial: String,
-    /// SHA-256 of the DER, lowercase hex.
-    pub fingerprint: String,
-    /// When it was signed, Unix seconds.
-    pub issued_at: i64,
-    /// When it was revoked.
-    pub revoked_at: Option<i64>,
+crate::store::schema::from_row! {
+    /// What `audit verify` needs of a certificate row to bind it to its audit entries.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct CertificateBinding {
+        /// Row id (issue order).
+        pub id: i64,
+        /// Serial, lowercase hex.
+        pub serial: String,
+        /// SHA-256 of the DER, lowercase hex.
+        pub fingerprint: String,
+        /// When it was signed, Unix seconds.
+        pub issued_at: i64,
+        /// When it was revoked.
+        pub revoked_at: Option<i64>,
+    }
 }
-
-crate::store::schema::from_row!(CertificateBinding {
-    id: i64,
-    serial: String,
-    fingerprint: String,
-    issued_at: i64,
-    revoked_at: Option<i64>,
-});
 
 const BINDING_COLUMNS: &str = "id, serial, fingerprint, issued_at, revoked_at";
 

@@ -98,14 +98,24 @@ pub(super) async fn postgres_migrator() -> Result<Migrator, sqlx::migrate::Migra
     Migrator::new(POSTGRES).await
 }
 
-/// `impl sqlx::FromRow` for a struct whose fields are read from the columns of the same
-/// names, on either backend.
+/// A struct whose fields are read from the columns of the same names, on either
+/// backend: the struct as written, and its `impl sqlx::FromRow`.
 macro_rules! from_row {
-    ($ty:ty { $($field:ident: $fty:ty),* $(,)? }) => {
-        impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for $ty
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $($(#[$field_meta:meta])* $field_vis:vis $field:ident: $ty:ty),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $($(#[$field_meta])* $field_vis $field: $ty,)*
+        }
+
+        impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for $name
         where
             &'static str: sqlx::ColumnIndex<R>,
-            $($fty: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,)*
+            $($ty: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,)*
         {
             fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
                 Ok(Self {

@@ -3,31 +3,24 @@
 use super::{Store, StoreError};
 use crate::audit::AuditEvent;
 
-/// A bearer token as stored: only its SHA-256 hash.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TokenRecord {
-    /// Public identifier (shown in audit entries and as the requester).
-    pub id: String,
-    /// SHA-256 of the token, lowercase hex.
-    pub hash: String,
-    /// Name of the policy the token is bound to.
-    pub policy: String,
-    /// Creation time, Unix seconds.
-    pub created_at: i64,
-    /// Revocation time, Unix seconds.
-    pub revoked_at: Option<i64>,
-    /// Expiry, Unix seconds (`None`: a token made before tokens expired).
-    pub expires_at: Option<i64>,
+crate::store::schema::from_row! {
+    /// A bearer token as stored: only its SHA-256 hash.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct TokenRecord {
+        /// Public identifier (shown in audit entries and as the requester).
+        pub id: String,
+        /// SHA-256 of the token, lowercase hex.
+        pub hash: String,
+        /// Name of the policy the token is bound to.
+        pub policy: String,
+        /// Creation time, Unix seconds.
+        pub created_at: i64,
+        /// Revocation time, Unix seconds.
+        pub revoked_at: Option<i64>,
+        /// Expiry, Unix seconds (`None`: a token made before tokens expired).
+        pub expires_at: Option<i64>,
+    }
 }
-
-crate::store::schema::from_row!(TokenRecord {
-    id: String,
-    hash: String,
-    policy: String,
-    created_at: i64,
-    revoked_at: Option<i64>,
-    expires_at: Option<i64>,
-});
 
 impl Store {
     /// Stores a new token (hash only) and audits its creation.
