@@ -39,11 +39,12 @@ cd "$here"
 export GOWORK="$here/go.work"
 kube_version="$(awk '$1=="k8s.io/kubernetes"{print $2; exit}' "$here/go.mod")" # e.g. v1.37.2
 major="${kube_version#v}"; minor="${major#*.}"; major="${major%%.*}"; minor="${minor%%.*}"
-# The version the apiserver reports (/version, kubectl version), as the release build sets it.
-# Constant for a given go.mod, so it does not defeat the build cache.
 # No DWARF: compiled without it (-gcflags=all=-dwarf=false, 15 % less compile time; every
 # Go test tool's build.sh passes the same flags, so the build cache is shared) and linked
 # without it (-s -w). Stack traces still name functions and lines.
+#
+# The version the apiserver reports (/version, kubectl version), as the release build sets it.
+# Constant for a given go.mod, so it does not defeat the build cache.
 ldflags="-s -w"
 for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 	ldflags+=" -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"

@@ -205,7 +205,7 @@ pub(crate) mod schema;
 mod tokens;
 
 /// Pages of write-ahead log after which a SQLite commit checkpoints it itself (see
-/// [`Store::checkpoint`]).
+/// [`Store::checkpoint_wal`]).
 const WAL_AUTOCHECKPOINT_PAGES: &str = "10000";
 
 /// How often opening or migrating a SQLite file is tried when another process is doing
@@ -378,30 +378,26 @@ impl Store {
     /// process committed it meanwhile. Each migration is one transaction, rolled back on
     /// failure, so running the migrator again skips what the other process applied.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let result = match &self.backend {
-            Backend::Sqlite(pool) => {
-                let migrator = schema::sqlite_migrator()
+        let result = async {
+            match &self.backend {
+                Backend::Sqlite(pool) => {
+                    let migrator = schema::SQLITE.migrator().await?;
+                    retry_sqlite_start(
+                        || migrator.run(pool),
+                        |e| {
+                            matches!(
+                                e,
+                                sqlx::migrate::MigrateError::Execute(_)
+                                    | sqlx::migrate::MigrateError::ExecuteMigration(..)
+                            )
+                        },
+                    )
                     .await
-                    .map_err(|e| StoreError::Migration(e.to_string()))?;
-                retry_sqlite_start(
-                    || migrator.run(pool),
-                    |e| {
-                        matches!(
-                            e,
-                            sqlx::migrate::MigrateError::Execute(_)
-                                | sqlx::migrate::MigrateError::ExecuteMigration(..)
-                        )
-                    },
-                )
-                .await
+                }
+                Backend::Postgres(pool) => schema::POSTGRES.migrator().await?.run(pool).await,
             }
-            Backend::Postgres(pool) => {
-                let migrator = schema::postgres_migrator()
-                    .await
-                    .map_err(|e| StoreError::Migration(e.to_string()))?;
-                migrator.run(pool).await
-            }
-        };
+        }
+        .await;
         result.map_err(|e| StoreError::Migration(e.to_string()))?;
         if let Backend::Sqlite(pool) = &self.backend {
             convert_legacy_pem(pool).await?;

@@ -10,7 +10,7 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 
 /// SQLite's migrations (issuer/migrations/sqlite), in order.
-const SQLITE: Embedded = Embedded(&[
+pub(super) const SQLITE: Embedded = Embedded(&[
     (
         "0001_init.sql",
         include_str!("../../migrations/sqlite/0001_init.sql"),
@@ -30,7 +30,7 @@ const SQLITE: Embedded = Embedded(&[
 ]);
 
 /// PostgreSQL's migrations (issuer/migrations/postgres), in order.
-const POSTGRES: Embedded = Embedded(&[
+pub(super) const POSTGRES: Embedded = Embedded(&[
     (
         "0001_init.sql",
         include_str!("../../migrations/postgres/0001_init.sql"),
@@ -54,9 +54,14 @@ const POSTGRES: Embedded = Embedded(&[
 /// starting `-- no-transaction` run outside a transaction; the checksum (SHA-384 of the
 /// SQL) is sqlx's, so databases migrated by earlier builds match.
 #[derive(Clone, Copy, Debug)]
-struct Embedded(&'static [(&'static str, &'static str)]);
+pub(super) struct Embedded(&'static [(&'static str, &'static str)]);
 
 impl Embedded {
+    /// The migrator of these migrations.
+    pub(super) async fn migrator(self) -> Result<Migrator, sqlx::migrate::MigrateError> {
+        Migrator::new(self).await
+    }
+
     fn migrations(self) -> Result<Vec<Migration>, BoxDynError> {
         self.0
             .iter()
@@ -86,16 +91,6 @@ impl<'s> MigrationSource<'s> for Embedded {
     fn resolve(self) -> futures::future::BoxFuture<'s, Result<Vec<Migration>, BoxDynError>> {
         Box::pin(async move { self.migrations() })
     }
-}
-
-/// The migrator of SQLite's schema.
-pub(super) async fn sqlite_migrator() -> Result<Migrator, sqlx::migrate::MigrateError> {
-    Migrator::new(SQLITE).await
-}
-
-/// The migrator of PostgreSQL's schema.
-pub(super) async fn postgres_migrator() -> Result<Migrator, sqlx::migrate::MigrateError> {
-    Migrator::new(POSTGRES).await
 }
 
 /// A struct whose fields are read from the columns of the same names, on either
