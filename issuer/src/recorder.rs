@@ -76,7 +76,8 @@ async fn run(store: Store, mut receiver: mpsc::Receiver<Pending>) {
         }
         let (writes, waiters): (Vec<Write>, Vec<_>) =
             batch.drain(..).map(|p| (p.write, p.done)).unzip();
-        let result = store.commit(&writes).await;
+        let writes: Arc<[Write]> = writes.into();
+        let result = store.commit(writes.clone()).await;
         commits.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(()) => {
@@ -91,8 +92,8 @@ async fn run(store: Store, mut receiver: mpsc::Receiver<Pending>) {
             Err(
                 StoreError::Duplicate(_) | StoreError::RevokedToken | StoreError::DeniedIdentity(_),
             ) if writes.len() > 1 => {
-                for (write, waiter) in writes.into_iter().zip(waiters) {
-                    let result = store.commit(std::slice::from_ref(&write)).await;
+                for (write, waiter) in writes.iter().zip(waiters) {
+                    let result = store.commit([write.clone()]).await;
                     let _ = waiter.send(result);
                 }
             }

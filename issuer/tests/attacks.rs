@@ -457,7 +457,7 @@ fn record(env: &Env, cert: &Certificate) {
             json!({}),
         );
         store
-            .commit(&[canopy_issuer::store::Write::Issued(Box::new(record), event)])
+            .commit([canopy_issuer::store::Write::Issued(Box::new(record), event)])
             .await
             .unwrap();
         store.close().await;

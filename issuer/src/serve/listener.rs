@@ -82,7 +82,7 @@ async fn issue_listener_cert(
                "not_after": cert.not_after().unix_timestamp(), "fingerprint": cert.fingerprint_sha256()}),
     );
     store
-        .commit(&[Write::Issued(
+        .commit([Write::Issued(
             Box::new(record_of(&cert, &inter.name, now)),
             event,
         )])

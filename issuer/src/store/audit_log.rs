@@ -1,8 +1,56 @@
 //! Reading the audit log's hash chain and what `audit verify` binds to it (the
 //! verification itself is [`crate::audit::verify`]).
 
-use super::{placeholders, Store, StoreError};
-use crate::audit::AuditEntry;
+use super::{multi_row_insert, placeholders, Store, StoreError, Value};
+use crate::audit::{AuditEntry, AuditEvent};
+
+/// Takes the write lock of the one `audit_head` row and reads the head (seq, hash) in
+/// the same round trip: appenders (threads or replicas) are serialised until commit.
+pub(super) const LOCK_AUDIT_HEAD: &str =
+    "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash";
+
+/// Moves the head to the last entry appended (`$1` seq, `$2` hash).
+pub(super) const SET_AUDIT_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
+
+/// The entries of `events`, chained after the head (`seq`, `prev`).
+pub(super) fn chain<'a>(
+    mut seq: i64,
+    mut prev: String,
+    events: impl IntoIterator<Item = &'a AuditEvent>,
+) -> Vec<AuditEntry> {
+    let mut entries = Vec::new();
+    for event in events {
+        seq += 1;
+        let entry = AuditEntry::chain(seq, prev, event);
+        prev = entry.hash.clone();
+        entries.push(entry);
+    }
+    entries
+}
+
+/// The INSERT of `rows` audit entries, their [`values`] in order.
+pub(super) fn insert_sql(rows: usize) -> String {
+    multi_row_insert(
+        "INSERT INTO audit_log (seq, at_ms, actor, action, target, outcome, detail, prev_hash, hash)",
+        9,
+        rows,
+    )
+}
+
+/// The values of one audit entry, in [`insert_sql`]'s column order.
+pub(super) fn values(e: &AuditEntry) -> [Value<'_>; 9] {
+    [
+        Value::Int(e.seq),
+        Value::Int(e.at_ms),
+        Value::Text(&e.actor),
+        Value::Text(&e.action),
+        Value::Text(&e.target),
+        Value::Text(&e.outcome),
+        Value::Text(&e.detail),
+        Value::Text(&e.prev_hash),
+        Value::Text(&e.hash),
+    ]
+}
 
 impl Store {
     /// The newest audit entry's (seq, hash) as recorded in the head row.

@@ -1,8 +1,11 @@
 //! Issued certificates as stored: the ledger's group commit, revocation, one by serial.
 
-use serde::Serialize;
+use std::sync::Arc;
 
-use super::{multi_row_insert, placeholders, Store, StoreError, ROWS_PER_INSERT};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use super::{multi_row_insert, placeholders, Backend, Store, StoreError, Value, ROWS_PER_INSERT};
 use crate::audit::AuditEvent;
 
 /// A certificate the issuer signed, as stored. Timestamps are Unix seconds.
@@ -205,66 +208,21 @@ impl Store {
     /// else nothing is and the answer is [`StoreError::RevokedToken`]: a token revoked
     /// by any replica or the CLI gets no certificate from the moment it is revoked,
     /// even when the requester was authenticated from a cache.
-    pub async fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
-        let batch = Batch::of(writes);
+    ///
+    /// On SQLite the transaction runs on the writer thread ([`super::writer`]).
+    pub async fn commit(&self, writes: impl Into<Arc<[Write]>>) -> Result<(), StoreError> {
+        let writes = writes.into();
         let now = crate::clock::now().unix_timestamp();
-        in_write_tx!(self, tx => {
-            if !batch.tokens.is_empty() {
-                let sql = live_tokens_sql(batch.tokens.len());
-                let mut query = sqlx::query_scalar::<_, i64>(&sql).bind(now);
-                for id in &batch.tokens {
-                    query = query.bind(*id);
-                }
-                let live = query.fetch_one(&mut *tx).await?;
-                if live != batch.tokens.len() as i64 {
-                    return Err(StoreError::RevokedToken);
-                }
-            }
-            if !batch.identities.is_empty() {
-                let sql = denied_identity_sql(batch.identities.len());
-                let mut query = sqlx::query_scalar::<_, String>(&sql);
-                for id in &batch.identities {
-                    query = query.bind(*id);
-                }
-                if let Some(id) = query.fetch_optional(&mut *tx).await? {
-                    return Err(StoreError::DeniedIdentity(id));
-                }
-            }
-            for chunk in batch.certificates.chunks(ROWS_PER_INSERT) {
-                let sql = multi_row_insert(INSERT_CERTIFICATES, 17, chunk.len());
-                let mut query = sqlx::query(&sql);
-                for c in chunk {
-                    query = query
-                        .bind(&c.serial)
-                        .bind(&c.spiffe_id)
-                        .bind(&c.subject)
-                        .bind(json_list(&c.dns_names))
-                        .bind(json_list(&c.ip_addresses))
-                        .bind(c.not_before)
-                        .bind(c.not_after)
-                        .bind(c.issued_at)
-                        .bind(&c.requester)
-                        .bind(&c.auth_method)
-                        .bind(&c.intermediate)
-                        .bind(&c.cluster)
-                        .bind(&c.namespace)
-                        .bind(&c.profile)
-                        .bind(&c.fingerprint)
-                        .bind(&c.der)
-                        .bind(&c.token_id);
-                }
-                query.execute(&mut *tx).await?;
-            }
-            append_audit!(tx, batch.events.iter().copied());
-            tx.commit().await?;
-            Ok(())
-        })
+        match &self.backend {
+            Backend::Sqlite(_, writer) => writer.commit(writes, now).await,
+            Backend::Postgres(pool) => commit_postgres(pool, &Batch::of(&writes), now).await,
+        }
     }
 
     /// Appends audit events on their own.
     pub async fn append_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
         let writes: Vec<Write> = events.iter().cloned().map(Write::Event).collect();
-        self.commit(&writes).await
+        self.commit(writes).await
     }
 
     /// Marks a certificate revoked (and audits it) unless it already is.
@@ -324,17 +282,52 @@ impl Store {
     }
 }
 
+/// [`Store::commit`] on PostgreSQL.
+async fn commit_postgres(pool: &PgPool, batch: &Batch<'_>, now: i64) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    if !batch.tokens.is_empty() {
+        let sql = live_tokens_sql(batch.tokens.len());
+        let live = bind_values!(
+            sqlx::query_scalar::<_, i64>(&sql),
+            batch.live_tokens_values(now)
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if live != batch.tokens.len() as i64 {
+            return Err(StoreError::RevokedToken);
+        }
+    }
+    if !batch.identities.is_empty() {
+        let sql = denied_identity_sql(batch.identities.len());
+        let query = sqlx::query_scalar::<_, String>(&sql);
+        let denied = bind_values!(query, batch.identities.iter().map(|id| Value::Text(id)))
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(id) = denied {
+            return Err(StoreError::DeniedIdentity(id));
+        }
+    }
+    for chunk in batch.certificates.chunks(ROWS_PER_INSERT) {
+        let sql = insert_certificates_sql(chunk.len());
+        let query = bind_values!(sqlx::query(&sql), chunk.iter().flat_map(|c| c.values()));
+        query.execute(&mut *tx).await?;
+    }
+    append_audit!(tx, batch.events.iter().copied());
+    tx.commit().await?;
+    Ok(())
+}
+
 /// What one group commit holds: the certificates and every audit event, in order, and
 /// the tokens and SPIFFE IDs whose standing the transaction checks first.
-struct Batch<'a> {
-    certificates: Vec<&'a CertificateRecord>,
-    events: Vec<&'a AuditEvent>,
-    tokens: Vec<&'a str>,
-    identities: Vec<&'a str>,
+pub(super) struct Batch<'a> {
+    pub(super) certificates: Vec<&'a CertificateRecord>,
+    pub(super) events: Vec<&'a AuditEvent>,
+    pub(super) tokens: Vec<&'a str>,
+    pub(super) identities: Vec<&'a str>,
 }
 
 impl<'a> Batch<'a> {
-    fn of(writes: &'a [Write]) -> Self {
+    pub(super) fn of(writes: &'a [Write]) -> Self {
         let mut batch = Batch {
             certificates: Vec::with_capacity(writes.len()),
             events: Vec::with_capacity(writes.len()),
@@ -364,8 +357,15 @@ impl<'a> Batch<'a> {
     }
 }
 
+impl Batch<'_> {
+    /// The values of [`live_tokens_sql`]: `now`, then the batch's tokens.
+    pub(super) fn live_tokens_values(&self, now: i64) -> impl Iterator<Item = Value<'_>> {
+        std::iter::once(Value::Int(now)).chain(self.tokens.iter().map(|id| Value::Text(id)))
+    }
+}
+
 /// Counts which of `n` tokens (`$2..`) are live at `$1`.
-fn live_tokens_sql(n: usize) -> String {
+pub(super) fn live_tokens_sql(n: usize) -> String {
     format!(
         "SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL \
          AND (expires_at IS NULL OR expires_at > $1) AND id IN ({})",
@@ -374,17 +374,48 @@ fn live_tokens_sql(n: usize) -> String {
 }
 
 /// One of `n` SPIFFE IDs (`$1..`) on the deny list, if any.
-fn denied_identity_sql(n: usize) -> String {
+pub(super) fn denied_identity_sql(n: usize) -> String {
     format!(
         "SELECT spiffe_id FROM denied_identities WHERE spiffe_id IN ({}) LIMIT 1",
         placeholders(1, n)
     )
 }
 
-const INSERT_CERTIFICATES: &str =
-    "INSERT INTO certificates (serial, spiffe_id, subject, dns_names, ip_addresses, \
-     not_before, not_after, issued_at, requester, auth_method, intermediate, cluster, \
-     namespace, profile, fingerprint, der, token_id)";
+/// The INSERT of `rows` certificates, their [`CertificateRecord::values`] in order.
+pub(super) fn insert_certificates_sql(rows: usize) -> String {
+    multi_row_insert(
+        "INSERT INTO certificates (serial, spiffe_id, subject, dns_names, ip_addresses, \
+         not_before, not_after, issued_at, requester, auth_method, intermediate, cluster, \
+         namespace, profile, fingerprint, der, token_id)",
+        17,
+        rows,
+    )
+}
+
+impl CertificateRecord {
+    /// The values of one certificate row, in [`insert_certificates_sql`]'s column order.
+    pub(super) fn values(&self) -> [Value<'_>; 17] {
+        [
+            Value::Text(&self.serial),
+            Value::NullableText(self.spiffe_id.as_deref()),
+            Value::Text(&self.subject),
+            Value::String(json_list(&self.dns_names)),
+            Value::String(json_list(&self.ip_addresses)),
+            Value::Int(self.not_before),
+            Value::Int(self.not_after),
+            Value::Int(self.issued_at),
+            Value::Text(&self.requester),
+            Value::Text(&self.auth_method),
+            Value::Text(&self.intermediate),
+            Value::NullableText(self.cluster.as_deref()),
+            Value::NullableText(self.namespace.as_deref()),
+            Value::Text(&self.profile),
+            Value::Text(&self.fingerprint),
+            Value::Blob(&self.der),
+            Value::NullableText(self.token_id.as_deref()),
+        ]
+    }
+}
 
 fn json_list(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_string())

@@ -323,7 +323,7 @@ impl Store {
         let mut plans = Vec::new();
         for (name, sql, binds, index) in planned_queries() {
             let lines = match &self.backend {
-                Backend::Sqlite(pool) => {
+                Backend::Sqlite(pool, _) => {
                     let sql = format!("EXPLAIN QUERY PLAN {sql}");
                     let mut query = sqlx::query_as::<_, (i64, i64, i64, String)>(&sql);
                     for value in &binds {

@@ -6,6 +6,7 @@
 //! expanded per backend by `on_pool!`.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -81,7 +82,8 @@ fn kind_of(e: &sqlx::Error) -> &'static str {
 /// Which database holds the data.
 #[derive(Clone, Debug)]
 enum Backend {
-    Sqlite(SqlitePool),
+    /// The pool for everything but group commits, and the thread that runs those.
+    Sqlite(SqlitePool, Arc<writer::Writer>),
     Postgres(PgPool),
 }
 
@@ -89,7 +91,7 @@ enum Backend {
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.backend {
-            $crate::store::Backend::Sqlite($pool) => $body,
+            $crate::store::Backend::Sqlite($pool, _) => $body,
             $crate::store::Backend::Postgres($pool) => $body,
         }
     };
@@ -104,44 +106,68 @@ macro_rules! on_pool {
 /// group commit costs a few statements, not a few per certificate.
 macro_rules! append_audit {
     ($tx:expr, $events:expr) => {{
-        let head = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+        let head = sqlx::query($crate::store::audit_log::LOCK_AUDIT_HEAD)
             .fetch_one(&mut *$tx)
             .await?;
-        let mut seq: i64 = sqlx::Row::try_get(&head, "seq")?;
-        let mut prev: String = sqlx::Row::try_get(&head, "hash")?;
-        let mut entries = Vec::new();
-        for event in $events {
-            seq += 1;
-            let entry = $crate::audit::AuditEntry::chain(seq, prev, event);
-            prev = entry.hash.clone();
-            entries.push(entry);
-        }
+        let seq: i64 = sqlx::Row::try_get(&head, "seq")?;
+        let prev: String = sqlx::Row::try_get(&head, "hash")?;
+        let entries = $crate::store::audit_log::chain(seq, prev, $events);
         for chunk in entries.chunks($crate::store::ROWS_PER_INSERT) {
-            let sql = $crate::store::multi_row_insert(
-                "INSERT INTO audit_log (seq, at_ms, actor, action, target, outcome, detail, prev_hash, hash)",
-                9,
-                chunk.len(),
+            let sql = $crate::store::audit_log::insert_sql(chunk.len());
+            let query = bind_values!(
+                sqlx::query(&sql),
+                chunk.iter().flat_map($crate::store::audit_log::values)
             );
-            let mut query = sqlx::query(&sql);
-            for entry in chunk {
-                query = query
-                    .bind(entry.seq)
-                    .bind(entry.at_ms)
-                    .bind(&entry.actor)
-                    .bind(&entry.action)
-                    .bind(&entry.target)
-                    .bind(&entry.outcome)
-                    .bind(&entry.detail)
-                    .bind(&entry.prev_hash)
-                    .bind(&entry.hash);
-            }
             query.execute(&mut *$tx).await?;
         }
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(seq)
-            .bind(&prev)
-            .execute(&mut *$tx)
-            .await?;
+        if let Some(last) = entries.last() {
+            sqlx::query($crate::store::audit_log::SET_AUDIT_HEAD)
+                .bind(last.seq)
+                .bind(&last.hash)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
+}
+
+/// One value of a row the ledger writes: the list of a row's values is written once
+/// (`CertificateRecord::values`, `AuditEntry` in `audit_log`) and bound by sqlx
+/// ([`bind_values!`]) or by the SQLite writer thread (`rusqlite::ToSql`).
+pub(crate) enum Value<'a> {
+    Int(i64),
+    Text(&'a str),
+    NullableText(Option<&'a str>),
+    Blob(&'a [u8]),
+    String(String),
+}
+
+impl rusqlite::ToSql for Value<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self {
+            Value::Int(v) => ValueRef::Integer(*v),
+            Value::Text(s) | Value::NullableText(Some(s)) => ValueRef::Text(s.as_bytes()),
+            Value::NullableText(None) => ValueRef::Null,
+            Value::Blob(b) => ValueRef::Blob(b),
+            Value::String(s) => ValueRef::Text(s.as_bytes()),
+        }))
+    }
+}
+
+/// Binds each [`Value`] of `$values` to the sqlx query `$query`, in order.
+macro_rules! bind_values {
+    ($query:expr, $values:expr) => {{
+        let mut query = $query;
+        for value in $values {
+            query = match value {
+                $crate::store::Value::Int(v) => query.bind(v),
+                $crate::store::Value::Text(v) => query.bind(v),
+                $crate::store::Value::NullableText(v) => query.bind(v),
+                $crate::store::Value::Blob(v) => query.bind(v),
+                $crate::store::Value::String(v) => query.bind(v),
+            };
+        }
+        query
     }};
 }
 
@@ -183,7 +209,7 @@ fn placeholders(first: usize, n: usize) -> String {
 macro_rules! in_write_tx {
     ($store:expr, $tx:ident => $body:block) => {
         match &$store.backend {
-            $crate::store::Backend::Sqlite(pool) => {
+            $crate::store::Backend::Sqlite(pool, _) => {
                 let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 $body
             }
@@ -203,6 +229,7 @@ mod inventory;
 mod retention;
 pub(crate) mod schema;
 mod tokens;
+mod writer;
 
 /// Pages of write-ahead log after which a SQLite commit checkpoints it itself (see
 /// [`Store::checkpoint_wal`]).
@@ -296,6 +323,11 @@ impl Store {
         let scheme = url.split(':').next().unwrap_or_default();
         let backend = match scheme {
             "sqlite" => {
+                if url.contains(":memory:") || url.contains("mode=memory") {
+                    // Nothing issued may go unrecorded: a database that ends with the
+                    // process records nothing.
+                    return Err(StoreError::BadUrl("sqlite in memory (not durable)".into()));
+                }
                 let options = SqliteConnectOptions::from_str(url)
                     .map_err(|_| StoreError::BadUrl("sqlite (malformed)".into()))?
                     .create_if_missing(true)
@@ -344,7 +376,8 @@ impl Store {
                     is_sqlite_busy,
                 )
                 .await?;
-                Backend::Sqlite(pool)
+                let writer = writer::Writer::open(options.get_filename(), url).await?;
+                Backend::Sqlite(pool, Arc::new(writer))
             }
             "postgres" | "postgresql" => {
                 let options = PgConnectOptions::from_str(url)
@@ -364,7 +397,7 @@ impl Store {
     /// Name of the backend ("sqlite" or "postgres").
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
-            Backend::Sqlite(_) => "sqlite",
+            Backend::Sqlite(..) => "sqlite",
             Backend::Postgres(_) => "postgres",
         }
     }
@@ -380,7 +413,7 @@ impl Store {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let result = async {
             match &self.backend {
-                Backend::Sqlite(pool) => {
+                Backend::Sqlite(pool, _) => {
                     let migrator = schema::SQLITE.migrator().await?;
                     retry_sqlite_start(
                         || migrator.run(pool),
@@ -399,7 +432,7 @@ impl Store {
         }
         .await;
         result.map_err(|e| StoreError::Migration(e.to_string()))?;
-        if let Backend::Sqlite(pool) = &self.backend {
+        if let Backend::Sqlite(pool, _) = &self.backend {
             convert_legacy_pem(pool).await?;
         }
         Ok(())
@@ -411,7 +444,7 @@ impl Store {
     /// itself.
     pub async fn checkpoint_wal(&self) -> Result<bool, StoreError> {
         match &self.backend {
-            Backend::Sqlite(pool) => {
+            Backend::Sqlite(pool, _) => {
                 sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
                     .execute(pool)
                     .await?;
@@ -429,8 +462,11 @@ impl Store {
         Ok(())
     }
 
-    /// Closes the pool.
+    /// Closes the pool (and SQLite's writer thread).
     pub async fn close(&self) {
+        if let Backend::Sqlite(_, writer) = &self.backend {
+            writer.close().await;
+        }
         on_pool!(self, pool => pool.close().await)
     }
 }

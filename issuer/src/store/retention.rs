@@ -58,7 +58,7 @@ impl Store {
     /// fresh by autovacuum, exact once the table has been analysed.
     pub async fn size(&self) -> Result<StoreSize, StoreError> {
         match &self.backend {
-            Backend::Sqlite(pool) => {
+            Backend::Sqlite(pool, _) => {
                 let certificates: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM certificates")
                     .fetch_one(pool)
                     .await?;

@@ -77,7 +77,7 @@ impl Syncer {
         self.store
             .as_ref()
             .ok_or("no storage to record the mesh CA in")?
-            .commit(&[Write::Issued(Box::new(record), event)])
+            .commit([Write::Issued(Box::new(record), event)])
             .await
             .map_err(|e| {
                 format!("could not record the new mesh CA, so it was not published: {e}")

@@ -1,0 +1,248 @@
+//! SQLite's writer: one thread, with a connection of its own, that runs every group
+//! commit ([`Store::commit`](super::Store::commit), fed by [`crate::recorder`]) calling
+//! SQLite directly.
+//!
+//! Through sqlx every statement is a round trip to the connection's worker thread (a
+//! channel send, a wake-up there and a wake-up back), and a group commit is eight
+//! statements. Here the whole transaction is one hand-off: the batch comes to this
+//! thread, which runs BEGIN IMMEDIATE to COMMIT and answers once. Its page cache also
+//! stays warm: nothing else writes between its commits but rare operator writes
+//! (revocations, tokens, retention), which go through the sqlx pool and which SQLite's
+//! locks keep apart from this connection's transactions.
+
+use std::path::Path;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use rusqlite::{params_from_iter, Connection, OpenFlags, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::certificates::{denied_identity_sql, insert_certificates_sql, live_tokens_sql, Batch};
+use super::{audit_log, StoreError, Write, ROWS_PER_INSERT, WAL_AUTOCHECKPOINT_PAGES};
+
+/// Distinct statements kept prepared: the INSERTs of each batch size (certificates and
+/// audit entries, up to [`ROWS_PER_INSERT`] rows) and the checks.
+const STATEMENT_CACHE: usize = 2 * ROWS_PER_INSERT + 16;
+
+enum Job {
+    Commit {
+        writes: Arc<[Write]>,
+        now: i64,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Close(oneshot::Sender<()>),
+}
+
+/// Handle to the writer thread; the thread ends when the store is closed or dropped.
+#[derive(Debug)]
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Job::Commit { .. } => "Commit",
+            Job::Close(_) => "Close",
+        })
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("store closed".into())
+}
+
+impl Writer {
+    /// Opens the database file at `path` (made by the pool already) on a new thread,
+    /// with the options of the storage URL `url` (`?mode=ro`, ...).
+    pub(super) async fn open(path: &Path, url: &str) -> Result<Writer, StoreError> {
+        let uri = file_uri(path, url);
+        let (jobs, receiver) = mpsc::channel();
+        let (opened, result) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || match open(&uri) {
+                Ok(conn) => {
+                    let _ = opened.send(Ok(()));
+                    run(&uri, conn, &receiver);
+                }
+                Err(e) => {
+                    let _ = opened.send(Err(e));
+                }
+            })
+            .map_err(|e| StoreError::Unavailable(format!("cannot start a thread: {e}")))?;
+        result.await.map_err(|_| stopped())??;
+        Ok(Writer { jobs })
+    }
+
+    /// Commits `writes` in one transaction; `now` (Unix seconds) decides token expiry.
+    pub(super) async fn commit(&self, writes: Arc<[Write]>, now: i64) -> Result<(), StoreError> {
+        let (done, committed) = oneshot::channel();
+        self.jobs
+            .send(Job::Commit { writes, now, done })
+            .map_err(|_| stopped())?;
+        committed.await.map_err(|_| stopped())?
+    }
+
+    /// Closes the connection; later commits answer "store closed".
+    pub(super) async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.jobs.send(Job::Close(done)).is_ok() {
+            let _ = closed.await;
+        }
+    }
+}
+
+/// The SQLite URI of the file at `path` with the query of `url`: its parameters (`mode`,
+/// `immutable`, `vfs`, `cache`) are SQLite's own, as sqlx reads them for the pool.
+fn file_uri(path: &Path, url: &str) -> String {
+    let mut uri = String::from("file:");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '?' | '#' | '%' => uri.push_str(&format!("%{:02X}", u32::from(c))),
+            c => uri.push(c),
+        }
+    }
+    if let Some((_, query)) = url.split_once('?') {
+        uri.push('?');
+        uri.push_str(query);
+    }
+    uri
+}
+
+/// The writer's connection, set up as the pool's are (`Store::connect`).
+fn open(uri: &str) -> Result<Connection, StoreError> {
+    // A URI's `mode` may only narrow these flags (`ro`), never widen them.
+    let conn = Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+         PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};"
+    ))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+fn run(uri: &str, conn: Connection, jobs: &mpsc::Receiver<Job>) {
+    let mut conn = Some(conn);
+    while let Ok(job) = jobs.recv() {
+        match job {
+            Job::Commit { writes, now, done } => {
+                let result = match conn.as_mut() {
+                    Some(c) => commit(c, &writes, now),
+                    None => open(uri).and_then(|c| commit(conn.insert(c), &writes, now)),
+                };
+                if result.is_err() && !conn.as_ref().is_some_and(rolled_back) {
+                    // Opened again for the next commit.
+                    conn = None;
+                }
+                let _ = done.send(result);
+            }
+            Job::Close(done) => {
+                drop(conn.take());
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+}
+
+/// After a failed commit: whether the connection is out of its transaction (SQLite
+/// rolls back by itself after an I/O error in COMMIT; else it is rolled back here).
+fn rolled_back(conn: &Connection) -> bool {
+    conn.is_autocommit() || conn.execute_batch("ROLLBACK").is_ok()
+}
+
+/// [`Store::commit`](super::Store::commit) on SQLite: the same statements as on
+/// PostgreSQL, in one transaction that takes the write lock at BEGIN.
+fn commit(conn: &mut Connection, writes: &[Write], now: i64) -> Result<(), StoreError> {
+    let batch = Batch::of(writes);
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if !batch.tokens.is_empty() {
+        let live: i64 = tx
+            .prepare_cached(&live_tokens_sql(batch.tokens.len()))?
+            .query_row(params_from_iter(batch.live_tokens_values(now)), |row| {
+                row.get(0)
+            })?;
+        if live != batch.tokens.len() as i64 {
+            return Err(StoreError::RevokedToken);
+        }
+    }
+    if !batch.identities.is_empty() {
+        let mut denied = tx.prepare_cached(&denied_identity_sql(batch.identities.len()))?;
+        let mut rows = denied.query(params_from_iter(batch.identities.iter()))?;
+        if let Some(row) = rows.next()? {
+            return Err(StoreError::DeniedIdentity(row.get(0)?));
+        }
+    }
+    for chunk in batch.certificates.chunks(ROWS_PER_INSERT) {
+        tx.prepare_cached(&insert_certificates_sql(chunk.len()))?
+            .execute(params_from_iter(chunk.iter().flat_map(|c| c.values())))?;
+    }
+    let (seq, prev): (i64, String) = tx
+        .prepare_cached(audit_log::LOCK_AUDIT_HEAD)?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let entries = audit_log::chain(seq, prev, batch.events.iter().copied());
+    for chunk in entries.chunks(ROWS_PER_INSERT) {
+        tx.prepare_cached(&audit_log::insert_sql(chunk.len()))?
+            .execute(params_from_iter(chunk.iter().flat_map(audit_log::values)))?;
+    }
+    if let Some(last) = entries.last() {
+        tx.prepare_cached(audit_log::SET_AUDIT_HEAD)?
+            .execute((last.seq, &last.hash))?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ffi;
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || f.extended_code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+            {
+                StoreError::Duplicate("unique".into())
+            }
+            rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..) => StoreError::Corrupt(e.to_string()),
+            _ => {
+                tracing::warn!(error = %e, "storage error");
+                let kind = match e.sqlite_error_code() {
+                    Some(ffi::ErrorCode::SystemIoFailure | ffi::ErrorCode::DiskFull) => {
+                        "i/o error talking to the database"
+                    }
+                    _ => "database error",
+                };
+                StoreError::Unavailable(kind.into())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_uri_keeps_the_path_and_the_urls_options() {
+        let path = Path::new("/var/lib/canopy/a?b#c%d.db");
+        assert_eq!(
+            file_uri(path, "sqlite:/var/lib/canopy/a?mode=ro"),
+            "file:/var/lib/canopy/a%3Fb%23c%25d.db?mode=ro"
+        );
+        assert_eq!(
+            file_uri(Path::new("issuer.db"), "sqlite:issuer.db"),
+            "file:issuer.db"
+        );
+    }
+}
