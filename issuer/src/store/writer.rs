@@ -18,11 +18,10 @@ use rusqlite::{params_from_iter, Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::certificates::{denied_identity_sql, insert_certificates_sql, live_tokens_sql, Batch};
-use super::{audit_log, StoreError, Write, ROWS_PER_INSERT, WAL_AUTOCHECKPOINT_PAGES};
+use super::{audit_log, StoreError, Write, WAL_AUTOCHECKPOINT_PAGES};
 
-/// Distinct statements kept prepared: the INSERTs of each batch size (certificates and
-/// audit entries, up to [`ROWS_PER_INSERT`] rows) and the checks.
-const STATEMENT_CACHE: usize = 2 * ROWS_PER_INSERT + 16;
+/// Statements kept prepared (a commit uses six).
+const STATEMENT_CACHE: usize = 16;
 
 enum Job {
     Commit {
@@ -164,35 +163,41 @@ fn rolled_back(conn: &Connection) -> bool {
 fn commit(conn: &mut Connection, writes: &[Write], now: i64) -> Result<(), StoreError> {
     let batch = Batch::of(writes);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if !batch.tokens.is_empty() {
-        let live: i64 = tx
-            .prepare_cached(&live_tokens_sql(batch.tokens.len()))?
-            .query_row(params_from_iter(batch.live_tokens_values(now)), |row| {
-                row.get(0)
-            })?;
-        if live != batch.tokens.len() as i64 {
+    // One value per check and one row per INSERT: on this thread a statement costs no
+    // round trip, so the statements stay few and prepared once (an IN list of each
+    // length would be a statement of its own, with a temporary table behind it).
+    let mut live_token = tx.prepare_cached(&live_tokens_sql(1))?;
+    for id in &batch.tokens {
+        let live: i64 = live_token.query_row((now, id), |row| row.get(0))?;
+        if live != 1 {
             return Err(StoreError::RevokedToken);
         }
     }
-    if !batch.identities.is_empty() {
-        let mut denied = tx.prepare_cached(&denied_identity_sql(batch.identities.len()))?;
-        let mut rows = denied.query(params_from_iter(batch.identities.iter()))?;
-        if let Some(row) = rows.next()? {
-            return Err(StoreError::DeniedIdentity(row.get(0)?));
+    drop(live_token);
+    let mut denied = tx.prepare_cached(&denied_identity_sql(1))?;
+    for id in &batch.identities {
+        if denied.exists([id])? {
+            return Err(StoreError::DeniedIdentity((*id).to_string()));
         }
     }
-    for chunk in batch.certificates.chunks(ROWS_PER_INSERT) {
-        tx.prepare_cached(&insert_certificates_sql(chunk.len()))?
-            .execute(params_from_iter(chunk.iter().flat_map(|c| c.values())))?;
+    drop(denied);
+    // A one-row INSERT also needs no statement journal: SQLite checks a row's
+    // constraints before it writes it (a multi-row one copies every page it changes
+    // there, to undo the rows before a duplicate).
+    let mut insert = tx.prepare_cached(&insert_certificates_sql(1))?;
+    for c in &batch.certificates {
+        insert.execute(params_from_iter(c.values()))?;
     }
+    drop(insert);
     let (seq, prev): (i64, String) = tx
         .prepare_cached(audit_log::LOCK_AUDIT_HEAD)?
         .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
     let entries = audit_log::chain(seq, prev, batch.events.iter().copied());
-    for chunk in entries.chunks(ROWS_PER_INSERT) {
-        tx.prepare_cached(&audit_log::insert_sql(chunk.len()))?
-            .execute(params_from_iter(chunk.iter().flat_map(audit_log::values)))?;
+    let mut insert = tx.prepare_cached(&audit_log::insert_sql(1))?;
+    for entry in &entries {
+        insert.execute(params_from_iter(audit_log::values(entry)))?;
     }
+    drop(insert);
     if let Some(last) = entries.last() {
         tx.prepare_cached(audit_log::SET_AUDIT_HEAD)?
             .execute((last.seq, &last.hash))?;
