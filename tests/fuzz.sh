@@ -34,4 +34,9 @@ fuzz_one() {
 }
 export -f fuzz_one
 export seconds
+# The jwt target keeps its SQLite file in the temp folder: one of this run's own, removed
+# at the end.
+TMPDIR=$(mktemp -d)
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
 printf '%s\n' $targets | xargs -P "$(nproc)" -I{} bash -c 'fuzz_one "$1"' _ {}

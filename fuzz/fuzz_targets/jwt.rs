@@ -50,7 +50,16 @@ fn fixture() -> &'static Fixture {
         };
         let store = runtime
             .block_on(async {
-                let s = Store::connect("sqlite::memory:", 1).await?;
+                // A file of this process's own (the store refuses in-memory SQLite),
+                // emptied each start: the target only reads tokens from it.
+                let path = std::env::temp_dir().join(format!(
+                    "canopy-fuzz-jwt-{}.db",
+                    std::process::id()
+                ));
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+                let s = Store::connect(&format!("sqlite:{}", path.display()), 1).await?;
                 s.migrate().await?;
                 Ok::<_, canopy_issuer::store::StoreError>(s)
             })

@@ -20,6 +20,12 @@ use tokio::sync::oneshot;
 use super::certificates::{denied_identity_sql, insert_certificates_sql, live_tokens_sql, Batch};
 use super::{audit_log, StoreError, Write, WAL_AUTOCHECKPOINT_PAGES};
 
+/// The writer's page cache, KiB. It holds what each commit changes (the tables' last
+/// pages, the index pages on the way to each new key), and unlike the pool's caches it is
+/// not emptied by other connections' commits, so it fills up to this and stays: 16 MiB
+/// holds the interior pages of the indexes of a store of millions of rows.
+const WRITER_CACHE_KIB: u32 = 16 * 1024;
+
 /// Statements kept prepared (a commit uses six).
 const STATEMENT_CACHE: usize = 16;
 
@@ -122,7 +128,7 @@ fn open(uri: &str) -> Result<Connection, StoreError> {
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.execute_batch(&format!(
         "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-         PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};"
+         PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};"
     ))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
