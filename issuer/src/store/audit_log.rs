@@ -28,17 +28,21 @@ pub(super) fn chain<'a>(
     entries
 }
 
-/// The INSERT of `rows` audit entries, their [`values`] in order.
-pub(super) fn insert_sql(rows: usize) -> String {
+/// Values of an audit entry.
+pub(super) const VALUES: usize = 9;
+
+/// The INSERT of `rows` audit entries, their [`values`] in order from `$first`.
+pub(super) fn insert_sql(rows: usize, first: usize) -> String {
     multi_row_insert(
         "INSERT INTO audit_log (seq, at_ms, actor, action, target, outcome, detail, prev_hash, hash)",
-        9,
+        VALUES,
         rows,
+        first,
     )
 }
 
 /// The values of one audit entry, in [`insert_sql`]'s column order.
-pub(super) fn values(e: &AuditEntry) -> [Value<'_>; 9] {
+pub(super) fn values(e: &AuditEntry) -> [Value<'_>; VALUES] {
     [
         Value::Int(e.seq),
         Value::Int(e.at_ms),

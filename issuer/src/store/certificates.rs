@@ -5,7 +5,9 @@ use std::sync::Arc;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use super::{multi_row_insert, placeholders, Backend, Store, StoreError, Value, ROWS_PER_INSERT};
+use super::{
+    audit_log, multi_row_insert, placeholders, Backend, Store, StoreError, Value, ROWS_PER_INSERT,
+};
 use crate::audit::AuditEvent;
 
 /// A certificate the issuer signed, as stored. Timestamps are Unix seconds.
@@ -282,39 +284,92 @@ impl Store {
     }
 }
 
-/// [`Store::commit`] on PostgreSQL.
+/// [`Store::commit`] on PostgreSQL, in four round trips to the server whatever the batch
+/// holds (a batch of up to [`ROWS_PER_INSERT`] certificates): BEGIN; the audit head
+/// locked and read with the token and deny-list checks; the rows and the new head in one
+/// statement; COMMIT.
 async fn commit_postgres(pool: &PgPool, batch: &Batch<'_>, now: i64) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
-    if !batch.tokens.is_empty() {
-        let sql = live_tokens_sql(batch.tokens.len());
-        let live = bind_values!(
-            sqlx::query_scalar::<_, i64>(&sql),
-            batch.live_tokens_values(now)
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        if live != batch.tokens.len() as i64 {
-            return Err(StoreError::RevokedToken);
-        }
+    let sql = head_and_checks_sql(batch.tokens.len(), batch.identities.len());
+    let query = sqlx::query_as::<_, (i64, String, i64, Option<String>)>(&sql);
+    let now = (!batch.tokens.is_empty()).then_some(Value::Int(now));
+    let values = now
+        .into_iter()
+        .chain(batch.tokens.iter().map(|id| Value::Text(id)))
+        .chain(batch.identities.iter().map(|id| Value::Text(id)));
+    let (seq, prev, live, denied) = bind_values!(query, values).fetch_one(&mut *tx).await?;
+    if live != batch.tokens.len() as i64 {
+        return Err(StoreError::RevokedToken);
     }
-    if !batch.identities.is_empty() {
-        let sql = denied_identity_sql(batch.identities.len());
-        let query = sqlx::query_scalar::<_, String>(&sql);
-        let denied = bind_values!(query, batch.identities.iter().map(|id| Value::Text(id)))
-            .fetch_optional(&mut *tx)
+    if let Some(id) = denied {
+        return Err(StoreError::DeniedIdentity(id));
+    }
+    let entries = audit_log::chain(seq, prev, batch.events.iter().copied());
+    let certificates: Vec<_> = batch.certificates.chunks(ROWS_PER_INSERT).collect();
+    let audit: Vec<_> = entries.chunks(ROWS_PER_INSERT).collect();
+    let statements = certificates.len().max(audit.len());
+    for i in 0..statements {
+        let certificates = certificates.get(i).copied().unwrap_or_default();
+        let audit = audit.get(i).copied().unwrap_or_default();
+        let head = (i + 1 == statements).then(|| entries.last()).flatten();
+        let sql = rows_sql(certificates.len(), audit.len(), head.is_some());
+        let values = certificates
+            .iter()
+            .flat_map(|c| c.values())
+            .chain(audit.iter().flat_map(audit_log::values))
+            .chain(
+                head.into_iter()
+                    .flat_map(|h| [Value::Int(h.seq), Value::Text(&h.hash)]),
+            );
+        bind_values!(sqlx::query(&sql), values)
+            .execute(&mut *tx)
             .await?;
-        if let Some(id) = denied {
-            return Err(StoreError::DeniedIdentity(id));
-        }
     }
-    for chunk in batch.certificates.chunks(ROWS_PER_INSERT) {
-        let sql = insert_certificates_sql(chunk.len());
-        let query = bind_values!(sqlx::query(&sql), chunk.iter().flat_map(|c| c.values()));
-        query.execute(&mut *tx).await?;
-    }
-    append_audit!(tx, batch.events.iter().copied());
     tx.commit().await?;
     Ok(())
+}
+
+/// Locks the audit head and reads it (seq, hash) with the number of `tokens` tokens live
+/// (`$1` now, then the tokens) and the first of `identities` SPIFFE IDs denied (after
+/// them), if any.
+fn head_and_checks_sql(tokens: usize, identities: usize) -> String {
+    let live = match tokens {
+        0 => "0::bigint".to_string(),
+        n => live_tokens_sql(1, 2, n),
+    };
+    let denied = match identities {
+        0 => "NULL::text".to_string(),
+        n => denied_identity_sql(1 + tokens + usize::from(tokens > 0), n),
+    };
+    format!("SELECT seq, hash, ({live}), ({denied}) FROM audit_head WHERE id = 1 FOR UPDATE")
+}
+
+/// One statement: `certificates` certificate rows, `audit` audit entries and, if
+/// `set_head`, the audit head moved to the last of them (seq, hash), values in that order.
+fn rows_sql(certificates: usize, audit: usize, set_head: bool) -> String {
+    let mut inserts = Vec::new();
+    let mut next = 1;
+    if certificates > 0 {
+        inserts.push(format!(
+            "c AS ({})",
+            insert_certificates_sql(certificates, next)
+        ));
+        next += CERTIFICATE_VALUES * certificates;
+    }
+    if audit > 0 {
+        inserts.push(format!("a AS ({})", audit_log::insert_sql(audit, next)));
+        next += audit_log::VALUES * audit;
+    }
+    // Data-modifying WITH clauses run to completion whether or not the query reads them.
+    let main = if set_head {
+        format!(
+            "UPDATE audit_head SET seq = ${next}, hash = ${} WHERE id = 1",
+            next + 1
+        )
+    } else {
+        "SELECT 1".to_string()
+    };
+    format!("WITH {} {main}", inserts.join(", "))
 }
 
 /// What one group commit holds: the certificates and every audit event, in order, and
@@ -357,44 +412,42 @@ impl<'a> Batch<'a> {
     }
 }
 
-impl Batch<'_> {
-    /// The values of [`live_tokens_sql`]: `now`, then the batch's tokens.
-    pub(super) fn live_tokens_values(&self, now: i64) -> impl Iterator<Item = Value<'_>> {
-        std::iter::once(Value::Int(now)).chain(self.tokens.iter().map(|id| Value::Text(id)))
-    }
-}
-
-/// Counts which of `n` tokens (`$2..`) are live at `$1`.
-pub(super) fn live_tokens_sql(n: usize) -> String {
+/// Counts which of `n` tokens (`$first..`) are live at `$now`.
+pub(super) fn live_tokens_sql(now: usize, first: usize, n: usize) -> String {
     format!(
         "SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL \
-         AND (expires_at IS NULL OR expires_at > $1) AND id IN ({})",
-        placeholders(2, n)
+         AND (expires_at IS NULL OR expires_at > ${now}) AND id IN ({})",
+        placeholders(first, n)
     )
 }
 
-/// One of `n` SPIFFE IDs (`$1..`) on the deny list, if any.
-pub(super) fn denied_identity_sql(n: usize) -> String {
+/// One of `n` SPIFFE IDs (`$first..`) on the deny list, if any.
+pub(super) fn denied_identity_sql(first: usize, n: usize) -> String {
     format!(
         "SELECT spiffe_id FROM denied_identities WHERE spiffe_id IN ({}) LIMIT 1",
-        placeholders(1, n)
+        placeholders(first, n)
     )
 }
 
-/// The INSERT of `rows` certificates, their [`CertificateRecord::values`] in order.
-pub(super) fn insert_certificates_sql(rows: usize) -> String {
+/// Values of a certificate row.
+const CERTIFICATE_VALUES: usize = 17;
+
+/// The INSERT of `rows` certificates, their [`CertificateRecord::values`] in order from
+/// `$first`.
+pub(super) fn insert_certificates_sql(rows: usize, first: usize) -> String {
     multi_row_insert(
         "INSERT INTO certificates (serial, spiffe_id, subject, dns_names, ip_addresses, \
          not_before, not_after, issued_at, requester, auth_method, intermediate, cluster, \
          namespace, profile, fingerprint, der, token_id)",
-        17,
+        CERTIFICATE_VALUES,
         rows,
+        first,
     )
 }
 
 impl CertificateRecord {
     /// The values of one certificate row, in [`insert_certificates_sql`]'s column order.
-    pub(super) fn values(&self) -> [Value<'_>; 17] {
+    pub(super) fn values(&self) -> [Value<'_>; CERTIFICATE_VALUES] {
         [
             Value::Text(&self.serial),
             Value::NullableText(self.spiffe_id.as_deref()),

@@ -113,7 +113,7 @@ macro_rules! append_audit {
         let prev: String = sqlx::Row::try_get(&head, "hash")?;
         let entries = $crate::store::audit_log::chain(seq, prev, $events);
         for chunk in entries.chunks($crate::store::ROWS_PER_INSERT) {
-            let sql = $crate::store::audit_log::insert_sql(chunk.len());
+            let sql = $crate::store::audit_log::insert_sql(chunk.len(), 1);
             let query = bind_values!(
                 sqlx::query(&sql),
                 chunk.iter().flat_map($crate::store::audit_log::values)
@@ -175,8 +175,9 @@ macro_rules! bind_values {
 /// limits of SQLite (32766) and PostgreSQL (65535).
 const ROWS_PER_INSERT: usize = 64;
 
-/// `PREFIX VALUES ($1, .., $C), ($C+1, ..), ...` for `rows` rows of `columns` values.
-fn multi_row_insert(prefix: &str, columns: usize, rows: usize) -> String {
+/// `PREFIX VALUES ($F, .., $F+C-1), ($F+C, ..), ...` for `rows` rows of `columns` values,
+/// numbered from `first`.
+fn multi_row_insert(prefix: &str, columns: usize, rows: usize, first: usize) -> String {
     use std::fmt::Write as _;
     let mut sql = String::with_capacity(prefix.len() + 8 + rows * columns * 6);
     sql.push_str(prefix);
@@ -187,7 +188,7 @@ fn multi_row_insert(prefix: &str, columns: usize, rows: usize) -> String {
             if column > 0 {
                 sql.push_str(", ");
             }
-            let _ = write!(sql, "${}", row * columns + column + 1);
+            let _ = write!(sql, "${}", first + row * columns + column);
         }
         sql.push(')');
     }
@@ -478,12 +479,12 @@ mod tests {
     #[test]
     fn multi_row_insert_numbers_every_value() {
         assert_eq!(
-            multi_row_insert("INSERT INTO t (a, b)", 2, 3),
+            multi_row_insert("INSERT INTO t (a, b)", 2, 3, 1),
             "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6)"
         );
         assert_eq!(
-            multi_row_insert("INSERT INTO t (a)", 1, 1),
-            "INSERT INTO t (a) VALUES ($1)"
+            multi_row_insert("INSERT INTO t (a)", 1, 1, 4),
+            "INSERT INTO t (a) VALUES ($4)"
         );
     }
 }

@@ -172,7 +172,7 @@ fn commit(conn: &mut Connection, writes: &[Write], now: i64) -> Result<(), Store
     // One value per check and one row per INSERT: on this thread a statement costs no
     // round trip, so the statements stay few and prepared once (an IN list of each
     // length would be a statement of its own, with a temporary table behind it).
-    let mut live_token = tx.prepare_cached(&live_tokens_sql(1))?;
+    let mut live_token = tx.prepare_cached(&live_tokens_sql(1, 2, 1))?;
     for id in &batch.tokens {
         let live: i64 = live_token.query_row((now, id), |row| row.get(0))?;
         if live != 1 {
@@ -180,7 +180,7 @@ fn commit(conn: &mut Connection, writes: &[Write], now: i64) -> Result<(), Store
         }
     }
     drop(live_token);
-    let mut denied = tx.prepare_cached(&denied_identity_sql(1))?;
+    let mut denied = tx.prepare_cached(&denied_identity_sql(1, 1))?;
     for id in &batch.identities {
         if denied.exists([id])? {
             return Err(StoreError::DeniedIdentity((*id).to_string()));
@@ -190,7 +190,7 @@ fn commit(conn: &mut Connection, writes: &[Write], now: i64) -> Result<(), Store
     // A one-row INSERT also needs no statement journal: SQLite checks a row's
     // constraints before it writes it (a multi-row one copies every page it changes
     // there, to undo the rows before a duplicate).
-    let mut insert = tx.prepare_cached(&insert_certificates_sql(1))?;
+    let mut insert = tx.prepare_cached(&insert_certificates_sql(1, 1))?;
     for c in &batch.certificates {
         insert.execute(params_from_iter(c.values()))?;
     }
@@ -199,7 +199,7 @@ fn commit(conn: &mut Connection, writes: &[Write], now: i64) -> Result<(), Store
         .prepare_cached(audit_log::LOCK_AUDIT_HEAD)?
         .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
     let entries = audit_log::chain(seq, prev, batch.events.iter().copied());
-    let mut insert = tx.prepare_cached(&audit_log::insert_sql(1))?;
+    let mut insert = tx.prepare_cached(&audit_log::insert_sql(1, 1))?;
     for entry in &entries {
         insert.execute(params_from_iter(audit_log::values(entry)))?;
     }
