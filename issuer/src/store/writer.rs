@@ -164,7 +164,7 @@ fn rolled_back(conn: &Connection) -> bool {
     conn.is_autocommit() || conn.execute_batch("ROLLBACK").is_ok()
 }
 
-/// [`Store::commit`](super::Store::commit) on SQLite: the same statements as on
+/// [`Store::commit`](super::Store::commit) on SQLite: the same checks and rows as on
 /// PostgreSQL, in one transaction that takes the write lock at BEGIN.
 fn commit(conn: &mut Connection, writes: &[Write], now: i64) -> Result<(), StoreError> {
     let batch = Batch::of(writes);
