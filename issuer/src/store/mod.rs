@@ -171,8 +171,9 @@ macro_rules! bind_values {
     }};
 }
 
-/// Most rows in one INSERT: 64 certificates x 16 columns stays far below the bind
-/// limits of SQLite (32766) and PostgreSQL (65535).
+/// Most rows in one INSERT: a PostgreSQL group commit's statement of 64 certificates
+/// (17 values each) and 64 audit entries (9 each) stays far below the bind limits of
+/// SQLite (32766) and PostgreSQL (65535).
 const ROWS_PER_INSERT: usize = 64;
 
 /// `PREFIX VALUES ($F, .., $F+C-1), ($F+C, ..), ...` for `rows` rows of `columns` values,
@@ -235,6 +236,10 @@ mod writer;
 /// Pages of write-ahead log after which a SQLite commit checkpoints it itself (see
 /// [`Store::checkpoint_wal`]).
 const WAL_AUTOCHECKPOINT_PAGES: &str = "10000";
+
+/// How long a SQLite connection (the pool's and the writer thread's) waits for another
+/// connection's write lock before it answers "database is locked".
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often opening or migrating a SQLite file is tried when another process is doing
 /// the same at that moment (see [`Store::connect`] and [`Store::migrate`]).
@@ -335,7 +340,7 @@ impl Store {
                     .journal_mode(SqliteJournalMode::Wal)
                     // FULL: a commit survives power loss, not only a process crash.
                     .synchronous(SqliteSynchronous::Full)
-                    .busy_timeout(Duration::from_secs(10))
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
                     // 64 MiB of page cache per connection instead of SQLite's 2 MiB: a
                     // store of millions of rows keeps its index interiors in memory
                     // rather than reading them from the OS on every insert and query.

@@ -12,13 +12,12 @@
 
 use std::path::Path;
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
 
 use rusqlite::{params_from_iter, Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::certificates::{denied_identity_sql, insert_certificates_sql, live_tokens_sql, Batch};
-use super::{audit_log, StoreError, Write, WAL_AUTOCHECKPOINT_PAGES};
+use super::{audit_log, StoreError, Write, SQLITE_BUSY_TIMEOUT, WAL_AUTOCHECKPOINT_PAGES};
 
 /// The writer's page cache, KiB. It holds what each commit changes (the tables' last
 /// pages, the index pages on the way to each new key), and unlike the pool's caches it is
@@ -42,15 +41,6 @@ enum Job {
 #[derive(Debug)]
 pub(super) struct Writer {
     jobs: mpsc::Sender<Job>,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Job::Commit { .. } => "Commit",
-            Job::Close(_) => "Close",
-        })
-    }
 }
 
 fn stopped() -> StoreError {
@@ -125,7 +115,7 @@ fn open(uri: &str) -> Result<Connection, StoreError> {
             | OpenFlags::SQLITE_OPEN_URI
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
     conn.execute_batch(&format!(
         "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
          PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};"
