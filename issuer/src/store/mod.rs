@@ -481,6 +481,22 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// A database that ends with the process records nothing past it; the writer thread's
+    /// connection could not share it either.
+    #[tokio::test]
+    async fn in_memory_sqlite_is_refused() {
+        for url in [
+            "sqlite::memory:",
+            "sqlite://?mode=memory",
+            "sqlite:x.db?mode=memory",
+        ] {
+            match Store::connect(url, 1).await {
+                Err(StoreError::BadUrl(why)) => assert!(why.contains("memory"), "{url}: {why}"),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn multi_row_insert_numbers_every_value() {
         assert_eq!(
