@@ -468,11 +468,11 @@ async fn fill(url: &str, rows: u64, due: u64, der_len: i64, now: i64) -> anyhow:
     let certificates = format!(
         "{series} INSERT INTO certificates (serial, spiffe_id, subject, dns_names, ip_addresses, \
          not_before, not_after, issued_at, requester, auth_method, intermediate, namespace, \
-         profile, fingerprint, der, revoked_at, revocation_reason) \
+         profile, fingerprint, der, revoked_at, revocation_reason, sign_seq) \
          SELECT {serial}, {spiffe}, '', '[]', '[]', na - 3600, na, na - 3600, {requester}, \
          'kubernetes', 'bench', {namespace}, 'workload', {fingerprint}, {hex_blob}, \
          CASE WHEN i % 1000 = 0 THEN na - 1800 END, \
-         CASE WHEN i % 1000 = 0 THEN 'superseded' END \
+         CASE WHEN i % 1000 = 0 THEN 'superseded' END, $3 + i \
          FROM (SELECT i, {not_after} AS na FROM n) AS s"
     );
     let detail = if sqlite {
@@ -501,6 +501,7 @@ async fn fill(url: &str, rows: u64, due: u64, der_len: i64, now: i64) -> anyhow:
                 sqlx::query(&certificates)
                     .bind(from as i64)
                     .bind(to as i64)
+                    .bind(base)
                     .execute(&mut *tx)
                     .await
                     .with_context(|| format!("filling certificates {from}..{to}"))?;

@@ -175,6 +175,25 @@ fn unrevoking_a_certificate_is_detected_postgres() {
 }
 
 fn deleted_replaced_and_added_rows_are_detected(backend: Backend) {
+    // A row added under a serial never signed, naming another certificate's sign entry.
+    let f = Fixture::new(backend);
+    f.sql(&format!(
+        "INSERT INTO certificates (serial, spiffe_id, subject, dns_names, ip_addresses, \
+         not_before, not_after, issued_at, requester, auth_method, intermediate, cluster, \
+         namespace, profile, fingerprint, der, token_id, sign_seq) \
+         SELECT 'feedface', spiffe_id, subject, dns_names, ip_addresses, not_before, \
+         not_after, issued_at, requester, auth_method, intermediate, cluster, namespace, \
+         profile, fingerprint, der, token_id, sign_seq FROM certificates WHERE serial = '{}'",
+        f.serials[0]
+    ));
+    f.verify_fails_with(
+        &[],
+        &[
+            "certificate row feedface",
+            "has no sign entry in the audit log",
+        ],
+    );
+
     let f = Fixture::new(backend);
     f.sql(&format!(
         "DELETE FROM certificates WHERE serial = '{}'",

@@ -250,6 +250,99 @@ fn certificates_stored_as_pem_before_are_converted_to_der() {
     });
 }
 
+/// Rows stored before certificates named their `sign` entry (schema of migrations 1 to
+/// 4) are linked to it when the new issuer migrates: the entry's seq, 0 for a row whose
+/// entry is not stored; the `(action, target)` index that put every certificate on a
+/// random page is gone, and so is SQLite's marker of rows to link.
+#[test]
+fn rows_stored_before_are_linked_to_their_sign_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = PgDb::create();
+    runtime().block_on(async {
+        for (backend, url) in [
+            ("sqlite", sqlite_url(dir.path())),
+            ("postgres", pg.url.clone()),
+        ] {
+            let old = dir.path().join(format!("old-{backend}"));
+            std::fs::create_dir_all(&old).unwrap();
+            let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(backend);
+            for entry in std::fs::read_dir(&source).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_str().unwrap().to_string();
+                if name.as_str() < "0005" {
+                    std::fs::copy(&path, old.join(name)).unwrap();
+                }
+            }
+            let migrator = sqlx::migrate::Migrator::new(old.as_path()).await.unwrap();
+            let statements = [
+                "INSERT INTO certificates (serial, subject, dns_names, ip_addresses, not_before, \
+                 not_after, issued_at, requester, auth_method, intermediate, profile, \
+                 fingerprint, der) VALUES ('0a01', '', '[]', '[]', 1, 2000000000, 1, 'old', \
+                 'token', 'aws', 'workload', 'ff', 'x'), ('0a02', '', '[]', '[]', 1, \
+                 2000000000, 1, 'old', 'token', 'aws', 'workload', 'ff', 'x')",
+                "INSERT INTO audit_log (seq, at_ms, actor, action, target, outcome, detail, \
+                 prev_hash, hash) VALUES (7, 1, 'token:old', 'sign', '0a02', 'denied', '{}', \
+                 'a', 'b'), (8, 1, 'token:old', 'sign', '0a01', 'ok', '{}', 'b', 'c')",
+            ];
+            macro_rules! old_database {
+                ($pool:expr) => {{
+                    let pool = $pool;
+                    migrator.run(&pool).await.unwrap();
+                    for sql in statements {
+                        sqlx::query(sql).execute(&pool).await.unwrap();
+                    }
+                    pool.close().await;
+                }};
+            }
+            if backend == "sqlite" {
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(dir.path().join("store.db"))
+                    .create_if_missing(true);
+                old_database!(sqlx::SqlitePool::connect_with(options).await.unwrap());
+            } else {
+                old_database!(sqlx::PgPool::connect(&url).await.unwrap());
+            }
+            let store = open(&url).await;
+            let rows = store.certificate_bindings(&["0a01", "0a02"]).await.unwrap();
+            let seq = |serial: &str| rows.iter().find(|r| r.serial == serial).unwrap().sign_seq;
+            assert_eq!(seq("0a01"), Some(8), "{backend}: its ok sign entry");
+            assert_eq!(seq("0a02"), Some(0), "{backend}: no ok sign entry stored");
+            store.close().await;
+            let indexes = if backend == "sqlite" {
+                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                let names: Vec<String> =
+                    sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index'")
+                        .fetch_all(&pool)
+                        .await
+                        .unwrap();
+                pool.close().await;
+                names
+            } else {
+                let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                let names: Vec<String> =
+                    sqlx::query_scalar("SELECT indexname::text FROM pg_indexes")
+                        .fetch_all(&pool)
+                        .await
+                        .unwrap();
+                pool.close().await;
+                names
+            };
+            assert!(
+                indexes.iter().any(|n| n == "certificates_spiffe_id"),
+                "{backend}: {indexes:?}"
+            );
+            for gone in ["audit_log_action_target", "certificates_sign_seq_pending"] {
+                assert!(
+                    !indexes.iter().any(|n| n == gone),
+                    "{backend}: {gone} left: {indexes:?}"
+                );
+            }
+        }
+    });
+}
+
 fn tidy_json(config: &str, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["tidy", "--config", config, "--output", "json"];
     args.extend_from_slice(extra);

@@ -94,10 +94,13 @@ crate::store::schema::from_row! {
         pub issued_at: i64,
         /// When it was revoked.
         pub revoked_at: Option<i64>,
+        /// Seq of its `sign` entry (0: none was stored when rows written before
+        /// certificates named their entry were linked).
+        pub sign_seq: Option<i64>,
     }
 }
 
-const BINDING_COLUMNS: &str = "id, serial, fingerprint, issued_at, revoked_at";
+const BINDING_COLUMNS: &str = "id, serial, fingerprint, issued_at, revoked_at, sign_seq";
 
 impl Store {
     /// Sequence number of the oldest stored audit entry (older ones were pruned), if any.
@@ -145,20 +148,20 @@ impl Store {
         Ok(rows)
     }
 
-    /// For these serials, the seq of their `ok` `sign` entry still stored (serial, seq).
-    pub async fn sign_entries(&self, serials: &[&str]) -> Result<Vec<(String, i64)>, StoreError> {
-        if serials.is_empty() {
+    /// Of the entries at these seqs, the `ok` `sign` entries still stored (seq, target).
+    pub async fn sign_entries(&self, seqs: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
+        if seqs.is_empty() {
             return Ok(Vec::new());
         }
         let sql = format!(
-            "SELECT target, seq FROM audit_log WHERE action = 'sign' AND outcome = 'ok' \
-             AND target IN ({})",
-            placeholders(1, serials.len())
+            "SELECT seq, target FROM audit_log WHERE seq IN ({}) \
+             AND action = 'sign' AND outcome = 'ok'",
+            placeholders(1, seqs.len())
         );
-        let rows: Vec<(String, i64)> = on_pool!(self, pool => {
+        let rows: Vec<(i64, String)> = on_pool!(self, pool => {
             let mut query = sqlx::query_as(&sql);
-            for s in serials {
-                query = query.bind(*s);
+            for seq in seqs {
+                query = query.bind(*seq);
             }
             query.fetch_all(pool).await?
         });

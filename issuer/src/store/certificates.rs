@@ -315,7 +315,7 @@ async fn commit_postgres(pool: &PgPool, batch: &Batch<'_>, now: i64) -> Result<(
         let sql = rows_sql(certificates.len(), audit.len(), head.is_some());
         let values = certificates
             .iter()
-            .flat_map(|c| c.values())
+            .flat_map(|(c, sign)| c.values(seq + sign))
             .chain(audit.iter().flat_map(audit_log::values))
             .chain(
                 head.into_iter()
@@ -375,7 +375,9 @@ fn rows_sql(certificates: usize, audit: usize, set_head: bool) -> String {
 /// What one group commit holds: the certificates and every audit event, in order, and
 /// the tokens and SPIFFE IDs whose standing the transaction checks first.
 pub(super) struct Batch<'a> {
-    pub(super) certificates: Vec<&'a CertificateRecord>,
+    /// Each certificate with the position of its `sign` event in `events` (from 1): its
+    /// entry's seq is the audit head's plus that.
+    pub(super) certificates: Vec<(&'a CertificateRecord, i64)>,
     pub(super) events: Vec<&'a AuditEvent>,
     pub(super) tokens: Vec<&'a str>,
     pub(super) identities: Vec<&'a str>,
@@ -402,8 +404,10 @@ impl<'a> Batch<'a> {
                             batch.identities.push(id);
                         }
                     }
-                    batch.certificates.push(&**cert);
                     batch.events.push(event);
+                    batch
+                        .certificates
+                        .push((&**cert, batch.events.len() as i64));
                 }
                 Write::Event(event) => batch.events.push(event),
             }
@@ -430,7 +434,7 @@ pub(super) fn denied_identity_sql(first: usize, n: usize) -> String {
 }
 
 /// Values of a certificate row.
-const CERTIFICATE_VALUES: usize = 17;
+const CERTIFICATE_VALUES: usize = 18;
 
 /// The INSERT of `rows` certificates, their [`CertificateRecord::values`] in order from
 /// `$first`.
@@ -438,7 +442,7 @@ pub(super) fn insert_certificates_sql(rows: usize, first: usize) -> String {
     multi_row_insert(
         "INSERT INTO certificates (serial, spiffe_id, subject, dns_names, ip_addresses, \
          not_before, not_after, issued_at, requester, auth_method, intermediate, cluster, \
-         namespace, profile, fingerprint, der, token_id)",
+         namespace, profile, fingerprint, der, token_id, sign_seq)",
         CERTIFICATE_VALUES,
         rows,
         first,
@@ -446,8 +450,9 @@ pub(super) fn insert_certificates_sql(rows: usize, first: usize) -> String {
 }
 
 impl CertificateRecord {
-    /// The values of one certificate row, in [`insert_certificates_sql`]'s column order.
-    pub(super) fn values(&self) -> [Value<'_>; CERTIFICATE_VALUES] {
+    /// The values of one certificate row, in [`insert_certificates_sql`]'s column order;
+    /// `sign_seq` is the seq of its `sign` entry, appended in the same transaction.
+    pub(super) fn values(&self, sign_seq: i64) -> [Value<'_>; CERTIFICATE_VALUES] {
         [
             Value::Text(&self.serial),
             Value::NullableText(self.spiffe_id.as_deref()),
@@ -466,6 +471,7 @@ impl CertificateRecord {
             Value::Text(&self.fingerprint),
             Value::Blob(&self.der),
             Value::NullableText(self.token_id.as_deref()),
+            Value::Int(sign_seq),
         ]
     }
 }

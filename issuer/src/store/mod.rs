@@ -172,7 +172,7 @@ macro_rules! bind_values {
 }
 
 /// Most rows in one INSERT: a PostgreSQL group commit's statement of 64 certificates
-/// (17 values each) and 64 audit entries (9 each) stays far below the bind limits of
+/// (18 values each) and 64 audit entries (9 each) stays far below the bind limits of
 /// SQLite (32766) and PostgreSQL (65535).
 const ROWS_PER_INSERT: usize = 64;
 
@@ -317,6 +317,58 @@ async fn convert_legacy_pem(pool: &SqlitePool) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Sets `sign_seq` on SQLite rows stored before certificates named their `sign` entry
+/// (migration 0005): the entry's seq, found through the audit log's `(action, target)`
+/// index, or 0 where none is stored (archived and pruned). A batch per transaction, so
+/// that an interrupted start resumes where it stopped; then both indexes go, the one that
+/// put every new certificate on a random page and the one that marked the rows to link.
+/// PostgreSQL links them in the migration.
+async fn link_sign_entries(pool: &SqlitePool) -> Result<(), StoreError> {
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'certificates_sign_seq_pending'",
+    )
+    .fetch_one(pool)
+    .await?;
+    if pending == 0 {
+        return Ok(());
+    }
+    let mut linked = 0u64;
+    loop {
+        let done = sqlx::query(
+            "UPDATE certificates SET sign_seq = COALESCE((SELECT min(seq) FROM audit_log \
+             WHERE action = 'sign' AND outcome = 'ok' AND target = certificates.serial), 0) \
+             WHERE id IN (SELECT id FROM certificates WHERE sign_seq IS NULL ORDER BY id LIMIT $1)",
+        )
+        .bind(CONVERT_BATCH)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        if done == 0 {
+            break;
+        }
+        if linked / 100_000 != (linked + done) / 100_000 {
+            tracing::info!(
+                linked = linked + done,
+                "linking stored certificates to their audit sign entries"
+            );
+        }
+        linked += done;
+    }
+    sqlx::query("DROP INDEX IF EXISTS audit_log_action_target")
+        .execute(pool)
+        .await?;
+    sqlx::query("DROP INDEX IF EXISTS certificates_sign_seq_pending")
+        .execute(pool)
+        .await?;
+    if linked > 0 {
+        tracing::info!(
+            linked,
+            "stored certificates linked to their audit sign entries"
+        );
+    }
+    Ok(())
+}
+
 /// Connection to the issuer's database.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -440,6 +492,7 @@ impl Store {
         result.map_err(|e| StoreError::Migration(e.to_string()))?;
         if let Backend::Sqlite(pool, _) = &self.backend {
             convert_legacy_pem(pool).await?;
+            link_sign_entries(pool).await?;
         }
         Ok(())
     }

@@ -27,6 +27,10 @@ pub(super) const SQLITE: Embedded = Embedded(&[
         "0004_audit_checkpoints.sql",
         include_str!("../../migrations/sqlite/0004_audit_checkpoints.sql"),
     ),
+    (
+        "0005_certificate_sign_entry.sql",
+        include_str!("../../migrations/sqlite/0005_certificate_sign_entry.sql"),
+    ),
 ]);
 
 /// PostgreSQL's migrations (issuer/migrations/postgres), in order.
@@ -46,6 +50,10 @@ pub(super) const POSTGRES: Embedded = Embedded(&[
     (
         "0004_audit_checkpoints.sql",
         include_str!("../../migrations/postgres/0004_audit_checkpoints.sql"),
+    ),
+    (
+        "0005_certificate_sign_entry.sql",
+        include_str!("../../migrations/postgres/0005_certificate_sign_entry.sql"),
     ),
 ]);
 

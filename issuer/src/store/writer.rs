@@ -177,17 +177,17 @@ fn commit(conn: &mut Connection, writes: &[Write], now: i64) -> Result<(), Store
         }
     }
     drop(denied);
+    let (seq, prev): (i64, String) = tx
+        .prepare_cached(audit_log::LOCK_AUDIT_HEAD)?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
     // A one-row INSERT also needs no statement journal: SQLite checks a row's
     // constraints before it writes it (a multi-row one copies every page it changes
     // there, to undo the rows before a duplicate).
     let mut insert = tx.prepare_cached(&insert_certificates_sql(1, 1))?;
-    for c in &batch.certificates {
-        insert.execute(params_from_iter(c.values()))?;
+    for (c, sign) in &batch.certificates {
+        insert.execute(params_from_iter(c.values(seq + sign)))?;
     }
     drop(insert);
-    let (seq, prev): (i64, String) = tx
-        .prepare_cached(audit_log::LOCK_AUDIT_HEAD)?
-        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
     let entries = audit_log::chain(seq, prev, batch.events.iter().copied());
     let mut insert = tx.prepare_cached(&audit_log::insert_sql(1, 1))?;
     for entry in &entries {

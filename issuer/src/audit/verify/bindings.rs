@@ -134,9 +134,11 @@ impl Walk<'_> {
                 .map_err(storage)?;
             let Some(last) = page.last() else { break };
             after = last.id;
-            let serials: Vec<&str> = page.iter().map(|r| r.serial.as_str()).collect();
-            let signed: HashMap<String, i64> = store
-                .sign_entries(&serials)
+            // Each row names its sign entry; one that names another certificate's entry
+            // has none.
+            let seqs: Vec<i64> = page.iter().filter_map(|r| r.sign_seq).collect();
+            let signed: HashMap<i64, String> = store
+                .sign_entries(&seqs)
                 .await
                 .map_err(storage)?
                 .into_iter()
@@ -144,7 +146,10 @@ impl Walk<'_> {
             for row in &page {
                 self.report.certificates.rows += 1;
                 let issued_ms = row.issued_at.saturating_mul(1000);
-                match signed.get(&row.serial) {
+                let entry = row
+                    .sign_seq
+                    .filter(|seq| signed.get(seq).is_some_and(|target| *target == row.serial));
+                match entry.as_ref() {
                     Some(&seq) if seq > last_seq => self.report.certificates.rows_newer += 1,
                     Some(&seq) if seq >= self.db_start => {}
                     Some(&seq) if seq >= first_seq => in_archive_range += 1,
