@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use canopy_issuer::audit::{AuditEvent, Outcome};
-use canopy_issuer::store::{CertificateFilter, CertificateRecord, Cursor, Order, Store, Write};
+use canopy_issuer::store::{
+    CertificateFilter, CertificateRecord, Cursor, Order, Store, StoreError, Write,
+};
 use serde_json::json;
 
 use crate::common::*;
@@ -339,6 +341,114 @@ fn rows_stored_before_are_linked_to_their_sign_entries() {
                     "{backend}: {gone} left: {indexes:?}"
                 );
             }
+        }
+    });
+}
+
+/// Runs `sql` on the database at `url` (SQLite or PostgreSQL), outside any store.
+async fn execute(url: &str, sql: &str) {
+    if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+}
+
+/// A group commit holds to the audit chain and to every rule whatever path it takes
+/// (PostgreSQL commits in one statement while the head is the one it left last, else in
+/// four round trips): after another replica appended, after a token was revoked and a
+/// SPIFFE ID denied without an audit entry moving the head, nothing refused is stored,
+/// every row names its own sign entry, and the chain links.
+#[test]
+fn group_commits_keep_the_chain_and_the_rules_whoever_moved_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = PgDb::create();
+    let t = now();
+    runtime().block_on(async {
+        for url in [sqlite_url(dir.path()), pg.url.clone()] {
+            let a = open(&url).await;
+            let b = open(&url).await;
+            execute(
+                &url,
+                "INSERT INTO tokens (id, hash, policy, created_at) VALUES ('t1', 'h1', '{}', 0)",
+            )
+            .await;
+            let with_token = |n| {
+                let mut record = synthetic(n, t + 3600);
+                record.auth_method = "token".into();
+                record.requester = "token:t1".into();
+                record.token_id = Some("t1".into());
+                record
+            };
+            let backend = a.backend_name();
+            a.commit(vec![issued(with_token(1))]).await.unwrap();
+            b.commit(vec![issued(synthetic(2, t + 3600))])
+                .await
+                .unwrap();
+            a.commit(vec![issued(with_token(3)), issued(synthetic(4, t + 3600))])
+                .await
+                .unwrap();
+            execute(&url, "UPDATE tokens SET revoked_at = 1 WHERE id = 't1'").await;
+            let refused = a.commit(vec![issued(with_token(5))]).await;
+            assert!(
+                matches!(refused, Err(StoreError::RevokedToken)),
+                "{backend}: {refused:?}"
+            );
+            let denied = synthetic(6, t + 3600);
+            execute(
+                &url,
+                &format!(
+                    "INSERT INTO denied_identities (spiffe_id, reason, created_at) \
+                     VALUES ('{}', 'compromised', 0)",
+                    denied.spiffe_id.as_deref().unwrap()
+                ),
+            )
+            .await;
+            let refused = a.commit(vec![issued(denied)]).await;
+            assert!(
+                matches!(refused, Err(StoreError::DeniedIdentity(_))),
+                "{backend}: {refused:?}"
+            );
+            a.commit(vec![issued(synthetic(7, t + 3600))])
+                .await
+                .unwrap();
+
+            let serials: Vec<String> = [1, 2, 3, 4, 5, 6, 7].map(|n| format!("{n:016x}")).into();
+            let refs: Vec<&str> = serials.iter().map(String::as_str).collect();
+            let rows = a.certificate_bindings(&refs).await.unwrap();
+            let mut stored: Vec<&str> = rows.iter().map(|r| r.serial.as_str()).collect();
+            stored.sort_unstable();
+            assert_eq!(stored, [&refs[..4], &refs[6..]].concat(), "{backend}");
+            let entries = a.audit_entries(0, 100).await.unwrap();
+            assert_eq!(entries.len(), 5, "{backend}: {entries:?}");
+            for pair in entries.windows(2) {
+                assert_eq!(pair[1].seq, pair[0].seq + 1, "{backend}");
+                assert_eq!(
+                    pair[1].prev_hash, pair[0].hash,
+                    "{backend}: the chain breaks"
+                );
+            }
+            assert_eq!(
+                a.audit_head().await.unwrap(),
+                (entries[4].seq, entries[4].hash.clone()),
+                "{backend}"
+            );
+            for row in &rows {
+                let entry = entries.iter().find(|e| Some(e.seq) == row.sign_seq);
+                assert_eq!(
+                    entry.map(|e| e.target.as_str()),
+                    Some(row.serial.as_str()),
+                    "{backend}: row {} names entry {:?}",
+                    row.serial,
+                    row.sign_seq
+                );
+            }
+            a.close().await;
+            b.close().await;
         }
     });
 }

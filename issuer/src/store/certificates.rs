@@ -1,6 +1,6 @@
 //! Issued certificates as stored: the ledger's group commit, revocation, one by serial.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 use sqlx::PgPool;
@@ -217,7 +217,9 @@ impl Store {
         let now = crate::clock::now().unix_timestamp();
         match &self.backend {
             Backend::Sqlite(_, writer) => writer.commit(writes, now).await,
-            Backend::Postgres(pool) => commit_postgres(pool, &Batch::of(&writes), now).await,
+            Backend::Postgres(pool, last) => {
+                commit_postgres(pool, last, &Batch::of(&writes), now).await
+            }
         }
     }
 
@@ -284,27 +286,167 @@ impl Store {
     }
 }
 
-/// [`Store::commit`] on PostgreSQL, in four round trips to the server whatever the batch
-/// holds (a batch of up to [`ROWS_PER_INSERT`] certificates): BEGIN; the audit head
-/// locked and read with the token and deny-list checks; the rows and the new head in one
-/// statement; COMMIT.
-async fn commit_postgres(pool: &PgPool, batch: &Batch<'_>, now: i64) -> Result<(), StoreError> {
+/// The audit head (seq, hash) this process's last group commit on PostgreSQL left.
+#[derive(Debug, Default)]
+pub(super) struct LastHead(Mutex<Option<(i64, String)>>);
+
+impl LastHead {
+    fn get(&self) -> Option<(i64, String)> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, head: (i64, String)) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(head);
+    }
+}
+
+/// [`Store::commit`] on PostgreSQL.
+///
+/// While the audit head is still the one this process's last commit left (no other
+/// replica or writer appended since), one statement in one round trip, a transaction of
+/// its own: it moves the head only if it is that one and every check passes, and inserts
+/// the rows only if it moved it. Otherwise, or for a batch larger than one statement
+/// takes, four round trips: BEGIN; the head locked and read with the token and deny-list
+/// checks; the rows and the new head; COMMIT. That path also says which check failed.
+async fn commit_postgres(
+    pool: &PgPool,
+    last: &LastHead,
+    batch: &Batch<'_>,
+    now: i64,
+) -> Result<(), StoreError> {
+    if let Some((seq, prev)) = last.get() {
+        if let Some(head) = commit_postgres_after(pool, batch, now, seq, prev).await? {
+            last.set(head);
+            return Ok(());
+        }
+    }
+    let head = commit_postgres_locked(pool, batch, now).await?;
+    last.set(head);
+    Ok(())
+}
+
+/// The one-statement commit, if the head is still `seq`, `prev`: the new head if it was.
+async fn commit_postgres_after(
+    pool: &PgPool,
+    batch: &Batch<'_>,
+    now: i64,
+    seq: i64,
+    prev: String,
+) -> Result<Option<(i64, String)>, StoreError> {
+    if batch.certificates.len() > ROWS_PER_INSERT || batch.events.len() > ROWS_PER_INSERT {
+        return Ok(None);
+    }
+    let entries = audit_log::chain(seq, prev.clone(), batch.events.iter().copied());
+    let Some(head) = entries.last() else {
+        return Ok(None);
+    };
+    let sql = one_statement_sql(
+        batch.tokens.len(),
+        batch.identities.len(),
+        batch.certificates.len(),
+        entries.len(),
+    );
+    let values = [
+        Value::Int(head.seq),
+        Value::Text(&head.hash),
+        Value::Int(seq),
+        Value::Text(&prev),
+    ]
+    .into_iter()
+    .chain(check_values(batch, now))
+    .chain(
+        batch
+            .certificates
+            .iter()
+            .flat_map(|(c, sign)| c.values(seq + sign)),
+    )
+    .chain(entries.iter().flat_map(audit_log::values));
+    let moved: i64 = bind_values!(sqlx::query_scalar(&sql), values)
+        .fetch_one(pool)
+        .await?;
+    Ok((moved == 1).then(|| (head.seq, head.hash.clone())))
+}
+
+/// The values the token and deny-list checks bind: now (if there are tokens), the
+/// tokens, the SPIFFE IDs.
+fn check_values<'a>(batch: &'a Batch<'_>, now: i64) -> impl Iterator<Item = Value<'a>> {
+    let now = (!batch.tokens.is_empty()).then_some(Value::Int(now));
+    now.into_iter()
+        .chain(batch.tokens.iter().map(|id| Value::Text(id)))
+        .chain(batch.identities.iter().map(|id| Value::Text(id)))
+}
+
+/// The commit as one statement: the head moved (`$1` seq, `$2` hash) only if it is still
+/// `$3`, `$4` and the checks pass (now, `tokens` tokens, `identities` SPIFFE IDs), then
+/// `certificates` certificate rows and `audit` audit entries inserted only if it moved;
+/// it answers 1 if it moved, else 0 (and wrote nothing).
+fn one_statement_sql(
+    tokens: usize,
+    identities: usize,
+    certificates: usize,
+    audit: usize,
+) -> String {
+    let mut next = 5;
+    let mut checks = String::new();
+    if tokens > 0 {
+        checks += &format!(
+            " AND ({}) = {tokens}",
+            live_tokens_sql(next, next + 1, tokens)
+        );
+        next += 1 + tokens;
+    }
+    if identities > 0 {
+        checks += &format!(
+            " AND NOT EXISTS ({})",
+            denied_identity_sql(next, identities)
+        );
+        next += identities;
+    }
+    let mut clauses = vec![format!(
+        "h AS (UPDATE audit_head SET seq = $1, hash = $2 \
+         WHERE id = 1 AND seq = $3 AND hash = $4{checks} RETURNING 1)"
+    )];
+    if certificates > 0 {
+        let insert = insert_certificates_sql(certificates, next);
+        clauses.push(format!("c AS ({})", only_if_moved(&insert)));
+        next += CERTIFICATE_VALUES * certificates;
+    }
+    let insert = audit_log::insert_sql(audit, next);
+    clauses.push(format!("a AS ({})", only_if_moved(&insert)));
+    format!("WITH {} SELECT COUNT(*) FROM h", clauses.join(", "))
+}
+
+/// `INSERT INTO t (..) VALUES (..), ..` as the INSERT of those rows only if `h` moved the
+/// audit head (it runs before anything that reads it).
+fn only_if_moved(insert: &str) -> String {
+    let (into, rows) = insert
+        .split_once(" VALUES ")
+        .expect("a multi-row INSERT has VALUES");
+    format!("{into} SELECT * FROM (VALUES {rows}) AS v WHERE EXISTS (SELECT 1 FROM h)")
+}
+
+/// The commit with the audit head locked first, in four round trips; the new head.
+async fn commit_postgres_locked(
+    pool: &PgPool,
+    batch: &Batch<'_>,
+    now: i64,
+) -> Result<(i64, String), StoreError> {
     let mut tx = pool.begin().await?;
     let sql = head_and_checks_sql(batch.tokens.len(), batch.identities.len());
     let query = sqlx::query_as::<_, (i64, String, i64, Option<String>)>(&sql);
-    let now = (!batch.tokens.is_empty()).then_some(Value::Int(now));
-    let values = now
-        .into_iter()
-        .chain(batch.tokens.iter().map(|id| Value::Text(id)))
-        .chain(batch.identities.iter().map(|id| Value::Text(id)));
-    let (seq, prev, live, denied) = bind_values!(query, values).fetch_one(&mut *tx).await?;
+    let (seq, prev, live, denied) = bind_values!(query, check_values(batch, now))
+        .fetch_one(&mut *tx)
+        .await?;
     if live != batch.tokens.len() as i64 {
         return Err(StoreError::RevokedToken);
     }
     if let Some(id) = denied {
         return Err(StoreError::DeniedIdentity(id));
     }
-    let entries = audit_log::chain(seq, prev, batch.events.iter().copied());
+    let entries = audit_log::chain(seq, prev.clone(), batch.events.iter().copied());
     let certificates: Vec<_> = batch.certificates.chunks(ROWS_PER_INSERT).collect();
     let audit: Vec<_> = entries.chunks(ROWS_PER_INSERT).collect();
     let statements = certificates.len().max(audit.len());
@@ -326,7 +468,9 @@ async fn commit_postgres(pool: &PgPool, batch: &Batch<'_>, now: i64) -> Result<(
             .await?;
     }
     tx.commit().await?;
-    Ok(())
+    Ok(entries
+        .last()
+        .map_or((seq, prev), |h| (h.seq, h.hash.clone())))
 }
 
 /// Locks the audit head and reads it (seq, hash) with the number of `tokens` tokens live
@@ -478,4 +622,37 @@ impl CertificateRecord {
 
 fn json_list(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every value the one-statement commit binds has its placeholder, in order: the
+    /// head (4), now and a token, two SPIFFE IDs, three certificates and three entries.
+    #[test]
+    fn the_one_statement_commit_numbers_every_value() {
+        let sql = one_statement_sql(1, 2, 3, 3);
+        let bound = 4 + 1 + 1 + 2 + 3 * CERTIFICATE_VALUES + 3 * audit_log::VALUES;
+        let mut numbers: Vec<usize> = sql
+            .split('$')
+            .skip(1)
+            .map(|s| {
+                let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().unwrap()
+            })
+            .collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        assert_eq!(numbers, (1..=bound).collect::<Vec<_>>(), "{sql}");
+        assert!(
+            sql.contains("WHERE id = 1 AND seq = $3 AND hash = $4"),
+            "{sql}"
+        );
+        assert_eq!(
+            sql.matches("WHERE EXISTS (SELECT 1 FROM h)").count(),
+            2,
+            "{sql}"
+        );
+    }
 }

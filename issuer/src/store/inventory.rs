@@ -339,7 +339,7 @@ impl Store {
                         .map(|(_, _, _, detail)| detail)
                         .collect()
                 }
-                Backend::Postgres(pool) => {
+                Backend::Postgres(pool, _) => {
                     let mut tx = pool.begin().await?;
                     sqlx::query("SET LOCAL enable_seqscan = off")
                         .execute(&mut *tx)

@@ -84,7 +84,8 @@ fn kind_of(e: &sqlx::Error) -> &'static str {
 enum Backend {
     /// The pool for everything but group commits, and the thread that runs those.
     Sqlite(SqlitePool, Arc<writer::Writer>),
-    Postgres(PgPool),
+    /// The pool, and the audit head this process's last group commit left.
+    Postgres(PgPool, Arc<certificates::LastHead>),
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool of either backend.
@@ -92,7 +93,7 @@ macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.backend {
             $crate::store::Backend::Sqlite($pool, _) => $body,
-            $crate::store::Backend::Postgres($pool) => $body,
+            $crate::store::Backend::Postgres($pool, _) => $body,
         }
     };
 }
@@ -215,7 +216,7 @@ macro_rules! in_write_tx {
                 let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 $body
             }
-            $crate::store::Backend::Postgres(pool) => {
+            $crate::store::Backend::Postgres(pool, _) => {
                 let mut $tx = pool.begin().await?;
                 $body
             }
@@ -445,7 +446,7 @@ impl Store {
                     .acquire_timeout(Duration::from_secs(5))
                     .connect_with(options)
                     .await?;
-                Backend::Postgres(pool)
+                Backend::Postgres(pool, Arc::default())
             }
             other => return Err(StoreError::BadUrl(other.to_string())),
         };
@@ -456,7 +457,7 @@ impl Store {
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
             Backend::Sqlite(..) => "sqlite",
-            Backend::Postgres(_) => "postgres",
+            Backend::Postgres(..) => "postgres",
         }
     }
 
@@ -485,7 +486,7 @@ impl Store {
                     )
                     .await
                 }
-                Backend::Postgres(pool) => schema::POSTGRES.migrator().await?.run(pool).await,
+                Backend::Postgres(pool, _) => schema::POSTGRES.migrator().await?.run(pool).await,
             }
         }
         .await;
@@ -509,7 +510,7 @@ impl Store {
                     .await?;
                 Ok(true)
             }
-            Backend::Postgres(_) => Ok(false),
+            Backend::Postgres(..) => Ok(false),
         }
     }
 

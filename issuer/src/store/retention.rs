@@ -73,7 +73,7 @@ impl Store {
                     bytes,
                 })
             }
-            Backend::Postgres(pool) => {
+            Backend::Postgres(pool, _) => {
                 let (estimate, bytes): (f32, i64) = sqlx::query_as(
                     "SELECT reltuples, pg_total_relation_size(oid) FROM pg_class \
                      WHERE oid = 'certificates'::regclass",
