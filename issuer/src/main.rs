@@ -8,6 +8,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc rather than glibc's allocator: under load glibc spent about 12 % of the
+/// issuer's samples in malloc and free (consolidating its fast bins on each larger
+/// buffer: PEM, TLS records); four A/B pairs of the issuance benchmark, 16 connections:
+/// 0.158 CPU seconds per 1,000 certificates against 0.176, 8,318/s against 7,803/s.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
