@@ -389,39 +389,77 @@ fn one_statement_sql(
     certificates: usize,
     audit: usize,
 ) -> String {
-    let mut next = 5;
-    let mut checks = String::new();
-    if tokens > 0 {
-        checks += &format!(
-            " AND ({}) = {tokens}",
-            live_tokens_sql(next, next + 1, tokens)
-        );
-        next += 1 + tokens;
+    let checks = Checks::sql(5, tokens, identities);
+    let mut conditions = String::new();
+    if let Some(live) = checks.live {
+        conditions += &format!(" AND ({live}) = {tokens}");
     }
-    if identities > 0 {
-        checks += &format!(
-            " AND NOT EXISTS ({})",
-            denied_identity_sql(next, identities)
-        );
-        next += identities;
+    if let Some(denied) = checks.denied {
+        conditions += &format!(" AND NOT EXISTS ({denied})");
     }
     let mut clauses = vec![format!(
         "h AS (UPDATE audit_head SET seq = $1, hash = $2 \
-         WHERE id = 1 AND seq = $3 AND hash = $4{checks} RETURNING 1)"
+         WHERE id = 1 AND seq = $3 AND hash = $4{conditions} RETURNING 1)"
     )];
+    let (inserts, _) = insert_clauses(certificates, audit, checks.next, only_if_moved);
+    clauses.extend(inserts);
+    format!("WITH {} SELECT COUNT(*) FROM h", clauses.join(", "))
+}
+
+/// The token and deny-list checks on [`check_values`] bound from `$first`.
+struct Checks {
+    /// Counts the batch's tokens live (none if the batch has no token).
+    live: Option<String>,
+    /// The first of the batch's SPIFFE IDs denied (none if the batch has no SPIFFE ID).
+    denied: Option<String>,
+    /// The placeholder after the checks' values.
+    next: usize,
+}
+
+impl Checks {
+    fn sql(first: usize, tokens: usize, identities: usize) -> Checks {
+        let mut next = first;
+        let live = (tokens > 0).then(|| {
+            let sql = live_tokens_sql(next, next + 1, tokens);
+            next += 1 + tokens;
+            sql
+        });
+        let denied = (identities > 0).then(|| {
+            let sql = denied_identity_sql(next, identities);
+            next += identities;
+            sql
+        });
+        Checks { live, denied, next }
+    }
+}
+
+/// The WITH clauses `c` and `a` inserting `certificates` certificate rows and `audit`
+/// audit entries, their values from `$first`, each INSERT passed through `wrap`; and the
+/// placeholder after them.
+fn insert_clauses(
+    certificates: usize,
+    audit: usize,
+    first: usize,
+    wrap: fn(String) -> String,
+) -> (Vec<String>, usize) {
+    let mut clauses = Vec::new();
+    let mut next = first;
     if certificates > 0 {
         let insert = insert_certificates_sql(certificates, next);
-        clauses.push(format!("c AS ({})", only_if_moved(&insert)));
+        clauses.push(format!("c AS ({})", wrap(insert)));
         next += CERTIFICATE_VALUES * certificates;
     }
-    let insert = audit_log::insert_sql(audit, next);
-    clauses.push(format!("a AS ({})", only_if_moved(&insert)));
-    format!("WITH {} SELECT COUNT(*) FROM h", clauses.join(", "))
+    if audit > 0 {
+        let insert = audit_log::insert_sql(audit, next);
+        clauses.push(format!("a AS ({})", wrap(insert)));
+        next += audit_log::VALUES * audit;
+    }
+    (clauses, next)
 }
 
 /// `INSERT INTO t (..) VALUES (..), ..` as the INSERT of those rows only if `h` moved the
 /// audit head (it runs before anything that reads it).
-fn only_if_moved(insert: &str) -> String {
+fn only_if_moved(insert: String) -> String {
     let (into, rows) = insert
         .split_once(" VALUES ")
         .expect("a multi-row INSERT has VALUES");
@@ -477,33 +515,16 @@ async fn commit_postgres_locked(
 /// (`$1` now, then the tokens) and the first of `identities` SPIFFE IDs denied (after
 /// them), if any.
 fn head_and_checks_sql(tokens: usize, identities: usize) -> String {
-    let live = match tokens {
-        0 => "0::bigint".to_string(),
-        n => live_tokens_sql(1, 2, n),
-    };
-    let denied = match identities {
-        0 => "NULL::text".to_string(),
-        n => denied_identity_sql(1 + tokens + usize::from(tokens > 0), n),
-    };
+    let checks = Checks::sql(1, tokens, identities);
+    let live = checks.live.unwrap_or_else(|| "0::bigint".to_string());
+    let denied = checks.denied.unwrap_or_else(|| "NULL::text".to_string());
     format!("SELECT seq, hash, ({live}), ({denied}) FROM audit_head WHERE id = 1 FOR UPDATE")
 }
 
 /// One statement: `certificates` certificate rows, `audit` audit entries and, if
 /// `set_head`, the audit head moved to the last of them (seq, hash), values in that order.
 fn rows_sql(certificates: usize, audit: usize, set_head: bool) -> String {
-    let mut inserts = Vec::new();
-    let mut next = 1;
-    if certificates > 0 {
-        inserts.push(format!(
-            "c AS ({})",
-            insert_certificates_sql(certificates, next)
-        ));
-        next += CERTIFICATE_VALUES * certificates;
-    }
-    if audit > 0 {
-        inserts.push(format!("a AS ({})", audit_log::insert_sql(audit, next)));
-        next += audit_log::VALUES * audit;
-    }
+    let (inserts, next) = insert_clauses(certificates, audit, 1, |insert| insert);
     // Data-modifying WITH clauses run to completion whether or not the query reads them.
     let main = if set_head {
         format!(
