@@ -313,23 +313,9 @@ fn rows_stored_before_are_linked_to_their_sign_entries() {
             assert_eq!(seq("0a02"), Some(0), "{backend}: no ok sign entry stored");
             store.close().await;
             let indexes = if backend == "sqlite" {
-                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-                let names: Vec<String> =
-                    sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index'")
-                        .fetch_all(&pool)
-                        .await
-                        .unwrap();
-                pool.close().await;
-                names
+                strings(&url, "SELECT name FROM sqlite_master WHERE type = 'index'").await
             } else {
-                let pool = sqlx::PgPool::connect(&url).await.unwrap();
-                let names: Vec<String> =
-                    sqlx::query_scalar("SELECT indexname::text FROM pg_indexes")
-                        .fetch_all(&pool)
-                        .await
-                        .unwrap();
-                pool.close().await;
-                names
+                strings(&url, "SELECT indexname::text FROM pg_indexes").await
             };
             assert!(
                 indexes.iter().any(|n| n == "certificates_spiffe_id"),
@@ -343,6 +329,22 @@ fn rows_stored_before_are_linked_to_their_sign_entries() {
             }
         }
     });
+}
+
+/// The one text column of `sql`'s rows, read from the database at `url` (SQLite or
+/// PostgreSQL), outside any store.
+async fn strings(url: &str, sql: &str) -> Vec<String> {
+    if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        let rows = sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        rows
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        let rows = sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        rows
+    }
 }
 
 /// Runs `sql` on the database at `url` (SQLite or PostgreSQL), outside any store.
