@@ -857,3 +857,61 @@ async fn rows_in(path: &Path) -> Result<i64, sqlx::Error> {
     pool.close().await;
     count
 }
+
+/// One bad write in a group commit fails alone: 64 certificates recorded at once (so
+/// they queue behind each other and are committed in batches), one of them under a
+/// serial stored before and one for a denied SPIFFE ID. Those two hear why; the other 62
+/// are stored and answered Ok. On SQLite the writer thread gathers the batches, on
+/// PostgreSQL the recorder's task: both are covered.
+#[test]
+fn one_bad_write_in_a_group_commit_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = PgDb::create();
+    let t = now();
+    runtime().block_on(async {
+        for url in [sqlite_url(dir.path()), pg.url.clone()] {
+            let store = open(&url).await;
+            let backend = store.backend_name();
+            store
+                .commit(vec![issued(synthetic(1000, t + 3600))])
+                .await
+                .unwrap();
+            let denied = synthetic(2000, t + 3600);
+            execute(
+                &url,
+                &format!(
+                    "INSERT INTO denied_identities (spiffe_id, reason, created_at) \
+                     VALUES ('{}', 'compromised', 0)",
+                    denied.spiffe_id.as_deref().unwrap()
+                ),
+            )
+            .await;
+            let recorder = canopy_issuer::recorder::Recorder::start(store.clone());
+            let mut records: Vec<CertificateRecord> =
+                (0..62).map(|n| synthetic(n, t + 3600)).collect();
+            records.insert(20, synthetic(1000, t + 3600));
+            records.insert(40, denied);
+            let results = futures::future::join_all(
+                records.into_iter().map(|r| recorder.record(issued(r))),
+            )
+            .await;
+            for (i, result) in results.iter().enumerate() {
+                match i {
+                    20 => assert!(
+                        matches!(result, Err(StoreError::Duplicate(_))),
+                        "{backend}: {result:?}"
+                    ),
+                    40 => assert!(
+                        matches!(result, Err(StoreError::DeniedIdentity(_))),
+                        "{backend}: {result:?}"
+                    ),
+                    _ => assert!(result.is_ok(), "{backend}: write {i}: {result:?}"),
+                }
+            }
+            let stored = strings(&url, "SELECT serial FROM certificates").await;
+            assert_eq!(stored.len(), 63, "{backend}: {stored:?}");
+            drop(recorder);
+            store.close().await;
+        }
+    });
+}

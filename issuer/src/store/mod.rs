@@ -14,6 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use audit_log::CertificateBinding;
+pub(crate) use certificates::GroupCommit;
 pub use certificates::{CertificateRecord, Revocation, Write};
 pub use inventory::{CertificateFilter, Cursor, Order, QueryPlan, Revoked};
 pub use retention::StoreSize;
@@ -48,6 +49,18 @@ pub enum StoreError {
     /// Applying the embedded migrations failed.
     #[error("migration failed: {0}")]
     Migration(String),
+}
+
+impl StoreError {
+    /// Whether this error is one write's own fault (a duplicate serial, a token revoked or
+    /// an identity denied meanwhile), not the storage's: a group commit that fails with it
+    /// is tried again one write at a time, so that the others are not failed with it.
+    pub fn is_the_writes_own(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Duplicate(_) | StoreError::RevokedToken | StoreError::DeniedIdentity(_)
+        )
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -233,6 +246,9 @@ mod retention;
 pub(crate) mod schema;
 mod tokens;
 mod writer;
+
+/// Most writes committed in one transaction (group commit).
+pub(crate) const MAX_BATCH: usize = 256;
 
 /// Pages of write-ahead log after which a SQLite commit checkpoints it itself (see
 /// [`Store::checkpoint_wal`]).
