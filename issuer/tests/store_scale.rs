@@ -360,6 +360,20 @@ async fn execute(url: &str, sql: &str) {
     }
 }
 
+/// Puts `record`'s SPIFFE ID on the deny list of the database at `url`, outside any store
+/// (so no audit entry moves the head).
+async fn deny(url: &str, record: &CertificateRecord) {
+    let spiffe_id = record.spiffe_id.as_deref().unwrap();
+    execute(
+        url,
+        &format!(
+            "INSERT INTO denied_identities (spiffe_id, reason, created_at) \
+             VALUES ('{spiffe_id}', 'compromised', 0)"
+        ),
+    )
+    .await;
+}
+
 /// A group commit holds to the audit chain and to every rule whatever path it takes
 /// (PostgreSQL commits in one statement while the head is the one it left last, else in
 /// four round trips): after another replica appended, after a token was revoked and a
@@ -401,15 +415,7 @@ fn group_commits_keep_the_chain_and_the_rules_whoever_moved_the_head() {
                 "{backend}: {refused:?}"
             );
             let denied = synthetic(6, t + 3600);
-            execute(
-                &url,
-                &format!(
-                    "INSERT INTO denied_identities (spiffe_id, reason, created_at) \
-                     VALUES ('{}', 'compromised', 0)",
-                    denied.spiffe_id.as_deref().unwrap()
-                ),
-            )
-            .await;
+            deny(&url, &denied).await;
             let refused = a.commit(vec![issued(denied)]).await;
             assert!(
                 matches!(refused, Err(StoreError::DeniedIdentity(_))),
@@ -877,24 +883,15 @@ fn one_bad_write_in_a_group_commit_fails_alone() {
                 .await
                 .unwrap();
             let denied = synthetic(2000, t + 3600);
-            execute(
-                &url,
-                &format!(
-                    "INSERT INTO denied_identities (spiffe_id, reason, created_at) \
-                     VALUES ('{}', 'compromised', 0)",
-                    denied.spiffe_id.as_deref().unwrap()
-                ),
-            )
-            .await;
+            deny(&url, &denied).await;
             let recorder = canopy_issuer::recorder::Recorder::start(store.clone());
             let mut records: Vec<CertificateRecord> =
                 (0..62).map(|n| synthetic(n, t + 3600)).collect();
             records.insert(20, synthetic(1000, t + 3600));
             records.insert(40, denied);
-            let results = futures::future::join_all(
-                records.into_iter().map(|r| recorder.record(issued(r))),
-            )
-            .await;
+            let results =
+                futures::future::join_all(records.into_iter().map(|r| recorder.record(issued(r))))
+                    .await;
             for (i, result) in results.iter().enumerate() {
                 match i {
                     20 => assert!(
