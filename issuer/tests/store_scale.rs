@@ -817,7 +817,7 @@ fn background_retention_archives_and_prunes_the_audit_log() {
 
 /// The recorder checkpoints SQLite's write-ahead log behind the writer, so no commit
 /// does it: certificates it recorded reach the database file itself within moments,
-/// while the log stays far below the 40 MB at which a commit would checkpoint. Read
+/// while the log stays far below the 200 MB at which a commit would checkpoint. Read
 /// here from a copy of the database file alone (without its `-wal`), which holds only
 /// what was checkpointed. (Before the checkpointer, these 40 certificates stayed in the
 /// log until a commit crossed 4 MB, and the copy held none.)
