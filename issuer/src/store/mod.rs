@@ -521,18 +521,14 @@ impl Store {
 
     /// On SQLite, copies what the write-ahead log holds into the database file and syncs
     /// it (a passive checkpoint: it waits for no reader or writer, and none waits for it),
-    /// on a pool connection of its own. Returns false on PostgreSQL, which checkpoints
-    /// itself.
-    pub async fn checkpoint_wal(&self) -> Result<bool, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(pool, _) => {
-                sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                    .execute(pool)
-                    .await?;
-                Ok(true)
-            }
-            Backend::Postgres(..) => Ok(false),
+    /// on a pool connection of its own. Nothing on PostgreSQL, which checkpoints itself.
+    pub async fn checkpoint_wal(&self) -> Result<(), StoreError> {
+        if let Backend::Sqlite(pool, _) = &self.backend {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(pool)
+                .await?;
         }
+        Ok(())
     }
 
     /// Checks that the database answers.
