@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::store::{GroupCommit, Store, StoreError, Write, MAX_BATCH};
+use crate::store::{Store, StoreError, Write, Writer, MAX_BATCH};
 
 /// How often the write-ahead log is checkpointed while commits happen (SQLite).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
@@ -38,7 +38,7 @@ enum Committer {
     /// SQLite: the store's writer thread gathers the batches itself; the task checkpoints
     /// behind it and ends with the last handle.
     Writer {
-        writer: GroupCommit,
+        writer: Arc<Writer>,
         _checkpoints: Arc<Checkpointer>,
     },
     /// PostgreSQL: a task here gathers them.
@@ -57,7 +57,7 @@ impl Drop for Checkpointer {
 impl Recorder {
     /// Starts the group commit (and on SQLite the checkpoints) on the current Tokio runtime.
     pub fn start(store: Store) -> Recorder {
-        let committer = match store.group_commit() {
+        let committer = match store.sqlite_writer() {
             Some(writer) => {
                 let checkpointer = tokio::spawn(checkpoint_behind(store, writer.clone()));
                 Committer::Writer {
@@ -130,7 +130,7 @@ async fn run(store: Store, mut receiver: mpsc::Receiver<Pending>) {
 }
 
 /// Checkpoints the store every [`CHECKPOINT_EVERY`] in which something was committed.
-async fn checkpoint_behind(store: Store, writer: GroupCommit) {
+async fn checkpoint_behind(store: Store, writer: Arc<Writer>) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut checkpointed = 0;

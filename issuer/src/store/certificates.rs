@@ -6,26 +6,10 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::{
-    audit_log, multi_row_insert, placeholders, Backend, Store, StoreError, Value, ROWS_PER_INSERT,
+    audit_log, multi_row_insert, placeholders, Backend, Store, StoreError, Value, Writer,
+    ROWS_PER_INSERT,
 };
 use crate::audit::AuditEvent;
-
-/// SQLite's writer thread as the recorder uses it ([`Store::group_commit`]).
-#[derive(Clone, Debug)]
-pub(crate) struct GroupCommit(Arc<super::writer::Writer>);
-
-impl GroupCommit {
-    /// Commits `write` with every other write queued meanwhile (one transaction, one
-    /// fsync); returns once it is durable.
-    pub(crate) async fn record(&self, write: Write) -> Result<(), StoreError> {
-        self.0.record(write).await
-    }
-
-    /// Transactions committed (or tried) so far.
-    pub(crate) fn commits(&self) -> u64 {
-        self.0.commits()
-    }
-}
 
 /// A certificate the issuer signed, as stored. Timestamps are Unix seconds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -242,9 +226,9 @@ impl Store {
 
     /// On SQLite, the writer thread, which gathers its own batches; None on PostgreSQL,
     /// where the recorder gathers them for [`Store::commit`].
-    pub(crate) fn group_commit(&self) -> Option<GroupCommit> {
+    pub(crate) fn sqlite_writer(&self) -> Option<Arc<Writer>> {
         match &self.backend {
-            Backend::Sqlite(_, writer) => Some(GroupCommit(writer.clone())),
+            Backend::Sqlite(_, writer) => Some(writer.clone()),
             Backend::Postgres(..) => None,
         }
     }

@@ -14,11 +14,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use audit_log::CertificateBinding;
-pub(crate) use certificates::GroupCommit;
 pub use certificates::{CertificateRecord, Revocation, Write};
 pub use inventory::{CertificateFilter, Cursor, Order, QueryPlan, Revoked};
 pub use retention::StoreSize;
 pub use tokens::TokenRecord;
+pub(crate) use writer::Writer;
 
 /// Errors from storage. Messages never carry SQL text or connection strings.
 #[derive(Clone, Debug, thiserror::Error)]

@@ -55,7 +55,7 @@ enum Job {
 
 /// Handle to the writer thread; the thread ends when the store is closed or dropped.
 #[derive(Debug)]
-pub(super) struct Writer {
+pub(crate) struct Writer {
     jobs: mpsc::Sender<Job>,
     /// Transactions committed (or tried) so far.
     commits: Arc<AtomicU64>,
@@ -107,13 +107,13 @@ impl Writer {
     }
 
     /// Commits `write` with the others queued meanwhile; returns once it is durable.
-    pub(super) async fn record(&self, write: Write) -> Result<(), StoreError> {
+    pub(crate) async fn record(&self, write: Write) -> Result<(), StoreError> {
         let (done, answer) = oneshot::channel();
         self.run_job(Job::Record { write, done }, answer).await
     }
 
     /// Transactions committed (or tried) so far.
-    pub(super) fn commits(&self) -> u64 {
+    pub(crate) fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
     }
 
