@@ -52,6 +52,8 @@ pub struct Metrics {
     pub denied: Family<ReasonLabel, Counter>,
     /// Time to sign and record a certificate.
     pub sign_duration: Histogram,
+    /// Signings begun and not yet answered (a store that does not commit shows here).
+    pub signings_in_flight: Gauge,
     /// CRLs signed (a cached CRL is served until its revocations change).
     pub crls_signed: Counter,
     /// Seconds until each intermediate expires.
@@ -111,6 +113,12 @@ impl Metrics {
             "Time to sign and durably record a certificate",
             sign_duration.clone(),
         );
+        let signings_in_flight = Gauge::default();
+        registry.register(
+            "signings_in_flight",
+            "Signings begun and not yet answered (recorded or refused)",
+            signings_in_flight.clone(),
+        );
         registry.register(
             "intermediate_expiry_seconds",
             "Seconds until the intermediate certificate expires",
@@ -145,6 +153,7 @@ impl Metrics {
             failed,
             denied,
             sign_duration,
+            signings_in_flight,
             crls_signed,
             intermediate_expiry,
             connections_refused,
@@ -250,6 +259,7 @@ mod tests {
             "canopy_requests_denied_total{reason=\"no_policy\"} 1",
             "canopy_connections_refused_total{reason=\"per_peer\"} 1",
             "canopy_sign_duration_seconds_bucket",
+            "canopy_signings_in_flight 0",
             "canopy_pod_certificate_requests_total{signer=\"canopy.dev/spiffe\",outcome=\"issued\"} 1",
             "canopy_intermediate_expiry_seconds{intermediate=\"aws\"} 42",
         ] {

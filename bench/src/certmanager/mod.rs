@@ -50,6 +50,11 @@ pub struct CertManagerArgs {
     /// Certificate resources, split evenly across the two clusters.
     #[arg(long, default_value_t = 5000)]
     certificates: usize,
+    /// Create the Certificates at this many per second (across both clusters) instead of
+    /// all at once: the issuer's share when the API servers and cert-manager are not
+    /// the bottleneck.
+    #[arg(long, value_parser = positive_rate)]
+    rate: Option<f64>,
     /// cert-manager controller's `--kube-api-qps` in each cluster (cert-manager's default).
     #[arg(long, default_value_t = 20.0)]
     kube_api_qps: f32,
@@ -150,6 +155,8 @@ struct Measured {
     issuer: String,
     storage: String,
     certificates: usize,
+    /// `--rate`: Certificates created per second, or all at once.
+    rate: Option<f64>,
     /// First create until the last Secret, if every Secret was written.
     total: Option<Duration>,
     /// First create until the last create answered.
@@ -202,6 +209,7 @@ pub async fn run(args: CertManagerArgs) -> anyhow::Result<ExitCode> {
         let run = Run {
             side,
             certificates,
+            rate: args.rate,
             limits,
             timeout: args.timeout,
             issuer_bin: &issuer_bin,
@@ -213,7 +221,7 @@ pub async fn run(args: CertManagerArgs) -> anyhow::Result<ExitCode> {
         rows.push(measured);
     }
     let header = format!(
-        "canopy-bench cert-manager{}: {certificates} Certificates created at once across 2 \
+        "canopy-bench cert-manager{}: {certificates} Certificates created {} across 2 \
          clusters ({} each; 1h, one SPIFFE URI SAN, no DNS names, ECDSA P-256); cert-manager \
          {version}, its controller in each cluster with --kube-api-qps={} --kube-api-burst={} \
          (cert-manager's defaults: 20, 50); {} cores",
@@ -222,6 +230,8 @@ pub async fn run(args: CertManagerArgs) -> anyhow::Result<ExitCode> {
         } else {
             ""
         },
+        args.rate
+            .map_or("at once".to_string(), |r| format!("at {r}/s")),
         certificates / CLUSTERS.len(),
         limits.qps,
         limits.burst,
@@ -274,6 +284,7 @@ fn work_folder(under: Option<&Path>) -> anyhow::Result<tempfile::TempDir> {
 struct Run<'a> {
     side: Side,
     certificates: usize,
+    rate: Option<f64>,
     limits: ClientLimits,
     timeout: Duration,
     issuer_bin: &'a Path,
@@ -347,6 +358,7 @@ impl Run<'_> {
             cpu,
             throttled,
             own_sign,
+            rate: self.rate,
             ..Measured::new(side, issuer, storage, self.certificates)
         };
         measured.judge(first, &sent, &seen);
@@ -402,7 +414,7 @@ impl Run<'_> {
                 .map_err(|_| anyhow!("the watches did not list within 120 s"))?;
             let before = processes.cpu();
             let first = Instant::now();
-            let sent = create_all(clients, self.side, self.certificates).await;
+            let sent = create_all(clients, self.side, self.certificates, self.rate).await;
             anyhow::Ok((first, first.elapsed(), sent, before))
         };
         let (seen, created) = tokio::join!(collector, creator);
@@ -458,11 +470,13 @@ fn throttle_waits(cm: &CertManager) -> usize {
 type Sent = Vec<(String, Instant, Option<String>)>;
 
 /// Creates the Certificates, alternating between the clusters, [`CREATES_IN_FLIGHT`]
-/// at a time.
-async fn create_all(clients: &[Client], side: Side, count: usize) -> Sent {
+/// at a time; with a `rate`, Certificate `i` is not sent before `i / rate` seconds.
+async fn create_all(clients: &[Client], side: Side, count: usize, rate: Option<f64>) -> Sent {
     let issuer_ref = side.issuer_ref();
+    let start = tokio::time::Instant::now();
     stream::iter(0..count)
         .map(|i| {
+            let due = rate.map(|r| start + Duration::from_secs_f64(i as f64 / r));
             let name = format!("w-{i:05}");
             let api: Api<DynamicObject> = Api::namespaced_with(
                 clients[i % clients.len()].clone(),
@@ -471,6 +485,9 @@ async fn create_all(clients: &[Client], side: Side, count: usize) -> Sent {
             );
             let certificate = certificate(&name, &issuer_ref);
             async move {
+                if let Some(due) = due {
+                    tokio::time::sleep_until(due).await;
+                }
                 let sent = Instant::now();
                 let error = match certificate {
                     Ok(c) => api
@@ -486,6 +503,16 @@ async fn create_all(clients: &[Client], side: Side, count: usize) -> Sent {
         .buffer_unordered(CREATES_IN_FLIGHT)
         .collect()
         .await
+}
+
+/// `--rate`: a finite number of Certificates per second above zero.
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a rate above zero (Certificates per second)"
+        )),
+    }
 }
 
 /// A Certificate as istio-csr and csi-driver-spiffe ask: 1 h, the SPIFFE ID of a service
@@ -544,6 +571,7 @@ impl Measured {
             issuer,
             storage,
             certificates,
+            rate: None,
             total: None,
             creates: Duration::ZERO,
             secrets: 0,
@@ -719,7 +747,7 @@ impl Measured {
     fn result_line(&self, out: &mut String, limits: ClientLimits) {
         let _ = writeln!(
         out,
-        "result system={} certificates={} secrets={}/{} spiffe_ok={} problems={} total_s={:.3} creates_s={:.3} per_sec={:.1} request_issued_p50_ms={:.1} request_issued_p99_ms={:.1} issuer_share_p50_ms={:.1} issuer_share_p99_ms={:.1} cert_secret_p50_ms={:.1} cert_secret_p99_ms={:.1} apiserver_cpu_s={:.2} certmanager_cpu_s={:.2} issuer_cpu_s={:.2} throttle_waits={} kube_api_qps={} kube_api_burst={}",
+        "result system={} certificates={} secrets={}/{} spiffe_ok={} problems={} total_s={:.3} creates_s={:.3} per_sec={:.1} request_issued_p50_ms={:.1} request_issued_p99_ms={:.1} issuer_share_p50_ms={:.1} issuer_share_p99_ms={:.1} cert_secret_p50_ms={:.1} cert_secret_p99_ms={:.1} apiserver_cpu_s={:.2} certmanager_cpu_s={:.2} issuer_cpu_s={:.2} throttle_waits={} kube_api_qps={} kube_api_burst={} create_rate={}",
         self.side.key(),
         self.certificates,
         self.secrets.min(self.certificates),
@@ -741,6 +769,7 @@ impl Measured {
         self.throttled,
         limits.qps,
         limits.burst,
+        self.rate.map_or("at_once".to_string(), |r| r.to_string()),
     );
     }
 

@@ -118,7 +118,6 @@ impl Status {
 
 /// What a CertificateRequest's status says after signing.
 pub(crate) struct Plan {
-    intermediate: String,
     notes: Vec<String>,
 }
 
@@ -188,10 +187,7 @@ impl RequestKind for CertificateRequest {
             spiffe_id: plan.csr.uris().first().cloned(),
             asker: Asker {
                 requester,
-                plan: Plan {
-                    intermediate: plan.intermediate.clone(),
-                    notes: plan.notes,
-                },
+                plan: Plan { notes: plan.notes },
             },
             request: SignRequest {
                 csr: plan.csr,
@@ -200,16 +196,6 @@ impl RequestKind for CertificateRequest {
                 intermediate: Some(plan.intermediate),
             },
         })))
-    }
-
-    /// Only a request we marked (it has our `Ready` condition) may have been signed.
-    fn may_have_signed(&self) -> bool {
-        self.ready().is_some()
-    }
-
-    fn signing(&self, plan: &Plan) -> Option<Status> {
-        let message = format!("Signing with intermediate {}", plan.intermediate);
-        Some(Status::Pending(message))
     }
 
     fn issued(&self, asker: &Asker<Plan>, signed: Signed) -> Status {

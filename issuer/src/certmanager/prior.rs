@@ -4,9 +4,8 @@
 //!
 //! The record's `requester` names the request with its UID (see
 //! [`super::Context::requester`]), and the store has an index on `requester`: one
-//! query. The one reconcile ([`super::reconcile`]) asks before signing; a
-//! CertificateRequest only once we touched it (it carries our `Ready` condition),
-//! the kinds without a Pending mark on every attempt.
+//! query. The one reconcile ([`super::reconcile`]) asks before every signing, for
+//! every kind.
 
 use canopy::cert::Certificate;
 

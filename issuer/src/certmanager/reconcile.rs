@@ -155,14 +155,6 @@ pub(crate) trait RequestKind:
         &self,
         ctx: &Self::Context,
     ) -> impl Future<Output = Result<Decision<Self>, Transient>> + Send;
-    /// Whether an earlier pass may have signed (default: always look).
-    fn may_have_signed(&self) -> bool {
-        true
-    }
-    /// The status that marks an attempt before signing, if the kind writes one.
-    fn signing(&self, _plan: &Self::Plan) -> Option<Self::Status> {
-        None
-    }
     /// The status of a signed request.
     fn issued(&self, asker: &Asker<Self::Plan>, signed: Signed) -> Self::Status;
     /// The final status when the issuer refused; `None` when the error is transient.
@@ -232,22 +224,15 @@ async fn sign_once<K: RequestKind>(
         asker,
     } = signing;
     let issuer = ctx.issuer();
-    if request.may_have_signed() {
-        let now = crate::clock::timestamp().as_second();
-        let requester = asker.requester.to_string();
-        let found = prior::find(issuer.store(), &requester, spiffe_id.as_deref(), now).await?;
-        if let Some(earlier) = found.and_then(|r| prior::signed_before(issuer, r)) {
-            tracing::info!(cluster = %ctx.cluster(), serial = %earlier.record.serial, "found the certificate signed before for this request");
-            let status = request.issued(&asker, Signed::Before(Box::new(earlier)));
-            return answer(request, ctx, status).await;
-        }
-    }
-    // Mark the attempt before signing: after a crash, the mark tells the next pass
-    // to look for a certificate already signed.
-    if let Some(marker) = request.signing(&asker.plan) {
-        if request.write(ctx, marker).await? == Written::Gone {
-            return Ok(Action::await_change());
-        }
+    // Every pass looks in the store (one indexed read) rather than marking the request
+    // in the API server before signing: a write there costs more, and wakes cert-manager.
+    let now = crate::clock::timestamp().as_second();
+    let requester = asker.requester.to_string();
+    let found = prior::find(issuer.store(), &requester, spiffe_id.as_deref(), now).await?;
+    if let Some(earlier) = found.and_then(|r| prior::signed_before(issuer, r)) {
+        tracing::info!(cluster = %ctx.cluster(), serial = %earlier.record.serial, "found the certificate signed before for this request");
+        let status = request.issued(&asker, Signed::Before(Box::new(earlier)));
+        return answer(request, ctx, status).await;
     }
     let error = match issuer.issue(&asker.requester, sign).await {
         Ok(issued) => {

@@ -191,6 +191,7 @@ impl Issuer {
         request: SignRequest,
     ) -> Result<Issued, IssueError> {
         let started = Instant::now();
+        let _in_flight = InFlight::begin(&self.metrics.signings_in_flight);
         let now = crate::clock::now();
         let result = self.try_issue(requester, request, now).await;
         match &result {
@@ -366,5 +367,22 @@ impl Issuer {
         policy::applicable(&self.policies, requester)
             .iter()
             .any(|p| p.config.list)
+    }
+}
+
+/// One signing counted in `canopy_signings_in_flight` until dropped (answered, or the
+/// request's task cancelled).
+struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> InFlight<'a> {
+    fn begin(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
