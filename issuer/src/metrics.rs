@@ -70,6 +70,16 @@ pub struct Metrics {
     pub retention: std::sync::Arc<crate::retention::RetentionMetrics>,
 }
 
+/// A new metric of type `M`, registered as `name` with `help`.
+fn registered<M>(registry: &mut Registry, name: &str, help: &str) -> M
+where
+    M: prometheus_client::registry::Metric + Clone + Default,
+{
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -113,11 +123,10 @@ impl Metrics {
             "Time to sign and durably record a certificate",
             sign_duration.clone(),
         );
-        let signings_in_flight = Gauge::default();
-        registry.register(
+        let signings_in_flight = registered(
+            &mut registry,
             "signings_in_flight",
             "Signings begun and not yet answered (recorded or refused)",
-            signings_in_flight.clone(),
         );
         registry.register(
             "intermediate_expiry_seconds",
@@ -130,12 +139,8 @@ impl Metrics {
             "Connections closed at accept because a connection cap was reached, by reason",
             connections_refused.clone(),
         );
-        let connections_open = Gauge::default();
-        registry.register(
-            "connections_open",
-            "Connections open now",
-            connections_open.clone(),
-        );
+        let connections_open =
+            registered(&mut registry, "connections_open", "Connections open now");
         let pod_certificates = Family::<SignerLabel, Counter>::default();
         registry.register(
             "pod_certificate_requests",

@@ -815,6 +815,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_rate_is_a_finite_number_above_zero() {
+        assert_eq!(positive_rate("10"), Ok(10.0));
+        assert_eq!(positive_rate("0.5"), Ok(0.5));
+        for bad in ["0", "-1", "NaN", "inf", "ten", ""] {
+            assert!(positive_rate(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn nearest_rank_percentiles() {
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
         assert_eq!(percentile(&v, 50.0), 50.0);
