@@ -20,7 +20,7 @@ use super::reconcile::{
     Transient,
 };
 use super::request::{Approval, CertificateRequest, Reason};
-use super::signing::issuer_settings;
+use super::signing::{issuer_settings, IssuerSettings};
 use super::status::{apply_status, condition, now_rfc3339, Written};
 use super::{Context, RequestOrigin};
 use crate::auth::AuthMethod;
@@ -135,8 +135,25 @@ impl RequestKind for CertificateRequest {
         self.our_issuer().is_some() && !self.is_finished() && self.approval() != Approval::Waiting
     }
 
-    async fn decide(&self, ctx: &Context) -> Result<Decision<Self>, Transient> {
+    type Prefetch = Option<Result<IssuerSettings, String>>;
+
+    /// 4. The issuer it names (`spec.issuerRef` never changes), read fresh.
+    async fn prefetch(&self, ctx: &Context) -> Result<Self::Prefetch, Transient> {
         let Some(kind) = self.our_issuer() else {
+            return Ok(None);
+        };
+        let namespace = self.namespace().unwrap_or_default();
+        Ok(Some(
+            issuer_settings(ctx, kind, &namespace, &self.spec.issuer_ref.name).await?,
+        ))
+    }
+
+    async fn decide(
+        &self,
+        ctx: &Context,
+        issuer: Self::Prefetch,
+    ) -> Result<Decision<Self>, Transient> {
+        let Some(issuer) = issuer else {
             return Ok(Decision::Wait);
         };
         match self.approval() {
@@ -153,11 +170,10 @@ impl RequestKind for CertificateRequest {
         }
         let namespace = self.namespace().unwrap_or_default();
         // 4. The issuer must exist and be Ready.
-        let settings =
-            match issuer_settings(ctx, kind, &namespace, &self.spec.issuer_ref.name).await? {
-                Ok(s) => s,
-                Err(message) => return Ok(Decision::Later(Some(Status::Pending(message)))),
-            };
+        let settings = match issuer {
+            Ok(s) => s,
+            Err(message) => return Ok(Decision::Later(Some(Status::Pending(message)))),
+        };
         // 5. Decode, verify, map duration / isCA / usages.
         let csr_pem = match decode_request(&self.spec.request) {
             Ok(pem) => pem,

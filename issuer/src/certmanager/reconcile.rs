@@ -150,10 +150,20 @@ pub(crate) trait RequestKind:
     /// Whether the request may need work: ours, approved, not answered. Cheap:
     /// asked of the cached copy, then of the copy read fresh.
     fn wants(&self, ctx: &Self::Context) -> bool;
+    /// What [`RequestKind::decide`] reads from the API server besides the request,
+    /// read while the request is read fresh: from the cached copy, so only from
+    /// fields of the spec that never change (the issuer it names).
+    type Prefetch: Send;
+    /// Reads the [`RequestKind::Prefetch`].
+    fn prefetch(
+        &self,
+        ctx: &Self::Context,
+    ) -> impl Future<Output = Result<Self::Prefetch, Transient>> + Send;
     /// The requester and what to sign, or an answer without signing.
     fn decide(
         &self,
         ctx: &Self::Context,
+        prefetched: Self::Prefetch,
     ) -> impl Future<Output = Result<Decision<Self>, Transient>> + Send;
     /// The status of a signed request.
     fn issued(&self, asker: &Asker<Self::Plan>, signed: Signed) -> Self::Status;
@@ -187,8 +197,11 @@ pub(crate) async fn reconcile<K: RequestKind>(
         return Ok(Action::await_change());
     }
     // The cache may lag behind our own last write: read again so we never sign twice.
+    // What the decision reads besides (the issuer) is read at the same time.
     let api = cached.api(ctx.client().clone());
-    let Some(request) = api.get_opt(&cached.name_any()).await? else {
+    let name = cached.name_any();
+    let (fresh, prefetched) = tokio::join!(api.get_opt(&name), cached.prefetch(&ctx));
+    let Some(request) = fresh? else {
         return Ok(Action::await_change());
     };
     if request.uid() != cached.uid() {
@@ -198,7 +211,7 @@ pub(crate) async fn reconcile<K: RequestKind>(
         ctx.backoff().reset(&uid_of(&request));
         return Ok(Action::await_change());
     }
-    match request.decide(&ctx).await? {
+    match request.decide(&ctx, prefetched?).await? {
         Decision::Wait => Ok(Action::await_change()),
         Decision::Answer(status) => answer(&request, &ctx, status).await,
         Decision::Later(status) => {

@@ -26,7 +26,7 @@ use super::plan::{self, Asked};
 use super::reconcile::{
     error_policy, publish, reconcile, Asker, Decision, RequestKind, Signed, Signing, Transient,
 };
-use super::signing::issuer_settings;
+use super::signing::{issuer_settings, IssuerSettings};
 use super::status::{apply_status, condition, Written};
 use super::{Context, RequestOrigin};
 use crate::auth::{AuthMethod, Requester};
@@ -113,12 +113,28 @@ impl RequestKind for CertificateSigningRequest {
             && condition_true(self, "Approved")
     }
 
-    async fn decide(&self, ctx: &Context) -> Result<Decision<Self>, Transient> {
+    type Prefetch = Option<Result<IssuerSettings, String>>;
+
+    /// The issuer the signer name names (`spec.signerName` never changes), read fresh.
+    async fn prefetch(&self, ctx: &Context) -> Result<Self::Prefetch, Transient> {
         let Some((kind, namespace, issuer_name)) = parse_signer_name(&self.spec.signer_name) else {
-            return Ok(Decision::Wait);
+            return Ok(None);
         };
         let ns = namespace.as_deref().unwrap_or("");
-        let settings = match issuer_settings(ctx, kind, ns, &issuer_name).await? {
+        Ok(Some(issuer_settings(ctx, kind, ns, &issuer_name).await?))
+    }
+
+    async fn decide(
+        &self,
+        ctx: &Context,
+        issuer: Self::Prefetch,
+    ) -> Result<Decision<Self>, Transient> {
+        let (Some((_, namespace, _)), Some(issuer)) =
+            (parse_signer_name(&self.spec.signer_name), issuer)
+        else {
+            return Ok(Decision::Wait);
+        };
+        let settings = match issuer {
             Ok(s) => s,
             Err(message) => {
                 tracing::info!(cluster = %ctx.cluster, csr = %self.name_any(), "{message}; will retry");

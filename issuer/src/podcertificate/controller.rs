@@ -110,7 +110,15 @@ impl RequestKind for PodCertificateRequest {
         ctx.settings.signer_names.contains(&self.spec.signer_name) && !self.is_finished()
     }
 
-    async fn decide(&self, ctx: &Context) -> Result<Decision<Self>, Transient> {
+    /// The binding checks read the pod, node and service account in `decide`, after
+    /// the request is read fresh.
+    type Prefetch = ();
+
+    async fn prefetch(&self, _ctx: &Context) -> Result<(), Transient> {
+        Ok(())
+    }
+
+    async fn decide(&self, ctx: &Context, (): ()) -> Result<Decision<Self>, Transient> {
         let requester = requester(self, ctx);
         let spec = &self.spec;
         let csr = match decision::proof_of_possession(spec)
