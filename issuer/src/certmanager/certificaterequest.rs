@@ -137,11 +137,15 @@ impl RequestKind for CertificateRequest {
 
     type Prefetch = Option<Result<IssuerSettings, String>>;
 
-    /// 4. The issuer it names (`spec.issuerRef` never changes), read fresh.
+    /// For step 4: the issuer it names (`spec.issuerRef` never changes), read fresh;
+    /// only for an approved request (a denied one is answered without it).
     async fn prefetch(&self, ctx: &Context) -> Result<Self::Prefetch, Transient> {
         let Some(kind) = self.our_issuer() else {
             return Ok(None);
         };
+        if self.approval() != Approval::Approved {
+            return Ok(None);
+        }
         let namespace = self.namespace().unwrap_or_default();
         Ok(Some(
             issuer_settings(ctx, kind, &namespace, &self.spec.issuer_ref.name).await?,
@@ -153,9 +157,9 @@ impl RequestKind for CertificateRequest {
         ctx: &Context,
         issuer: Self::Prefetch,
     ) -> Result<Decision<Self>, Transient> {
-        let Some(issuer) = issuer else {
+        if self.our_issuer().is_none() {
             return Ok(Decision::Wait);
-        };
+        }
         match self.approval() {
             Approval::Waiting => return Ok(Decision::Wait),
             Approval::Denied(message) if message.is_empty() => {
@@ -169,10 +173,12 @@ impl RequestKind for CertificateRequest {
             Approval::Approved => {}
         }
         let namespace = self.namespace().unwrap_or_default();
-        // 4. The issuer must exist and be Ready.
+        // 4. The issuer must exist and be Ready. (Not read: the cached copy was not yet
+        // approved. Approval is final, so this does not happen; a retry would read it.)
         let settings = match issuer {
-            Ok(s) => s,
-            Err(message) => return Ok(Decision::Later(Some(Status::Pending(message)))),
+            Some(Ok(s)) => s,
+            Some(Err(message)) => return Ok(Decision::Later(Some(Status::Pending(message)))),
+            None => return Ok(Decision::Later(None)),
         };
         // 5. Decode, verify, map duration / isCA / usages.
         let csr_pem = match decode_request(&self.spec.request) {
