@@ -90,62 +90,55 @@ impl Metrics {
     /// Creates and registers the metrics.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("canopy");
-        let issued = Family::<ProfileLabel, Counter>::default();
-        let failed = Family::<ReasonLabel, Counter>::default();
-        let denied = Family::<ReasonLabel, Counter>::default();
+        let crls_signed: Counter = registered(
+            &mut registry,
+            "crls_signed",
+            "CRLs signed (cached between revocations)",
+        );
+        let issued: Family<ProfileLabel, Counter> = registered(
+            &mut registry,
+            "certificates_issued",
+            "Certificates issued, by profile",
+        );
+        let failed: Family<ReasonLabel, Counter> = registered(
+            &mut registry,
+            "requests_failed",
+            "Requests that failed, by reason",
+        );
+        let denied: Family<ReasonLabel, Counter> = registered(
+            &mut registry,
+            "requests_denied",
+            "Requests denied, by reason",
+        );
         let sign_duration = Histogram::new([
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
         ]);
-        let intermediate_expiry = Family::<IntermediateLabel, Gauge<i64, AtomicI64>>::default();
-        let crls_signed = Counter::default();
-        registry.register(
-            "crls_signed",
-            "CRLs signed (cached between revocations)",
-            crls_signed.clone(),
-        );
-        registry.register(
-            "certificates_issued",
-            "Certificates issued, by profile",
-            issued.clone(),
-        );
-        registry.register(
-            "requests_failed",
-            "Requests that failed, by reason",
-            failed.clone(),
-        );
-        registry.register(
-            "requests_denied",
-            "Requests denied, by reason",
-            denied.clone(),
-        );
         registry.register(
             "sign_duration_seconds",
             "Time to sign and durably record a certificate",
             sign_duration.clone(),
         );
-        let signings_in_flight = registered(
+        let signings_in_flight: Gauge = registered(
             &mut registry,
             "signings_in_flight",
             "Signings begun and not yet answered (recorded or refused)",
         );
-        registry.register(
+        let intermediate_expiry: Family<IntermediateLabel, Gauge<i64, AtomicI64>> = registered(
+            &mut registry,
             "intermediate_expiry_seconds",
             "Seconds until the intermediate certificate expires",
-            intermediate_expiry.clone(),
         );
-        let connections_refused = Family::<ReasonLabel, Counter>::default();
-        registry.register(
+        let connections_refused: Family<ReasonLabel, Counter> = registered(
+            &mut registry,
             "connections_refused",
             "Connections closed at accept because a connection cap was reached, by reason",
-            connections_refused.clone(),
         );
-        let connections_open =
+        let connections_open: Gauge =
             registered(&mut registry, "connections_open", "Connections open now");
-        let pod_certificates = Family::<SignerLabel, Counter>::default();
-        registry.register(
+        let pod_certificates: Family<SignerLabel, Counter> = registered(
+            &mut registry,
             "pod_certificate_requests",
             "PodCertificateRequests answered, by signer and outcome (issued, denied, failed)",
-            pod_certificates.clone(),
         );
         let istio = std::sync::Arc::new(crate::istio::IstioMetrics::register(&mut registry));
         let retention =
